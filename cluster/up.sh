@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Starts a local three-node Leasehold cluster as background processes on
+# 127.0.0.1 and records their pids, so down.sh stops exactly those.
+#
+# Environment (all optional):
+#   LEASEHOLD_DATA_DIR     data root (default: ./.leasehold-data)
+#   LEASEHOLD_RAFT_PORT    first Raft peer port (default 7101; nodes use +0,+1,+2)
+#   LEASEHOLD_API_PORT     first client API port (default 7001)
+#   LEASEHOLD_BIN          binary to run (default: build target/release/leasehold)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+data="${LEASEHOLD_DATA_DIR:-$root/.leasehold-data}"
+raft_port="${LEASEHOLD_RAFT_PORT:-7101}"
+api_port="${LEASEHOLD_API_PORT:-7001}"
+bin="${LEASEHOLD_BIN:-}"
+
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --release --locked -p leasehold-cli >&2)
+  bin="$root/target/release/leasehold"
+fi
+mkdir -p "$data"
+if [ -f "$data/pids" ] && "$here/status.sh" >/dev/null 2>&1; then
+  echo "a cluster from $data is already running (cluster/down.sh stops it)" >&2
+  exit 1
+fi
+
+peers=()
+for i in 1 2 3; do
+  peers+=(--peer "$i=127.0.0.1:$((raft_port + i - 1)),127.0.0.1:$((api_port + i - 1))")
+done
+
+: > "$data/pids"
+for i in 1 2 3; do
+  "$bin" server --id "$i" \
+    --raft-listen "127.0.0.1:$((raft_port + i - 1))" \
+    --api-listen "127.0.0.1:$((api_port + i - 1))" \
+    "${peers[@]}" --data-dir "$data/node-$i" \
+    >>"$data/node-$i.log" 2>&1 &
+  echo "$i $!" >> "$data/pids"
+done
+# Wait until every node listens, or report the one that died.
+for i in 1 2 3; do
+  pid=$(awk -v id="$i" '$1 == id { print $2 }' "$data/pids")
+  port=$((api_port + i - 1))
+  for _ in $(seq 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "node $i exited at startup; last log lines ($data/node-$i.log):" >&2
+      tail -n 5 "$data/node-$i.log" >&2
+      "$here/down.sh" >/dev/null 2>&1 || true
+      exit 1
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+echo "started 3 nodes (data and logs in $data):"
+for i in 1 2 3; do
+  echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))"
+done
+echo "endpoints: 127.0.0.1:$api_port,127.0.0.1:$((api_port + 1)),127.0.0.1:$((api_port + 2))"

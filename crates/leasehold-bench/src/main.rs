@@ -1,0 +1,162 @@
+//! `leasehold-bench`: starts a three-node cluster in this process (real
+//! gRPC on 127.0.0.1, real sled with fsync) and prints replicated command
+//! latency with one client and throughput with many concurrent clients.
+//!
+//! # Layout
+//! - `latency`: one client proposes sequentially; prints p50/p90/p99/max.
+//! - `throughput`: N clients propose concurrently for a fixed time.
+//! - [`api`]: the same and more through the client gRPC API: keepalive
+//!   renewals per second, failover timing.
+
+mod api;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use leasehold_core::{Acquire, Command, Mode, Response, SessionTarget};
+use leasehold_tests::{ClusterOptions, TestCluster};
+
+/// Flags.
+#[derive(Parser, Debug)]
+#[command(about = "Replicated command latency and throughput on a 3-node loopback cluster")]
+struct Args {
+    /// Sequential acquire+release pairs for the latency run.
+    #[arg(long, default_value_t = 1000)]
+    latency_ops: usize,
+    /// Concurrent clients for the throughput run.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Length of the throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Sessions for the keepalive run.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Session TTL for the failover run.
+    #[arg(long, default_value_t = 2000)]
+    failover_ttl_ms: u64,
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+async fn open(c: &TestCluster, name: &str) -> anyhow::Result<u64> {
+    match c
+        .propose(Command::OpenSession {
+            client_name: name.into(),
+            ttl_ms: 60_000,
+        })
+        .await?
+    {
+        (_, Response::SessionOpened { session, .. }) => Ok(session),
+        (_, other) => anyhow::bail!("open: {other:?}"),
+    }
+}
+
+fn acquire(session: u64, resource: String) -> Command {
+    Command::Acquire(Acquire {
+        session: SessionTarget::Existing(session),
+        resource,
+        mode: Mode::Exclusive,
+        wait: false,
+        metadata: Vec::new(),
+    })
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Production Raft timing (the test default heartbeat is shorter).
+    let options = ClusterOptions {
+        timing: leasehold_server::RaftTiming::default(),
+        ..ClusterOptions::default()
+    };
+    let cluster = Arc::new(TestCluster::start(options).await?);
+    let leader = cluster.leader().await?;
+    println!("3-node cluster on 127.0.0.1 up; leader is node {leader}");
+
+    // Latency: one client, one command at a time, measured at the leader.
+    let session = open(&cluster, "latency").await?;
+    let node = cluster.node(leader)?;
+    let mut samples = Vec::with_capacity(args.latency_ops * 2);
+    for i in 0..args.latency_ops {
+        let resource = format!("lat/{i}");
+        let t = Instant::now();
+        node.propose(acquire(session, resource.clone())).await?;
+        samples.push(t.elapsed());
+        let t = Instant::now();
+        node.propose(Command::Release { session, resource }).await?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "latency, 1 client, {} replicated commands (acquire/release): p50 {}  p90 {}  p99 {}  max {}",
+        samples.len(),
+        ms(percentile(&samples, 0.50)),
+        ms(percentile(&samples, 0.90)),
+        ms(percentile(&samples, 0.99)),
+        ms(percentile(&samples, 1.0)),
+    );
+
+    // Throughput: N clients, each with its own session, acquire+release loops.
+    let done = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let session = open(&cluster, &format!("tp-{c}")).await?;
+        let cluster = Arc::clone(&cluster);
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            let node = cluster.node(leader)?;
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < stop_at {
+                let resource = format!("tp/{c}/{i}");
+                let t = Instant::now();
+                node.propose(acquire(session, resource.clone())).await?;
+                node.propose(Command::Release { session, resource }).await?;
+                lat.push(t.elapsed() / 2);
+                done.fetch_add(2, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "throughput, {} clients, {:.1} s: {} commands, {:.0} commands/s (p50 {}  p99 {})",
+        args.clients,
+        elapsed,
+        n,
+        n as f64 / elapsed,
+        ms(percentile(&all, 0.50)),
+        ms(percentile(&all, 0.99)),
+    );
+    let mut cluster = match Arc::try_unwrap(cluster) {
+        Ok(c) => c,
+        Err(_) => anyhow::bail!("cluster still shared"),
+    };
+    api::latency(&cluster, args.latency_ops).await?;
+    api::throughput(&cluster, args.clients, args.seconds).await?;
+    api::renewals(&cluster, args.sessions, 8, args.seconds).await?;
+    api::failover(&mut cluster, args.failover_ttl_ms).await?;
+    cluster.shutdown().await
+}

@@ -1,0 +1,413 @@
+//! The client commands: acquire, release, get, list, watch, recall, status.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use leasehold_client::{AcquireOptions, Client, ClientBuilder, LeaseStatus, Mode};
+
+use crate::duration::parse_duration;
+use crate::exit;
+use crate::output::{self, Format};
+use crate::signal::wait_for_shutdown_signal;
+
+/// Default endpoints when neither `--endpoints` nor `LEASEHOLD_ENDPOINTS`
+/// is given: the ports `cluster/up.sh` and `leasehold dev` use.
+pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+/// How to reach the cluster and how to print; shared by client commands.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Client API endpoints, comma separated (any nodes of the cluster).
+    #[arg(
+        long,
+        env = "LEASEHOLD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = ENDPOINTS_DEFAULT
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format: aligned table, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Bound on each request, retries across nodes included (a --wait
+    /// comes on top), e.g. 10s, 500ms.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+impl ConnArgs {
+    /// Connects to the cluster (finding the leader).
+    pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let client = ClientBuilder::new(endpoints)
+            .client_name(client_name)
+            .call_timeout(self.timeout)
+            .attempt_timeout(self.timeout.min(Duration::from_secs(3)))
+            .connect()
+            .await
+            .context("connecting to the cluster")?;
+        Ok(client)
+    }
+}
+
+/// The default holder name: `leasehold-cli/<pid>`.
+pub fn default_holder() -> String {
+    format!("leasehold-cli/{}", std::process::id())
+}
+
+/// Flags of `leasehold acquire`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Without --hold, acquire opens a session, acquires, prints the lease and exits: \
+nothing renews the session afterwards, so it and the lease expire after the TTL. \
+Release earlier with `leasehold release RESOURCE --session ID` (ID as printed). \
+With --hold, the lease is renewed until Ctrl-C, then released; a recall \
+releases it and exits 0.")]
+pub struct AcquireArgs {
+    /// The resource to lease.
+    pub resource: String,
+    /// Shared (reader) lease instead of exclusive.
+    #[arg(long)]
+    pub shared: bool,
+    /// Session time-to-live.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub ttl: Duration,
+    /// Wait (queued, first come first served) at most this long for the
+    /// resource; without it a held resource fails at once (exit 3).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Client name of the session (shown to others). Default:
+    /// leasehold-cli/PID.
+    #[arg(long)]
+    pub holder: Option<String>,
+    /// Text stored with the lease, shown by get and list.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Keep the lease (renewing it) until Ctrl-C, then release it.
+    #[arg(long)]
+    pub hold: bool,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Opens a session for `holder` and acquires `resource` in it; closes the
+/// session again if the acquire fails (shared by `acquire` and `run`).
+pub async fn open_and_acquire(
+    conn: &ConnArgs,
+    holder: Option<&str>,
+    ttl: Duration,
+    resource: &str,
+    options: AcquireOptions,
+) -> anyhow::Result<(
+    leasehold_client::Client,
+    leasehold_client::Session,
+    leasehold_client::Lease,
+)> {
+    let holder = holder.map(str::to_string).unwrap_or_else(default_holder);
+    let client = conn.connect(&holder).await?;
+    let session = client
+        .open_session(&holder, ttl)
+        .await
+        .context("opening a session")?;
+    match session.acquire(resource, options).await {
+        Ok(lease) => Ok((client, session, lease)),
+        Err(e) => {
+            let _ = session.close().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Options of an acquire from its flags.
+pub fn acquire_options(
+    shared: bool,
+    wait: Option<Duration>,
+    metadata: Option<&str>,
+) -> AcquireOptions {
+    AcquireOptions {
+        mode: if shared {
+            Mode::Shared
+        } else {
+            Mode::Exclusive
+        },
+        wait,
+        metadata: metadata.unwrap_or_default().as_bytes().to_vec(),
+    }
+}
+
+/// `leasehold acquire`.
+pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
+    let options = acquire_options(args.shared, args.wait, args.metadata.as_deref());
+    let (_client, session, lease) = open_and_acquire(
+        &args.conn,
+        args.holder.as_deref(),
+        args.ttl,
+        &args.resource,
+        options,
+    )
+    .await?;
+    output::print(
+        args.conn.output,
+        output::ACQUIRED_HEADER,
+        &[output::acquired(
+            lease.resource(),
+            lease.mode(),
+            lease.fencing_token(),
+            session.ttl(),
+            session.id(),
+        )],
+    )?;
+    if !args.hold {
+        lease.detach();
+        session.detach();
+        return Ok(exit::OK);
+    }
+    eprintln!("leasehold: holding {}; Ctrl-C releases it", args.resource);
+    let code = tokio::select! {
+        r = wait_for_shutdown_signal() => { r?; exit::OK }
+        status = lease.lost() => match status {
+            LeaseStatus::Recalled { reason } => {
+                eprintln!("leasehold: lease on {} recalled ({reason}); releasing", args.resource);
+                exit::OK
+            }
+            LeaseStatus::Lost { why } => {
+                anyhow::bail!("lease on {} lost: {why}", args.resource);
+            }
+            LeaseStatus::Held => exit::OK,
+        },
+    };
+    let token = lease.release().await.context("releasing")?;
+    session.close().await.context("closing the session")?;
+    tracing::debug!(token, "released");
+    Ok(code)
+}
+
+/// Flags of `leasehold release`.
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// The resource.
+    pub resource: String,
+    /// The holding session's id (as `acquire` printed it).
+    #[arg(long)]
+    pub session: u64,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold release`.
+pub async fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
+    let client = args.conn.connect(&default_holder()).await?;
+    let token = client.release(args.session, &args.resource).await?;
+    let record = output::Record {
+        cells: vec![
+            args.resource.clone(),
+            args.session.to_string(),
+            token.to_string(),
+        ],
+        json: serde_json::json!({
+            "resource": args.resource,
+            "session_id": args.session,
+            "fencing_token": token,
+            "released": true,
+        }),
+    };
+    output::print(
+        args.conn.output,
+        &["RELEASED", "SESSION", "TOKEN"],
+        &[record],
+    )?;
+    Ok(exit::OK)
+}
+
+/// Flags of `leasehold get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The resource.
+    pub resource: String,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold get`.
+pub async fn get(args: GetArgs) -> anyhow::Result<u8> {
+    let client = args.conn.connect(&default_holder()).await?;
+    let state = client.get(&args.resource).await?;
+    match args.conn.output {
+        Format::Json => println!("{}", output::resource_json(&state)),
+        Format::Table if state.holders.is_empty() => {
+            println!("{}: free ({} waiting)", state.resource, state.waiters);
+        }
+        Format::Table => {
+            let records: Vec<_> = state.holders.iter().map(output::holder).collect();
+            print!(
+                "{}",
+                output::render(Format::Table, output::HOLDER_HEADER, &records)
+            );
+            println!("waiting: {}", state.waiters);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Flags of `leasehold list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only resources whose names start with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold list` (follows every page).
+pub async fn list(args: ListArgs) -> anyhow::Result<u8> {
+    let client = args.conn.connect(&default_holder()).await?;
+    let resources = client.list(&args.prefix).await?;
+    let records: Vec<_> = resources.iter().map(output::listed).collect();
+    output::print(args.conn.output, output::LIST_HEADER, &records)?;
+    Ok(exit::OK)
+}
+
+/// Flags of `leasehold watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Only resources whose names start with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Start from this revision (still in the node's history); default:
+    /// only new events.
+    #[arg(long, default_value_t = 0)]
+    pub from_revision: u64,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold watch`: prints events until Ctrl-C.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let client = args.conn.connect(&default_holder()).await?;
+    let mut stream = client.watch(&args.prefix, args.from_revision).await?;
+    if args.conn.output == Format::Table {
+        print!("{}", output::event_header());
+    }
+    let stop = wait_for_shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => { r?; return Ok(exit::OK); }
+            event = stream.next() => match event {
+                Some(Ok(e)) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(output::event_line(args.conn.output, &e).as_bytes())?;
+                    out.flush()?;
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(exit::OK),
+            },
+        }
+    }
+}
+
+/// Flags of `leasehold recall`.
+#[derive(Args, Debug)]
+pub struct RecallArgs {
+    /// The resource.
+    pub resource: String,
+    /// Why (shown to the holders).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold recall`.
+pub async fn recall(args: RecallArgs) -> anyhow::Result<u8> {
+    let client = args.conn.connect(&default_holder()).await?;
+    let holders = client.recall(&args.resource, &args.reason).await?;
+    let list = if holders.is_empty() {
+        "-".to_string()
+    } else {
+        holders
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let record = output::Record {
+        cells: vec![args.resource.clone(), list],
+        json: serde_json::json!({ "resource": args.resource, "holders": holders }),
+    };
+    output::print(args.conn.output, &["RECALLED", "HOLDERS"], &[record])?;
+    Ok(exit::OK)
+}
+
+/// Flags of `leasehold membership`.
+#[derive(Args, Debug)]
+pub struct MembershipArgs {
+    /// A voter of the new membership, ID=RAFT_ADDR,API_ADDR; repeat for
+    /// every voter. Nodes left out are removed from the cluster.
+    #[arg(long = "voter", required = true)]
+    pub voters: Vec<leasehold_server::PeerSpec>,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold membership`: replaces the voter set.
+pub async fn membership(args: MembershipArgs) -> anyhow::Result<u8> {
+    let client = args.conn.connect(&default_holder()).await?;
+    let voters: Vec<leasehold_client::Member> = args
+        .voters
+        .iter()
+        .map(|p| leasehold_client::Member {
+            node_id: p.id,
+            raft_addr: p.node.raft_addr.clone(),
+            api_addr: p.node.api_addr.clone(),
+        })
+        .collect();
+    let now = client.change_membership(&voters).await?;
+    let records: Vec<output::Record> = now
+        .iter()
+        .map(|m| output::Record {
+            cells: vec![m.node_id.to_string(), m.raft_addr.clone(), m.api_addr.clone()],
+            json: serde_json::json!({ "node_id": m.node_id, "raft_addr": m.raft_addr, "api_addr": m.api_addr }),
+        })
+        .collect();
+    output::print(args.conn.output, &["VOTER", "RAFT", "API"], &records)?;
+    Ok(exit::OK)
+}
+
+/// Flags of `leasehold status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `leasehold status`: every endpoint's own view. Exits 6 if none answers.
+pub async fn status(args: StatusArgs) -> anyhow::Result<u8> {
+    let client = ClientBuilder::new(args.conn.endpoints.clone())
+        .attempt_timeout(args.conn.timeout.min(Duration::from_secs(3)))
+        .connect_lazy()?;
+    let views = client.status_all().await;
+    let records: Vec<_> = views.iter().map(|(e, v)| output::node(e, v)).collect();
+    output::print(args.conn.output, output::STATUS_HEADER, &records)?;
+    if views.iter().all(|(_, v)| v.is_err()) {
+        if let Some((_, Err(e))) = views.into_iter().next() {
+            return Err(anyhow::Error::new(e).context("no endpoint answered"));
+        }
+    }
+    Ok(exit::OK)
+}

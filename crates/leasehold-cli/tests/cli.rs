@@ -1,0 +1,342 @@
+//! The `leasehold` binary against a real three-node cluster on loopback.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
+use tokio::process::Command;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold");
+
+/// A `leasehold` command aimed at `cluster`.
+fn cli(cluster: &TestCluster, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("LEASEHOLD_ENDPOINTS", cluster.api_endpoints().join(","))
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs a command to completion (bounded by [`WAIT`]).
+async fn output(mut c: Command) -> anyhow::Result<Output> {
+    Ok(tokio::time::timeout(WAIT, c.output()).await??)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit code, with both streams in the error when it differs.
+fn expect_code(o: &Output, code: i32) -> anyhow::Result<()> {
+    if o.status.code() != Some(code) {
+        bail!(
+            "exit {:?}, wanted {code}\nstdout: {}\nstderr: {}",
+            o.status,
+            stdout(o),
+            stderr(o)
+        );
+    }
+    Ok(())
+}
+
+/// The single JSON object a `--output json` command printed.
+fn json(o: &Output) -> anyhow::Result<serde_json::Value> {
+    let out = stdout(o);
+    let line = out.lines().next().context("no output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Waits until `resource` has a holder; returns its session id.
+async fn holder_of(client: &leasehold_client::Client, resource: &str) -> anyhow::Result<u64> {
+    wait_until("a holder", WAIT, || async {
+        let s = client.get(resource).await.ok()?;
+        s.holders.first().map(|h| h.session_id)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acquire_get_release_and_exit_codes() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+
+    // acquire prints a token (table and json).
+    let o = output(cli(
+        &cluster,
+        &["acquire", "cli/a", "--holder", "alice", "--ttl", "5s"],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let table = stdout(&o);
+    assert!(table.starts_with("RESOURCE"), "{table}");
+    assert!(
+        table.contains("cli/a") && table.contains("exclusive"),
+        "{table}"
+    );
+    let o = output(cli(
+        &cluster,
+        &[
+            "acquire",
+            "cli/b",
+            "--holder",
+            "bob",
+            "--ttl",
+            "5s",
+            "--output",
+            "json",
+            "--metadata",
+            "host-b",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let v = json(&o)?;
+    let token = v["fencing_token"].as_u64().context("token")?;
+    let session = v["session_id"].as_u64().context("session")?;
+    assert!(token > 0);
+    assert_eq!(v["resource"], "cli/b");
+    assert_eq!(v["ttl_ms"], 5_000);
+
+    // A second exclusive acquire exits 3 and names the holder.
+    let o = output(cli(&cluster, &["acquire", "cli/b", "--holder", "carol"])).await?;
+    expect_code(&o, 3)?;
+    let err = stderr(&o);
+    assert!(err.starts_with("leasehold: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&session.to_string()) && err.contains("bob"),
+        "{err}"
+    );
+
+    // Waiting for it times out: exit 5.
+    let o = output(cli(&cluster, &["acquire", "cli/b", "--wait", "300ms"])).await?;
+    expect_code(&o, 5)?;
+
+    // get shows the holder.
+    let o = output(cli(&cluster, &["get", "cli/b"])).await?;
+    expect_code(&o, 0)?;
+    let out = stdout(&o);
+    assert!(
+        out.contains("bob") && out.contains(&session.to_string()) && out.contains("host-b"),
+        "{out}"
+    );
+    let o = output(cli(&cluster, &["get", "cli/b", "--output", "json"])).await?;
+    let v = json(&o)?;
+    assert_eq!(v["holders"][0]["session_id"], session);
+    assert_eq!(v["holders"][0]["fencing_token"], token);
+
+    // list follows pages and shows both.
+    let o = output(cli(&cluster, &["list", "cli/"])).await?;
+    expect_code(&o, 0)?;
+    let out = stdout(&o);
+    assert!(out.contains("cli/a") && out.contains("cli/b"), "{out}");
+
+    // release with the printed session id.
+    let o = output(cli(
+        &cluster,
+        &["release", "cli/b", "--session", &session.to_string()],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let o = output(cli(&cluster, &["get", "cli/b"])).await?;
+    assert!(stdout(&o).contains("free"), "{}", stdout(&o));
+
+    // Releasing again: not held (3); an unknown session: not found (4).
+    let o = output(cli(
+        &cluster,
+        &["release", "cli/b", "--session", &session.to_string()],
+    ))
+    .await?;
+    expect_code(&o, 3)?;
+    let o = output(cli(&cluster, &["release", "cli/b", "--session", "999999"])).await?;
+    expect_code(&o, 4)?;
+
+    // Invalid argument (7), usage (2), unavailable (6).
+    let long = "x".repeat(600);
+    let o = output(cli(&cluster, &["acquire", &long])).await?;
+    expect_code(&o, 7)?;
+    let o = output(cli(&cluster, &["acquire", "r", "--ttl", "soon"])).await?;
+    expect_code(&o, 2)?;
+    let o = output(cli(
+        &cluster,
+        &[
+            "get",
+            "r",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--timeout",
+            "300ms",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 6)?;
+
+    // status: every endpoint's view, one leader.
+    let o = output(cli(&cluster, &["status", "--output", "json"])).await?;
+    expect_code(&o, 0)?;
+    let views: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(views.len(), 3);
+    assert_eq!(views.iter().filter(|v| v["role"] == "leader").count(), 1);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_passes_the_token_and_exits_with_the_command() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("env");
+    let script = format!(
+        "echo \"$LEASEHOLD_FENCING_TOKEN $LEASEHOLD_RESOURCE $LEASEHOLD_SESSION\" > {}; exit 7",
+        file.display()
+    );
+    let o = output(cli(
+        &cluster,
+        &["run", "cli/run", "--ttl", "3s", "--", "sh", "-c", &script],
+    ))
+    .await?;
+    expect_code(&o, 7)?;
+    let seen = std::fs::read_to_string(&file)?;
+    let parts: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "{seen}");
+    assert!(parts[0].parse::<u64>()? > 0, "{seen}");
+    assert_eq!(parts[1], "cli/run");
+    assert!(parts[2].parse::<u64>()? > 0, "{seen}");
+    // Released when the command exited.
+    let client = leasehold_client::Client::connect(cluster.api_endpoints()).await?;
+    assert!(client.get("cli/run").await?.holders.is_empty());
+
+    // A held resource: exit 3, the command never runs.
+    let session = client
+        .open_session("holder", Duration::from_secs(5))
+        .await?;
+    let _lease = session
+        .acquire("cli/held", leasehold_client::AcquireOptions::default())
+        .await?;
+    let o = output(cli(
+        &cluster,
+        &["run", "cli/held", "--", "sh", "-c", "exit 0"],
+    ))
+    .await?;
+    expect_code(&o, 3)?;
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_stops_the_command_when_recalled_or_lost() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let client = leasehold_client::Client::connect(cluster.api_endpoints()).await?;
+
+    // Recalled: `leasehold recall` stops the command with SIGTERM.
+    let mut child = cli(
+        &cluster,
+        &[
+            "run",
+            "cli/recall",
+            "--ttl",
+            "3s",
+            "--kill-after",
+            "2s",
+            "--",
+            "sleep",
+            "60",
+        ],
+    )
+    .spawn()?;
+    holder_of(&client, "cli/recall").await?;
+    let started = Instant::now();
+    let o = output(cli(&cluster, &["recall", "cli/recall", "--reason", "test"])).await?;
+    expect_code(&o, 0)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(client.get("cli/recall").await?.holders.is_empty());
+
+    // Lost: the session is closed behind its back; a command ignoring
+    // SIGTERM is killed after --kill-after.
+    let mut child = cli(
+        &cluster,
+        &[
+            "run",
+            "cli/lost",
+            "--ttl",
+            "3s",
+            "--kill-after",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 60",
+        ],
+    )
+    .spawn()?;
+    let session = holder_of(&client, "cli/lost").await?;
+    let started = Instant::now();
+    client.close_session(session).await?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert_eq!(status.code(), Some(128 + 9), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_and_hold_run_until_interrupted() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let client = leasehold_client::Client::connect(cluster.api_endpoints()).await?;
+    let mut watch = cli(&cluster, &["watch", "cli/w", "--output", "json"]);
+    watch.stdout(std::process::Stdio::piped());
+    let mut child = watch.spawn()?;
+    // The watch must be open before the event: retry acquiring and
+    // releasing until the watcher prints something.
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        let lease = client
+            .acquire_once("cli/w1", Duration::from_secs(5), Default::default())
+            .await?;
+        lease.release().await?;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        {
+            break line?.context("watch ended")?;
+        }
+        if Instant::now() > deadline {
+            bail!("watch printed nothing");
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    assert_eq!(v["resource"], "cli/w1");
+    assert_eq!(v["kind"], "acquired");
+    interrupt(&child)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+
+    // acquire --hold keeps the lease past its TTL, and releases on Ctrl-C.
+    let mut hold = cli(&cluster, &["acquire", "cli/hold", "--hold", "--ttl", "2s"]);
+    hold.stdout(std::process::Stdio::null());
+    let mut child = hold.spawn()?;
+    holder_of(&client, "cli/hold").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(client.get("cli/hold").await?.holders.len(), 1, "renewed");
+    interrupt(&child)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+    assert!(client.get("cli/hold").await?.holders.is_empty(), "released");
+    cluster.shutdown().await
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to a child.
+fn interrupt(child: &tokio::process::Child) -> anyhow::Result<()> {
+    let pid = child.id().context("pid")?;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid)?).context("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::INT)?;
+    Ok(())
+}

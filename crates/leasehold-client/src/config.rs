@@ -1,0 +1,149 @@
+//! [`ClientBuilder`]: the client's settings, with defaults.
+
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::deadline::HolderClock;
+use crate::error::ClientError;
+
+/// Default bound on one call, retries included.
+pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default bound on one attempt at one node (a hung node costs this much).
+pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+/// Default bound on opening a TCP connection to a node.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// Default first pause after every node failed once.
+pub const BACKOFF_INITIAL_DEFAULT: Duration = Duration::from_millis(50);
+/// Default longest pause between rounds of attempts.
+pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
+/// Default client name sent with sessions.
+pub const CLIENT_NAME_DEFAULT: &str = "leasehold-client";
+
+/// Every setting of a [`Client`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClientConfig {
+    /// Node addresses, `host:port` or `http://host:port`.
+    pub(crate) endpoints: Vec<String>,
+    /// Client name used by one-call leases.
+    pub(crate) client_name: String,
+    /// Drift bound and margin of holder deadlines.
+    pub(crate) clock: HolderClock,
+    /// Bound on one call, retries included (an acquire's wait is added).
+    pub(crate) call_timeout: Duration,
+    /// Bound on one attempt at one node (an acquire's wait is added).
+    pub(crate) attempt_timeout: Duration,
+    /// Bound on opening a TCP connection.
+    pub(crate) connect_timeout: Duration,
+    /// First pause between rounds of attempts.
+    pub(crate) backoff_initial: Duration,
+    /// Longest pause between rounds of attempts.
+    pub(crate) backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoints: Vec::new(),
+            client_name: CLIENT_NAME_DEFAULT.to_string(),
+            clock: HolderClock::default(),
+            call_timeout: CALL_TIMEOUT_DEFAULT,
+            attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            backoff_initial: BACKOFF_INITIAL_DEFAULT,
+            backoff_max: BACKOFF_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Builds a [`Client`] with non-default settings.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use leasehold_client::ClientBuilder;
+/// let builder = ClientBuilder::new(["127.0.0.1:7001", "127.0.0.1:7002"])
+///     .drift_ppm(20_000)
+///     .margin(Duration::from_millis(10))
+///     .call_timeout(Duration::from_secs(5));
+/// // builder.connect().await? gives the client.
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    /// The settings being built.
+    config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// A builder for a client of the nodes at `endpoints` (`host:port`,
+    /// `http://` optional), every other setting at its default.
+    pub fn new<I, S>(endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            config: ClientConfig {
+                endpoints: endpoints.into_iter().map(Into::into).collect(),
+                ..ClientConfig::default()
+            },
+        }
+    }
+
+    /// Drift bound ρ of holder deadlines, in parts per million (default
+    /// 10,000 = 1%; clamped to 100,000). Must be at least the service's.
+    pub fn drift_ppm(mut self, drift_ppm: u32) -> Self {
+        self.config.clock = HolderClock::new(drift_ppm, self.config.clock.margin());
+        self
+    }
+
+    /// Scheduling margin subtracted from holder deadlines (default 5 ms).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.config.clock = HolderClock::new(self.config.clock.drift_ppm(), margin);
+        self
+    }
+
+    /// Client name of one-call leases (sessions name themselves).
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.config.client_name = name.into();
+        self
+    }
+
+    /// Bound on one call, retries across nodes included (default 10 s). An
+    /// acquire that waits gets its wait on top.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// Bound on one attempt at one node before trying another (default 3 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.attempt_timeout = timeout;
+        self
+    }
+
+    /// Bound on opening a TCP connection to a node (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Backoff between rounds of attempts: from `initial`, doubling, at
+    /// most `max` (default 50 ms to 1 s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff_initial = initial;
+        self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Connects: finds a node that answers (and the leader, when one is
+    /// known) within the call timeout, and starts the keepalive task.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        Client::from_config(self.config).await
+    }
+
+    /// Like [`connect`](Self::connect) but does not contact any node: the
+    /// first call finds the leader. Needs a Tokio runtime.
+    pub fn connect_lazy(self) -> Result<Client, ClientError> {
+        Client::from_config_lazy(self.config)
+    }
+}

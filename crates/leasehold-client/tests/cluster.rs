@@ -1,0 +1,262 @@
+//! The client library against a real three-node cluster on loopback.
+
+use std::time::{Duration, Instant};
+
+use leasehold_client::{
+    AcquireOptions, Client, ClientBuilder, ClientError, EventKind, LeaseStatus, LostReason, Mode,
+};
+use leasehold_tests::{ClusterOptions, TestCluster, WAIT};
+
+async fn start() -> anyhow::Result<(TestCluster, Client)> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let client = Client::connect(cluster.api_endpoints()).await?;
+    Ok((cluster, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_leases_conflicts_and_release() -> anyhow::Result<()> {
+    let (cluster, client) = start().await?;
+    let a = client.open_session("a", Duration::from_secs(5)).await?;
+    let b = client.open_session("b", Duration::from_secs(5)).await?;
+    let lease = a.acquire("res/1", AcquireOptions::exclusive()).await?;
+    assert!(lease.is_valid());
+    assert_eq!(lease.mode(), Mode::Exclusive);
+    assert_eq!(lease.session_id(), a.id());
+    assert!(lease.deadline() > Instant::now());
+
+    let conflict = b
+        .acquire("res/1", AcquireOptions::exclusive())
+        .await
+        .expect_err("held by a");
+    assert_eq!(
+        conflict.code(),
+        tonic::Code::FailedPrecondition,
+        "{conflict}"
+    );
+    assert!(
+        conflict.to_string().contains(&a.id().to_string()),
+        "{conflict}"
+    );
+
+    let state = client.get("res/1").await?;
+    assert_eq!(state.holders.len(), 1);
+    assert_eq!(state.holders[0].session_id, a.id());
+    assert_eq!(state.holders[0].client_name, "a");
+    assert_eq!(state.holders[0].fencing_token, lease.fencing_token());
+
+    // Waiting works: b queues, a releases, b gets a larger token.
+    let token_a = lease.fencing_token();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.acquire(
+                "res/1",
+                AcquireOptions::exclusive().wait(Duration::from_secs(10)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(lease.release().await?, token_a);
+    let lease_b = waiter.await??;
+    assert!(lease_b.fencing_token() > token_a);
+
+    // Shared leases coexist.
+    let s1 = a.acquire("res/shared", AcquireOptions::shared()).await?;
+    let s2 = b.acquire("res/shared", AcquireOptions::shared()).await?;
+    assert_eq!(client.get("res/shared").await?.holders.len(), 2);
+    assert_eq!(
+        client.list("res/").await?.len(),
+        2,
+        "res/1 and res/shared listed"
+    );
+    // Pages: two resources, one per page.
+    let first = client.list_page("res/", 1, None).await?;
+    assert_eq!(first.resources.len(), 1);
+    let token = first.next_page_token.clone().expect("a second page");
+    let second = client.list_page("res/", 1, Some(&token)).await?;
+    assert_eq!(second.resources.len(), 1);
+    assert_ne!(first.resources[0].resource, second.resources[0].resource);
+
+    // Dropping a lease releases it in the background.
+    drop((s1, s2));
+    leasehold_tests::wait_until("release on drop", WAIT, || async {
+        let s = client.get("res/shared").await.ok()?;
+        s.holders.is_empty().then_some(())
+    })
+    .await?;
+
+    // A one-call lease.
+    let once = client
+        .acquire_once(
+            "res/once",
+            Duration::from_secs(5),
+            AcquireOptions::default(),
+        )
+        .await?;
+    assert!(once.is_valid());
+    let once_session = once.session_id();
+    assert_ne!(once_session, a.id());
+    once.release().await?;
+    assert!(client.get("res/once").await?.holders.is_empty());
+
+    let released = b.close().await?;
+    assert_eq!(released, ["res/1"]);
+    a.close().await?;
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keepalive_renews_past_the_ttl_and_recall_is_signalled() -> anyhow::Result<()> {
+    let (cluster, client) = start().await?;
+    let session = client.open_session("k", Duration::from_secs(2)).await?;
+    let lease = session.acquire("kept", AcquireOptions::default()).await?;
+    let first_deadline = session.deadline();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(lease.is_valid(), "renewed for 5 s with a 2 s TTL");
+    assert!(session.deadline() > first_deadline + Duration::from_secs(2));
+    assert_eq!(lease.status(), LeaseStatus::Held);
+
+    let holders = client.recall("kept", "maintenance").await?;
+    assert_eq!(holders, [session.id()]);
+    let status = tokio::time::timeout(WAIT, lease.lost()).await?;
+    assert_eq!(
+        status,
+        LeaseStatus::Recalled {
+            reason: "maintenance".into()
+        }
+    );
+    assert!(lease.is_valid(), "recalled is still held");
+    session.release("kept").await?;
+    assert_eq!(
+        lease.status(),
+        LeaseStatus::Lost {
+            why: LostReason::Released
+        }
+    );
+    session.close().await?;
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_closed_elsewhere_is_lost() -> anyhow::Result<()> {
+    let (cluster, client) = start().await?;
+    let session = client.open_session("x", Duration::from_secs(2)).await?;
+    let lease = session.acquire("gone", AcquireOptions::default()).await?;
+    let other = Client::connect(cluster.api_endpoints()).await?;
+    other.close_session(session.id()).await?;
+    let status = tokio::time::timeout(WAIT, lease.lost()).await?;
+    assert_eq!(
+        status,
+        LeaseStatus::Lost {
+            why: LostReason::SessionGone
+        }
+    );
+    assert!(!lease.is_valid());
+    assert_eq!(session.lost().await, LostReason::SessionGone);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_the_lease_is_lost_at_the_holder_deadline() -> anyhow::Result<()> {
+    let (mut cluster, client) = start().await?;
+    let session = client.open_session("q", Duration::from_secs(2)).await?;
+    let lease = session.acquire("quorum", AcquireOptions::default()).await?;
+    // Let a renewal or two happen, then take the majority away.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let leader = cluster.leader().await?;
+    for id in cluster.ids() {
+        if id != leader {
+            cluster.stop(id).await?;
+        }
+    }
+    let deadline = lease.deadline();
+    let status = tokio::time::timeout(WAIT, lease.lost()).await?;
+    let fired = Instant::now();
+    assert_eq!(
+        status,
+        LeaseStatus::Lost {
+            why: LostReason::DeadlinePassed
+        }
+    );
+    // Not before the (last) deadline, and promptly after it.
+    assert!(fired >= deadline.min(lease.deadline()));
+    assert!(
+        fired < lease.deadline() + Duration::from_secs(1),
+        "fired {:?} after the deadline",
+        fired - lease.deadline()
+    );
+    assert!(!lease.is_valid());
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_survive_a_leader_failover() -> anyhow::Result<()> {
+    let (mut cluster, client) = start().await?;
+    let session = client.open_session("f", Duration::from_secs(6)).await?;
+    let lease = session
+        .acquire("failover", AcquireOptions::default())
+        .await?;
+    let leader = cluster.leader().await?;
+    cluster.stop(leader).await?;
+    let new_leader = cluster.serving_leader().await?;
+    assert_ne!(new_leader, leader);
+    // Renewals reach the new leader before the deadline.
+    let before = session.deadline();
+    leasehold_tests::wait_until("a renewal by the new leader", WAIT, || async {
+        (session.deadline() > before + Duration::from_millis(500)).then_some(())
+    })
+    .await?;
+    assert!(lease.is_valid(), "{:?}", lease.status());
+    // Unary calls follow the new leader too.
+    assert_eq!(
+        client.get("failover").await?.holders[0].session_id,
+        session.id()
+    );
+    session.close().await?;
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_status_and_unavailable() -> anyhow::Result<()> {
+    let (cluster, client) = start().await?;
+    let mut events = client.watch("w/", 0).await?;
+    let session = client.open_session("w", Duration::from_secs(5)).await?;
+    let lease = session.acquire("w/a", AcquireOptions::default()).await?;
+    let token = lease.fencing_token();
+    lease.release().await?;
+    let first = tokio::time::timeout(WAIT, events.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+    assert_eq!(first.kind, EventKind::Acquired);
+    assert_eq!(first.resource, "w/a");
+    assert_eq!(first.fencing_token, token);
+    let second = tokio::time::timeout(WAIT, events.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+    assert_eq!(second.kind, EventKind::Released);
+    // Replay from the first event's revision.
+    let mut replay = client.watch("w/", first.revision).await?;
+    let again = tokio::time::timeout(WAIT, replay.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+    assert_eq!(again, first);
+
+    let views = client.status_all().await;
+    assert_eq!(views.len(), 3);
+    let leaders = views
+        .iter()
+        .filter(|(_, v)| v.as_ref().is_ok_and(|s| s.is_leader()))
+        .count();
+    assert_eq!(leaders, 1);
+    session.close().await?;
+    cluster.shutdown().await?;
+
+    let e = ClientBuilder::new(["127.0.0.1:1"])
+        .call_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(e, ClientError::Unavailable { .. }), "{e}");
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Commands: everything that changes lease state goes through Raft as one of
+//! these. Keepalives do not: the leader keeps session deadlines in memory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::LeaseConfig;
+use crate::types::{Mode, SessionId};
+
+/// Which session an acquire is made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionTarget {
+    /// An open session.
+    Existing(SessionId),
+    /// A private session created by this very entry (the one-call lease). It
+    /// is closed when its last lease is released or it expires. If the
+    /// acquire is rejected, no session is created.
+    Private {
+        /// Client name for the new session.
+        client_name: String,
+        /// TTL of the new session.
+        ttl_ms: u64,
+    },
+}
+
+/// An acquire request as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    /// Session to hold the lease.
+    pub session: SessionTarget,
+    /// Name of the resource.
+    pub resource: String,
+    /// Requested mode.
+    pub mode: Mode,
+    /// Queue behind current holders instead of failing with a conflict.
+    pub wait: bool,
+    /// Small opaque bytes visible to readers of the resource.
+    pub metadata: Vec<u8>,
+}
+
+/// A replicated command. Applying one is deterministic: the same command at
+/// the same index on the same state gives the same result on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Opens a session; its id is the entry's log index.
+    OpenSession {
+        /// Who the client says it is (for operators).
+        client_name: String,
+        /// Session TTL, within the configured bounds.
+        ttl_ms: u64,
+    },
+    /// Closes a session, releasing its leases and dropping its waits.
+    CloseSession {
+        /// The session to close.
+        session: SessionId,
+    },
+    /// Acquires (or queues for) a lease.
+    Acquire(Acquire),
+    /// Withdraws a queued wait (its wait timed out). If the lease was already
+    /// granted, nothing changes and the grant is returned.
+    CancelWait {
+        /// Waiting session.
+        session: SessionId,
+        /// Resource it waits for.
+        resource: String,
+    },
+    /// Releases a held lease.
+    Release {
+        /// Holding session.
+        session: SessionId,
+        /// Resource to release.
+        resource: String,
+    },
+    /// Expires sessions whose deadline passed on the leader's clock. Decided
+    /// by the leader only; applied by everyone.
+    ExpireSessions {
+        /// Sessions to expire (unknown ones are skipped).
+        sessions: Vec<SessionId>,
+    },
+    /// Asks the current holders of a resource to give it up early.
+    Recall {
+        /// The resource.
+        resource: String,
+        /// Free text shown to the holders.
+        reason: String,
+    },
+    /// Replaces the lease configuration.
+    SetConfig(LeaseConfig),
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::OpenSession { .. } => "open_session",
+            Command::CloseSession { .. } => "close_session",
+            Command::Acquire(_) => "acquire",
+            Command::CancelWait { .. } => "cancel_wait",
+            Command::Release { .. } => "release",
+            Command::ExpireSessions { .. } => "expire_sessions",
+            Command::Recall { .. } => "recall",
+            Command::SetConfig(_) => "set_config",
+        }
+    }
+}

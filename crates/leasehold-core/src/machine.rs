@@ -1,0 +1,653 @@
+//! The lease state machine: deterministic apply of [`Command`]s.
+//!
+//! Invariants kept after every apply (checked by [`LeaseState::check_invariants`]
+//! in tests):
+//! - a resource with an exclusive holder has no other holder;
+//! - every holder and waiter names a live session, and that session lists
+//!   the resource in `held` / `waiting` (and nothing else does);
+//! - a waiter's session does not also hold the resource;
+//! - the head of a non-empty queue cannot be granted (else it would have been);
+//! - no idle resource is stored.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Acquire, Command, SessionTarget};
+use crate::config::LeaseConfig;
+use crate::event::{Event, EventKind};
+use crate::limits;
+use crate::outcome::{Applied, Grant, Response, Touched};
+use crate::rejection::{HolderRef, Rejection};
+use crate::resource::{Lease, RecallNotice, Resource, Waiter};
+use crate::session::Session;
+use crate::types::{LogIndex, SessionId};
+
+/// The whole replicated lease state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseState {
+    /// Replicated configuration.
+    config: LeaseConfig,
+    /// Open sessions by id.
+    sessions: BTreeMap<SessionId, Session>,
+    /// Resources with a holder or a waiter, by name.
+    resources: BTreeMap<String, Resource>,
+    /// Log index of the last applied command that changed state (the watch
+    /// revision).
+    revision: LogIndex,
+}
+
+/// Collects the side outputs of one apply.
+struct Apply {
+    index: LogIndex,
+    events: Vec<Event>,
+    touched: Touched,
+}
+
+impl Apply {
+    fn event(&mut self, kind: EventKind, resource: &str, lease: &Lease) {
+        self.events.push(Event {
+            revision: self.index,
+            kind,
+            resource: resource.to_string(),
+            session: lease.session,
+            mode: lease.mode,
+            token: lease.token,
+        });
+    }
+}
+
+/// Checks that a field of `len` bytes is within `max` bytes.
+fn check_bytes(field: &str, len: usize, max: usize) -> Result<(), Rejection> {
+    if len > max {
+        return Err(Rejection::invalid(
+            field,
+            format!("{len} bytes exceeds the limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a resource name: non-empty, bounded.
+pub fn validate_resource(name: &str) -> Result<(), Rejection> {
+    if name.is_empty() {
+        return Err(Rejection::invalid("resource", "must not be empty"));
+    }
+    check_bytes("resource", name.len(), limits::RESOURCE_NAME_BYTES_MAX)
+}
+
+/// Checks holder metadata length.
+pub fn validate_metadata(metadata: &[u8]) -> Result<(), Rejection> {
+    check_bytes("metadata", metadata.len(), limits::METADATA_BYTES_MAX)
+}
+
+/// Checks a client name length.
+pub fn validate_client_name(name: &str) -> Result<(), Rejection> {
+    check_bytes("client_name", name.len(), limits::CLIENT_NAME_BYTES_MAX)
+}
+
+/// Checks a recall reason length.
+pub fn validate_reason(reason: &str) -> Result<(), Rejection> {
+    check_bytes("reason", reason.len(), limits::REASON_BYTES_MAX)
+}
+
+impl LeaseState {
+    /// An empty state with the given configuration.
+    pub fn new(config: LeaseConfig) -> Self {
+        LeaseState {
+            config,
+            ..LeaseState::default()
+        }
+    }
+
+    /// Rebuilds a state from persisted parts (storage load path).
+    pub fn from_parts(
+        config: LeaseConfig,
+        revision: LogIndex,
+        sessions: impl IntoIterator<Item = Session>,
+        resources: impl IntoIterator<Item = (String, Resource)>,
+    ) -> Self {
+        LeaseState {
+            config,
+            sessions: sessions.into_iter().map(|s| (s.id, s)).collect(),
+            resources: resources.into_iter().collect(),
+            revision,
+        }
+    }
+
+    /// The replicated configuration.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    /// Index of the last command that changed state.
+    pub fn revision(&self) -> LogIndex {
+        self.revision
+    }
+
+    /// One session.
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// All sessions, ordered by id.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// One resource (None when idle).
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.get(name)
+    }
+
+    /// Resources in name order, starting at `from` (inclusive).
+    pub fn resources_from<'a>(
+        &'a self,
+        from: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Resource)> + 'a {
+        self.resources
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+    }
+
+    /// All stored resources in name order.
+    pub fn resources(&self) -> impl Iterator<Item = (&String, &Resource)> {
+        self.resources.iter()
+    }
+
+    /// Applies one command at `index`. Never fails: a refused command is a
+    /// [`Response::Rejected`] and leaves the state untouched.
+    pub fn apply(&mut self, index: LogIndex, command: &Command) -> Applied {
+        let mut cx = Apply {
+            index,
+            events: Vec::new(),
+            touched: Touched::default(),
+        };
+        let response = match command {
+            Command::OpenSession {
+                client_name,
+                ttl_ms,
+            } => self.open_session(&mut cx, client_name, *ttl_ms),
+            Command::CloseSession { session } => self.close_session(&mut cx, *session),
+            Command::Acquire(req) => self.acquire(&mut cx, req),
+            Command::CancelWait { session, resource } => {
+                self.cancel_wait(&mut cx, *session, resource)
+            }
+            Command::Release { session, resource } => self.release(&mut cx, *session, resource),
+            Command::ExpireSessions { sessions } => self.expire(&mut cx, sessions),
+            Command::Recall { resource, reason } => self.recall(&mut cx, resource, reason),
+            Command::SetConfig(config) => match config.validate() {
+                Ok(()) => {
+                    self.config = *config;
+                    cx.touched.config = true;
+                    Response::ConfigSet(*config)
+                }
+                Err(r) => Response::Rejected(r),
+            },
+        };
+        if !cx.touched.is_empty() {
+            self.revision = index;
+        }
+        Applied {
+            index,
+            response,
+            events: cx.events,
+            touched: cx.touched,
+        }
+    }
+
+    /// Records an entry that carries no command (blank, membership): nothing
+    /// changes, but callers keep one code path.
+    pub fn apply_noop(&mut self, index: LogIndex) -> Applied {
+        Applied {
+            index,
+            response: Response::Noop,
+            events: Vec::new(),
+            touched: Touched::default(),
+        }
+    }
+
+    fn open_session(&mut self, cx: &mut Apply, client_name: &str, ttl_ms: u64) -> Response {
+        if let Err(r) = self.check_new_session(client_name, ttl_ms) {
+            return Response::Rejected(r);
+        }
+        let session = self.insert_session(cx, client_name, ttl_ms, false);
+        Response::SessionOpened { session, ttl_ms }
+    }
+
+    /// Checks that a session with these parameters may be opened.
+    fn check_new_session(&self, client_name: &str, ttl_ms: u64) -> Result<(), Rejection> {
+        validate_client_name(client_name)?;
+        self.config.check_ttl(ttl_ms)?;
+        if self.sessions.len() >= limits::SESSIONS_MAX {
+            return Err(Rejection::LimitExceeded {
+                what: "open sessions".into(),
+                limit: limits::SESSIONS_MAX as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Inserts a checked session with id = this entry's index.
+    fn insert_session(
+        &mut self,
+        cx: &mut Apply,
+        client_name: &str,
+        ttl_ms: u64,
+        private: bool,
+    ) -> SessionId {
+        let id = cx.index;
+        self.sessions.insert(
+            id,
+            Session {
+                id,
+                client_name: client_name.to_string(),
+                ttl_ms,
+                private,
+                held: Default::default(),
+                waiting: Default::default(),
+            },
+        );
+        cx.touched.sessions.insert(id);
+        id
+    }
+
+    fn close_session(&mut self, cx: &mut Apply, session: SessionId) -> Response {
+        match self.remove_session(cx, session, EventKind::Released) {
+            Some(released) => Response::SessionClosed { released },
+            None => Response::Rejected(Rejection::SessionNotFound(session)),
+        }
+    }
+
+    fn expire(&mut self, cx: &mut Apply, sessions: &[SessionId]) -> Response {
+        if sessions.len() > limits::EXPIRE_BATCH_MAX {
+            return Response::Rejected(Rejection::LimitExceeded {
+                what: "sessions per expire command".into(),
+                limit: limits::EXPIRE_BATCH_MAX as u64,
+            });
+        }
+        let mut expired = Vec::new();
+        for &id in sessions {
+            if self.remove_session(cx, id, EventKind::Expired).is_some() {
+                expired.push(id);
+            }
+        }
+        Response::Expired { sessions: expired }
+    }
+
+    /// Removes a session with all its leases and waits, then grants whoever
+    /// can go next on the freed resources. Returns the resources it held.
+    fn remove_session(
+        &mut self,
+        cx: &mut Apply,
+        id: SessionId,
+        kind: EventKind,
+    ) -> Option<Vec<String>> {
+        let session = self.sessions.remove(&id)?;
+        cx.touched.sessions.insert(id);
+        for name in &session.waiting {
+            if let Some(res) = self.resources.get_mut(name) {
+                res.waiters.retain(|w| w.session != id);
+            }
+            // Removing a waiter from the head may unblock the ones behind it.
+            self.settle(cx, name);
+        }
+        let mut released = Vec::with_capacity(session.held.len());
+        for name in &session.held {
+            if let Some(res) = self.resources.get_mut(name) {
+                if let Some(lease) = res.holders.remove(&id) {
+                    cx.event(kind, name, &lease);
+                }
+            }
+            self.settle(cx, name);
+            released.push(name.clone());
+        }
+        Some(released)
+    }
+
+    /// Grants queued waiters of `name` in FIFO order while the head fits,
+    /// then drops the resource if idle. Marks it touched.
+    fn settle(&mut self, cx: &mut Apply, name: &str) {
+        cx.touched.resources.insert(name.to_string());
+        let Some(res) = self.resources.get_mut(name) else {
+            return;
+        };
+        while let Some(head) = res.waiters.front() {
+            if !res.admits(head.mode) {
+                break;
+            }
+            let Some(w) = res.waiters.pop_front() else {
+                break;
+            };
+            let lease = Lease {
+                session: w.session,
+                mode: w.mode,
+                token: cx.index,
+                metadata: w.metadata,
+                recall: None,
+            };
+            cx.event(EventKind::Acquired, name, &lease);
+            res.holders.insert(w.session, lease);
+            if let Some(s) = self.sessions.get_mut(&w.session) {
+                s.waiting.remove(name);
+                s.held.insert(name.to_string());
+                cx.touched.sessions.insert(w.session);
+            }
+        }
+        if res.is_idle() {
+            self.resources.remove(name);
+        }
+    }
+
+    fn holders_of(&self, res: &Resource) -> Vec<HolderRef> {
+        res.holders
+            .values()
+            .map(|l| HolderRef {
+                session: l.session,
+                client_name: self
+                    .sessions
+                    .get(&l.session)
+                    .map(|s| s.client_name.clone())
+                    .unwrap_or_default(),
+                mode: l.mode,
+                token: l.token,
+            })
+            .collect()
+    }
+
+    fn acquire(&mut self, cx: &mut Apply, req: &Acquire) -> Response {
+        if let Err(r) = validate_resource(&req.resource).and(validate_metadata(&req.metadata)) {
+            return Response::Rejected(r);
+        }
+        let session_id = match &req.session {
+            SessionTarget::Existing(id) => {
+                let Some(session) = self.sessions.get(id) else {
+                    return Response::Rejected(Rejection::SessionNotFound(*id));
+                };
+                if let Some(done) = self.repeat_acquire(session, req) {
+                    return done;
+                }
+                if session.lease_count() >= limits::LEASES_PER_SESSION_MAX {
+                    return Response::Rejected(Rejection::LimitExceeded {
+                        what: "leases per session".into(),
+                        limit: limits::LEASES_PER_SESSION_MAX as u64,
+                    });
+                }
+                *id
+            }
+            SessionTarget::Private {
+                client_name,
+                ttl_ms,
+            } => {
+                if let Err(r) = self.check_new_session(client_name, *ttl_ms) {
+                    return Response::Rejected(r);
+                }
+                cx.index
+            }
+        };
+
+        let mut free_now = true;
+        if let Some(res) = self.resources.get(&req.resource) {
+            free_now = res.waiters.is_empty() && res.admits(req.mode);
+            if !free_now && !req.wait {
+                return Response::Rejected(Rejection::Conflict {
+                    resource: req.resource.clone(),
+                    holders: self.holders_of(res),
+                    waiters: res.waiters.len(),
+                });
+            }
+            if !free_now && res.waiters.len() >= limits::WAITERS_PER_RESOURCE_MAX {
+                return Response::Rejected(Rejection::LimitExceeded {
+                    what: "waiters per resource".into(),
+                    limit: limits::WAITERS_PER_RESOURCE_MAX as u64,
+                });
+            }
+        }
+
+        // Every check passed: from here on the command takes effect.
+        if let SessionTarget::Private {
+            client_name,
+            ttl_ms,
+        } = &req.session
+        {
+            self.insert_session(cx, client_name, *ttl_ms, true);
+        }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return Response::Rejected(Rejection::SessionNotFound(session_id));
+        };
+        cx.touched.sessions.insert(session_id);
+        cx.touched.resources.insert(req.resource.clone());
+        let res = self.resources.entry(req.resource.clone()).or_default();
+        if free_now {
+            let lease = Lease {
+                session: session_id,
+                mode: req.mode,
+                token: cx.index,
+                metadata: req.metadata.clone(),
+                recall: None,
+            };
+            cx.event(EventKind::Acquired, &req.resource, &lease);
+            res.holders.insert(session_id, lease.clone());
+            session.held.insert(req.resource.clone());
+            Response::Acquired {
+                session: session_id,
+                grant: Grant {
+                    resource: req.resource.clone(),
+                    lease,
+                },
+                newly_granted: true,
+            }
+        } else {
+            res.waiters.push_back(Waiter {
+                session: session_id,
+                mode: req.mode,
+                metadata: req.metadata.clone(),
+                queued_at: cx.index,
+            });
+            session.waiting.insert(req.resource.clone());
+            Response::Queued {
+                session: session_id,
+                resource: req.resource.clone(),
+                position: res.waiters.len() - 1,
+            }
+        }
+    }
+
+    /// Answers an acquire by a session that already holds or waits for the
+    /// resource, so a retried request does not change anything.
+    fn repeat_acquire(&self, session: &Session, req: &Acquire) -> Option<Response> {
+        let res = self.resources.get(&req.resource)?;
+        if let Some(lease) = res.holders.get(&session.id) {
+            if lease.mode != req.mode {
+                return Some(Response::Rejected(Rejection::ModeMismatch {
+                    session: session.id,
+                    resource: req.resource.clone(),
+                    held: lease.mode,
+                }));
+            }
+            return Some(Response::Acquired {
+                session: session.id,
+                grant: Grant {
+                    resource: req.resource.clone(),
+                    lease: lease.clone(),
+                },
+                newly_granted: false,
+            });
+        }
+        let position = res.waiter_position(session.id)?;
+        let waiter = &res.waiters[position];
+        if waiter.mode != req.mode {
+            return Some(Response::Rejected(Rejection::ModeMismatch {
+                session: session.id,
+                resource: req.resource.clone(),
+                held: waiter.mode,
+            }));
+        }
+        Some(Response::Queued {
+            session: session.id,
+            resource: req.resource.clone(),
+            position,
+        })
+    }
+
+    fn cancel_wait(&mut self, cx: &mut Apply, session: SessionId, resource: &str) -> Response {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Response::Rejected(Rejection::SessionNotFound(session));
+        };
+        if let Some(lease) = self
+            .resources
+            .get(resource)
+            .and_then(|r| r.holders.get(&session))
+        {
+            return Response::Acquired {
+                session,
+                grant: Grant {
+                    resource: resource.to_string(),
+                    lease: lease.clone(),
+                },
+                newly_granted: false,
+            };
+        }
+        if !s.waiting.remove(resource) {
+            return Response::WaitCancelled;
+        }
+        let private_and_empty = s.private && s.lease_count() == 0;
+        cx.touched.sessions.insert(session);
+        if let Some(res) = self.resources.get_mut(resource) {
+            res.waiters.retain(|w| w.session != session);
+        }
+        self.settle(cx, resource);
+        if private_and_empty {
+            self.remove_session(cx, session, EventKind::Released);
+        }
+        Response::WaitCancelled
+    }
+
+    fn release(&mut self, cx: &mut Apply, session: SessionId, resource: &str) -> Response {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Response::Rejected(Rejection::SessionNotFound(session));
+        };
+        let Some(lease) = self
+            .resources
+            .get_mut(resource)
+            .and_then(|r| r.holders.remove(&session))
+        else {
+            return Response::Rejected(Rejection::NotHolder {
+                session,
+                resource: resource.to_string(),
+            });
+        };
+        s.held.remove(resource);
+        let private_and_empty = s.private && s.lease_count() == 0;
+        cx.touched.sessions.insert(session);
+        cx.event(EventKind::Released, resource, &lease);
+        self.settle(cx, resource);
+        if private_and_empty {
+            self.remove_session(cx, session, EventKind::Released);
+        }
+        Response::Released {
+            grant: Grant {
+                resource: resource.to_string(),
+                lease,
+            },
+        }
+    }
+
+    fn recall(&mut self, cx: &mut Apply, resource: &str, reason: &str) -> Response {
+        if let Err(r) = validate_resource(resource).and(validate_reason(reason)) {
+            return Response::Rejected(r);
+        }
+        let Some(res) = self.resources.get_mut(resource) else {
+            return Response::Recalled {
+                holders: Vec::new(),
+            };
+        };
+        let mut holders = Vec::new();
+        for lease in res.holders.values_mut() {
+            lease.recall = Some(RecallNotice {
+                index: cx.index,
+                reason: reason.to_string(),
+            });
+            holders.push(lease.session);
+            cx.events.push(Event {
+                revision: cx.index,
+                kind: EventKind::Recalled,
+                resource: resource.to_string(),
+                session: lease.session,
+                mode: lease.mode,
+                token: lease.token,
+            });
+        }
+        if !holders.is_empty() {
+            cx.touched.resources.insert(resource.to_string());
+        }
+        Response::Recalled { holders }
+    }
+
+    /// Verifies every structural invariant; returns a description of the
+    /// first one broken. Cheap enough for tests, not for the hot path.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (name, res) in &self.resources {
+            if res.is_idle() {
+                return Err(format!("idle resource {name:?} stored"));
+            }
+            if res.exclusive_holder().is_some() && res.holders.len() > 1 {
+                return Err(format!("exclusive holder beside others on {name:?}"));
+            }
+            for (sid, lease) in &res.holders {
+                if *sid != lease.session {
+                    return Err(format!("holder key mismatch on {name:?}"));
+                }
+                let Some(s) = self.sessions.get(sid) else {
+                    return Err(format!("holder {sid} of {name:?} has no session"));
+                };
+                if !s.held.contains(name) {
+                    return Err(format!("session {sid} does not list held {name:?}"));
+                }
+            }
+            for w in &res.waiters {
+                let Some(s) = self.sessions.get(&w.session) else {
+                    return Err(format!("waiter {} of {name:?} has no session", w.session));
+                };
+                if !s.waiting.contains(name) {
+                    return Err(format!("session {} does not list wait {name:?}", w.session));
+                }
+                if res.holders.contains_key(&w.session) {
+                    return Err(format!(
+                        "session {} both holds and waits {name:?}",
+                        w.session
+                    ));
+                }
+            }
+            if let Some(head) = res.waiters.front() {
+                if res.admits(head.mode) {
+                    return Err(format!("grantable head waiter left on {name:?}"));
+                }
+            }
+        }
+        for (id, s) in &self.sessions {
+            for name in &s.held {
+                if !self
+                    .resources
+                    .get(name)
+                    .is_some_and(|r| r.holders.contains_key(id))
+                {
+                    return Err(format!("session {id} lists {name:?} it does not hold"));
+                }
+            }
+            for name in &s.waiting {
+                if self
+                    .resources
+                    .get(name)
+                    .and_then(|r| r.waiter_position(*id))
+                    .is_none()
+                {
+                    return Err(format!("session {id} lists wait {name:?} not queued"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

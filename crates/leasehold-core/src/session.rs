@@ -1,0 +1,32 @@
+//! A session: the client's heartbeat. All its leases live and die with it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::SessionId;
+
+/// Replicated record of an open session. Its deadline is *not* here: the
+/// leader keeps deadlines in memory on its monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Log index of the entry that opened it.
+    pub id: SessionId,
+    /// Name the client gave, for operators and conflict messages.
+    pub client_name: String,
+    /// TTL the leader renews it for on every keepalive.
+    pub ttl_ms: u64,
+    /// Created by a one-call acquire: closed with its last lease.
+    pub private: bool,
+    /// Resources this session holds (index into the resource table).
+    pub held: BTreeSet<String>,
+    /// Resources this session waits for.
+    pub waiting: BTreeSet<String>,
+}
+
+impl Session {
+    /// Number of leases held or waited for, checked against the per-session limit.
+    pub fn lease_count(&self) -> usize {
+        self.held.len() + self.waiting.len()
+    }
+}

@@ -1,0 +1,42 @@
+//! Generated gRPC code for Leasehold.
+//!
+//! The protos live at the workspace top in `proto/` and are compiled by this
+//! crate's build script with a vendored `protoc`.
+//!
+//! # Layout
+//! - [`raft::v1`]: the Raft peer service (`leasehold.raft.v1.RaftPeer`), used
+//!   only between members of one cluster. Its messages carry postcard-encoded
+//!   openraft values; see `proto/leasehold/raft/v1/raft.proto`.
+//! - [`v1`]: the client API (`leasehold.v1.Leasehold`): sessions, keepalive,
+//!   acquire/release, get/list/watch, recall, status. See
+//!   `proto/leasehold/v1/lease.proto`.
+
+/// Raft peer protocol (`leasehold.raft.*`).
+pub mod raft {
+    /// Version 1 of the Raft peer protocol: `RaftPeer` client, server and the
+    /// `RaftPayload` message.
+    pub mod v1 {
+        #![allow(missing_docs)]
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("leasehold.raft.v1");
+    }
+}
+
+/// Client API, version 1 (`leasehold.v1`): the `Leasehold` service client,
+/// server and messages.
+pub mod v1 {
+    #![allow(missing_docs)]
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("leasehold.v1");
+}
+
+/// Response metadata key carrying the leader's client API address when a
+/// follower answers `UNAVAILABLE` instead of forwarding.
+pub const LEADER_METADATA_KEY: &str = "x-leasehold-leader";
+
+/// Request metadata key counting how many times a request was forwarded
+/// between nodes (bounded by [`FORWARD_HOPS_MAX`]).
+pub const HOPS_METADATA_KEY: &str = "x-leasehold-hops";
+
+/// Most times a request is forwarded before a node answers `UNAVAILABLE`.
+pub const FORWARD_HOPS_MAX: u32 = 2;

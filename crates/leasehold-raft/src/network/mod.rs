@@ -1,0 +1,59 @@
+//! The Raft peer transport over tonic (`leasehold.raft.v1.RaftPeer`).
+//!
+//! - Client side: [`PeerNetwork`] is openraft's `RaftNetworkFactory`. It keeps
+//!   one lazily connected [`tonic::transport::Channel`] per peer and clones
+//!   it into every [`PeerClient`] it hands out (openraft asks for clients
+//!   often: per replication stream, per election, per linearizable read).
+//! - Server side: [`PeerService`] answers the three RPCs from a local
+//!   [`Raft`](crate::Raft); [`serve_peer`] runs it on a listener with
+//!   `TCP_NODELAY` set on every accepted connection, and [`peer_service`]
+//!   builds the tonic service for a server that mounts it on its own router.
+//! - Payloads: postcard-encoded openraft messages in `RaftPayload.data` (see
+//!   `proto/leasehold/raft/v1/raft.proto`).
+//!
+//! Both sides accept messages up to [`MESSAGE_BYTES_MAX`] (tonic's default
+//! is 4 MiB, below openraft's snapshot chunks once encoded). Keep
+//! `Config::snapshot_max_chunk_size` well below it; openraft's 3 MiB default
+//! fits with room to spare since postcard copies chunk bytes 1:1.
+
+mod backoff;
+mod client;
+mod error;
+mod payload;
+mod server;
+
+pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};
+pub use client::{PeerClient, PeerNetwork, PeerNetworkConfig};
+pub use error::TransportError;
+pub use server::{peer_service, serve_peer, serve_peer_service, PeerService, VoteGate};
+
+/// A switch that cuts this node off from its peers, both ways: outgoing
+/// RPCs fail as unreachable and incoming ones are refused. For fault
+/// injection in tests and operations ("isolate this node"); it is never
+/// turned on by the node itself.
+#[derive(Debug, Clone, Default)]
+pub struct Isolation(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// Two switches are equal when they are the same switch.
+impl PartialEq for Isolation {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Isolation {}
+
+impl Isolation {
+    /// Turns the isolation on or off.
+    pub fn set(&self, isolated: bool) {
+        self.0.store(isolated, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the node is isolated now.
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Largest gRPC message either side sends or accepts, in bytes (64 MiB).
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,0 +1,216 @@
+//! Server side of the peer transport: the `RaftPeer` gRPC service.
+
+use std::fmt;
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use leasehold_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
+use leasehold_proto::raft::v1::RaftPayload;
+
+use super::error::TransportError;
+use super::payload::{
+    self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
+    VoteReply, VoteRpc,
+};
+use super::MESSAGE_BYTES_MAX;
+use crate::types::Raft;
+
+/// Answers the peer RPCs from the local Raft: decodes the payload, calls
+/// `Raft::append_entries`/`vote`/`install_snapshot`, encodes the result
+/// (errors of the Raft included, so the caller gets a `RemoteError`).
+///
+/// A payload that does not decode is refused with `InvalidArgument`.
+#[derive(Clone)]
+pub struct PeerService {
+    /// The local Raft the RPCs are delivered to.
+    raft: Raft,
+    /// Vote requests are refused until this instant. A restarted node has
+    /// forgotten when it last heard from the leader (openraft then treats
+    /// the leader's lease as expired); refusing votes for `W × (1 + ρ)`
+    /// after start keeps an acknowledgement it gave before dying valid.
+    /// See docs/adr/0001-time-model.md §4.
+    votes_refused_until: Option<tokio::time::Instant>,
+    /// Fault injection: while on, every RPC is refused as unavailable.
+    isolation: super::Isolation,
+    /// Refuses votes while it answers true: a leader serving under its
+    /// leader lease must not help elect another (openraft lets a leader
+    /// grant a vote, since it does not refresh its own vote time).
+    vote_gate: Option<VoteGate>,
+}
+
+/// A predicate that, while true, makes this node refuse every vote request.
+pub type VoteGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+impl fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerService").finish_non_exhaustive()
+    }
+}
+
+impl PeerService {
+    /// A service delivering to `raft`.
+    pub fn new(raft: Raft) -> Self {
+        PeerService {
+            raft,
+            votes_refused_until: None,
+            isolation: super::Isolation::default(),
+            vote_gate: None,
+        }
+    }
+
+    /// Refuses vote requests (with `UNAVAILABLE`, which the candidate sees
+    /// as an unreachable voter) until `until`.
+    pub fn refuse_votes_until(mut self, until: tokio::time::Instant) -> Self {
+        self.votes_refused_until = Some(until);
+        self
+    }
+
+    /// Refuses vote requests while `gate` answers true.
+    pub fn refuse_votes_while(mut self, gate: VoteGate) -> Self {
+        self.vote_gate = Some(gate);
+        self
+    }
+
+    /// Refuses every RPC while `isolation` is on.
+    pub fn with_isolation(mut self, isolation: super::Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    fn check_isolation(&self) -> Result<(), Status> {
+        if self.isolation.is_on() {
+            return Err(Status::unavailable("this node is isolated"));
+        }
+        Ok(())
+    }
+
+    /// Wraps this service for tonic with message limits raised to
+    /// [`MESSAGE_BYTES_MAX`] both ways.
+    pub fn into_server(self) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+}
+
+/// The tonic service for `raft`, with message limits raised to
+/// [`MESSAGE_BYTES_MAX`] both ways: mount it on any tonic router. Remember
+/// `TCP_NODELAY` on the listener (see [`serve_peer`]).
+pub fn peer_service(raft: Raft) -> RaftPeerServer<PeerService> {
+    PeerService::new(raft).into_server()
+}
+
+/// Serves the peer service for `raft` on `listener` until `shutdown`
+/// completes, with `TCP_NODELAY` on every accepted connection (tonic ignores
+/// the builder's setting for an external listener; without it small Raft
+/// messages wait on Nagle's algorithm).
+pub async fn serve_peer<F>(
+    listener: TcpListener,
+    raft: Raft,
+    shutdown: F,
+) -> Result<(), TransportError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    serve_peer_service(listener, PeerService::new(raft), shutdown).await
+}
+
+/// Like [`serve_peer`], for a configured [`PeerService`].
+pub async fn serve_peer_service<F>(
+    listener: TcpListener,
+    service: PeerService,
+    shutdown: F,
+) -> Result<(), TransportError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let local_addr = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(addr = ?local_addr, "raft peer server listening");
+    let result = Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    match &result {
+        Ok(()) => tracing::info!(addr = ?local_addr, "raft peer server stopped"),
+        Err(error) => tracing::error!(addr = ?local_addr, %error, "raft peer server failed"),
+    }
+    result.map_err(TransportError::Serve)
+}
+
+/// Decodes a request payload; a bad one is the caller's fault.
+fn decode_request<T: DeserializeOwned>(
+    what: &'static str,
+    request: Request<RaftPayload>,
+) -> Result<T, Status> {
+    let remote_addr = request.remote_addr();
+    payload::decode(what, request.get_ref()).map_err(|error| {
+        tracing::warn!(remote_addr = ?remote_addr, %error, "undecodable peer request");
+        Status::invalid_argument(error.to_string())
+    })
+}
+
+/// Encodes a reply payload.
+fn encode_reply<T: Serialize>(
+    what: &'static str,
+    reply: &T,
+) -> Result<Response<RaftPayload>, Status> {
+    payload::encode(what, reply)
+        .map(Response::new)
+        .map_err(|error| {
+            tracing::error!(%error, "cannot encode peer reply");
+            Status::internal(error.to_string())
+        })
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_isolation()?;
+        let rpc: AppendEntriesRequest = decode_request("append_entries request", request)?;
+        let reply: AppendEntriesReply = self.raft.append_entries(rpc).await;
+        encode_reply("append_entries reply", &reply)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_isolation()?;
+        if let Some(until) = self.votes_refused_until {
+            let now = tokio::time::Instant::now();
+            if now < until {
+                let left_ms = (until - now).as_millis();
+                tracing::info!(left_ms, "refusing a vote request: restarted recently");
+                return Err(Status::unavailable(format!(
+                    "restarted recently; refusing votes for another {left_ms} ms"
+                )));
+            }
+        }
+        if self.vote_gate.as_ref().is_some_and(|gate| gate()) {
+            tracing::info!("refusing a vote request: serving under a valid leader lease");
+            return Err(Status::unavailable(
+                "this node leads under a valid leader lease; refusing votes",
+            ));
+        }
+        let rpc: VoteRpc = decode_request("vote request", request)?;
+        let reply: VoteReply = self.raft.vote(rpc).await;
+        encode_reply("vote reply", &reply)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_isolation()?;
+        let rpc: InstallSnapshotRequest = decode_request("install_snapshot request", request)?;
+        let reply: InstallSnapshotReply = self.raft.install_snapshot(rpc).await;
+        encode_reply("install_snapshot reply", &reply)
+    }
+}

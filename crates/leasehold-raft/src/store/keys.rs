@@ -1,0 +1,428 @@
+//! Typed key spaces of the store's single sled tree.
+//!
+//! Every key starts with one prefix byte naming its space; integer keys are
+//! big-endian so sled's byte order is numeric order. Every space has one
+//! value type, postcard-encoded. Nothing outside this module builds or
+//! parses raw keys.
+
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::StoreError;
+use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
+
+/// Prefix of the meta space (format version, vote, log pointers, applied state).
+const META: u8 = 0x00;
+/// Prefix of the log space.
+const LOG: u8 = 0x01;
+/// Prefix of the sessions space.
+const SESSION: u8 = 0x02;
+/// Prefix of the resources space.
+const RESOURCE: u8 = 0x03;
+/// Prefix of the lease configuration space (one key).
+const CONFIG: u8 = 0x04;
+/// Prefix of the current snapshot space (one key).
+const SNAPSHOT: u8 = 0x05;
+
+/// A key space: a prefix byte, a key type and a fixed value type.
+pub(crate) trait KeySpace {
+    /// Name used in errors and logs.
+    const NAME: &'static str;
+    /// The prefix byte every key of the space starts with.
+    const PREFIX: u8;
+    /// Logical key.
+    type Key;
+    /// Stored value.
+    type Value: Serialize + DeserializeOwned;
+
+    /// The raw key, prefix included.
+    fn encode_key(key: &Self::Key) -> Vec<u8>;
+    /// Parses a raw key of this space (prefix included).
+    fn decode_key(raw: &[u8]) -> Result<Self::Key, StoreError>;
+}
+
+/// Builds a `BadKey` error for space `S`.
+fn bad_key<S: KeySpace>(raw: &[u8]) -> StoreError {
+    StoreError::BadKey {
+        space: S::NAME,
+        key: raw.to_vec(),
+    }
+}
+
+/// `prefix || u64 BE`.
+fn u64_key(prefix: u8, n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(prefix);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// Parses `prefix || u64 BE` for space `S`.
+fn decode_u64_key<S: KeySpace>(raw: &[u8]) -> Result<u64, StoreError> {
+    match raw {
+        [p, rest @ ..] if *p == S::PREFIX => {
+            let bytes: [u8; 8] = rest.try_into().map_err(|_| bad_key::<S>(raw))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+        _ => Err(bad_key::<S>(raw)),
+    }
+}
+
+/// Raft log entries by index.
+pub(crate) struct LogSpace;
+
+impl KeySpace for LogSpace {
+    const NAME: &'static str = "log";
+    const PREFIX: u8 = LOG;
+    type Key = u64;
+    type Value = Entry;
+
+    fn encode_key(index: &u64) -> Vec<u8> {
+        u64_key(LOG, *index)
+    }
+
+    fn decode_key(raw: &[u8]) -> Result<u64, StoreError> {
+        decode_u64_key::<Self>(raw)
+    }
+}
+
+impl LogSpace {
+    /// Raw key bounds covering the log indexes in `range`.
+    pub(crate) fn key_range(range: &impl RangeBounds<u64>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(Self::encode_key(i)),
+            Bound::Excluded(i) => Bound::Excluded(Self::encode_key(i)),
+            Bound::Unbounded => Bound::Included(Self::encode_key(&0)),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(Self::encode_key(i)),
+            Bound::Excluded(i) => Bound::Excluded(Self::encode_key(i)),
+            Bound::Unbounded => Bound::Included(Self::encode_key(&u64::MAX)),
+        };
+        (start, end)
+    }
+}
+
+/// Open sessions by id.
+pub(crate) struct SessionSpace;
+
+impl KeySpace for SessionSpace {
+    const NAME: &'static str = "sessions";
+    const PREFIX: u8 = SESSION;
+    type Key = u64;
+    type Value = leasehold_core::Session;
+
+    fn encode_key(id: &u64) -> Vec<u8> {
+        u64_key(SESSION, *id)
+    }
+
+    fn decode_key(raw: &[u8]) -> Result<u64, StoreError> {
+        decode_u64_key::<Self>(raw)
+    }
+}
+
+/// Non-idle resources by name (UTF-8 bytes after the prefix).
+pub(crate) struct ResourceSpace;
+
+impl KeySpace for ResourceSpace {
+    const NAME: &'static str = "resources";
+    const PREFIX: u8 = RESOURCE;
+    type Key = String;
+    type Value = leasehold_core::Resource;
+
+    fn encode_key(name: &String) -> Vec<u8> {
+        let mut key = Vec::with_capacity(1 + name.len());
+        key.push(RESOURCE);
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    fn decode_key(raw: &[u8]) -> Result<String, StoreError> {
+        match raw {
+            [p, name @ ..] if *p == RESOURCE => {
+                String::from_utf8(name.to_vec()).map_err(|_| bad_key::<Self>(raw))
+            }
+            _ => Err(bad_key::<Self>(raw)),
+        }
+    }
+}
+
+/// The replicated lease configuration (absent = the default configuration).
+pub(crate) struct ConfigSpace;
+
+impl KeySpace for ConfigSpace {
+    const NAME: &'static str = "config";
+    const PREFIX: u8 = CONFIG;
+    type Key = ();
+    type Value = leasehold_core::LeaseConfig;
+
+    fn encode_key(_: &()) -> Vec<u8> {
+        vec![CONFIG]
+    }
+
+    fn decode_key(raw: &[u8]) -> Result<(), StoreError> {
+        if raw == [CONFIG] {
+            Ok(())
+        } else {
+            Err(bad_key::<Self>(raw))
+        }
+    }
+}
+
+/// The latest snapshot: its metadata and the encoded state.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredSnapshot {
+    /// What openraft needs to know about it (last log id, membership, id).
+    pub(crate) meta: SnapshotMeta,
+    /// Sequence number of the last snapshot built here, so ids stay unique
+    /// across restarts.
+    pub(crate) seq: u64,
+    /// `LeaseState::encode` bytes.
+    pub(crate) data: Vec<u8>,
+}
+
+/// The current snapshot (one key).
+pub(crate) struct SnapshotSpace;
+
+impl KeySpace for SnapshotSpace {
+    const NAME: &'static str = "snapshot";
+    const PREFIX: u8 = SNAPSHOT;
+    type Key = ();
+    type Value = StoredSnapshot;
+
+    fn encode_key(_: &()) -> Vec<u8> {
+        vec![SNAPSHOT]
+    }
+
+    fn decode_key(raw: &[u8]) -> Result<(), StoreError> {
+        if raw == [SNAPSHOT] {
+            Ok(())
+        } else {
+            Err(bad_key::<Self>(raw))
+        }
+    }
+}
+
+/// One typed record of the meta space: key `[0x00, tag]`.
+pub(crate) struct MetaField<V> {
+    /// Second key byte.
+    tag: u8,
+    /// Name used in errors and logs.
+    name: &'static str,
+    /// Ties the field to its value type.
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> MetaField<V> {
+    /// Declares a field.
+    const fn new(tag: u8, name: &'static str) -> Self {
+        MetaField {
+            tag,
+            name,
+            _value: PhantomData,
+        }
+    }
+
+    /// The raw key.
+    pub(crate) fn key(&self) -> [u8; 2] {
+        [META, self.tag]
+    }
+}
+
+/// Key of the format version record. Its value is a raw big-endian `u32`
+/// (not postcard) so any future build can read it whatever the codec.
+pub(crate) const FORMAT_VERSION_KEY: [u8; 2] = [META, 0x00];
+/// The last saved vote.
+pub(crate) const VOTE: MetaField<Vote> = MetaField::new(0x01, "vote");
+/// The last saved committed log id.
+pub(crate) const COMMITTED: MetaField<LogId> = MetaField::new(0x02, "committed");
+/// The last purged log id.
+pub(crate) const LAST_PURGED: MetaField<LogId> = MetaField::new(0x03, "last_purged");
+/// The state machine's last applied log id.
+pub(crate) const LAST_APPLIED: MetaField<LogId> = MetaField::new(0x04, "last_applied");
+/// The state machine's last applied membership.
+pub(crate) const LAST_MEMBERSHIP: MetaField<StoredMembership> =
+    MetaField::new(0x05, "last_membership");
+/// The lease state's revision (index of the last state-changing command).
+pub(crate) const REVISION: MetaField<u64> = MetaField::new(0x06, "revision");
+
+/// Encodes a value of space `S`.
+pub(crate) fn encode<S: KeySpace>(value: &S::Value) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|source| StoreError::Encode {
+        what: S::NAME,
+        source,
+    })
+}
+
+/// Decodes a value of space `S`.
+pub(crate) fn decode<S: KeySpace>(raw: &[u8]) -> Result<S::Value, StoreError> {
+    postcard::from_bytes(raw).map_err(|source| StoreError::Decode {
+        what: S::NAME,
+        source,
+    })
+}
+
+/// Reads one value of space `S`.
+pub(crate) fn get<S: KeySpace>(
+    tree: &sled::Tree,
+    key: &S::Key,
+) -> Result<Option<S::Value>, StoreError> {
+    match tree.get(S::encode_key(key))? {
+        Some(raw) => Ok(Some(decode::<S>(&raw)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every `(key, value)` of space `S`, in key order.
+pub(crate) fn scan<S: KeySpace>(
+    tree: &sled::Tree,
+) -> impl Iterator<Item = Result<(S::Key, S::Value), StoreError>> {
+    tree.scan_prefix([S::PREFIX]).map(|item| {
+        let (k, v) = item?;
+        Ok((S::decode_key(&k)?, decode::<S>(&v)?))
+    })
+}
+
+/// Adds removal of every key of space `S` to `batch`.
+pub(crate) fn clear_space<S: KeySpace>(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    for item in tree.scan_prefix([S::PREFIX]).keys() {
+        batch.remove(item?);
+    }
+    Ok(())
+}
+
+/// Adds `key = value` of space `S` to `batch`.
+pub(crate) fn put<S: KeySpace>(
+    batch: &mut sled::Batch,
+    key: &S::Key,
+    value: &S::Value,
+) -> Result<(), StoreError> {
+    batch.insert(S::encode_key(key), encode::<S>(value)?);
+    Ok(())
+}
+
+/// Adds removal of `key` of space `S` to `batch`.
+pub(crate) fn remove<S: KeySpace>(batch: &mut sled::Batch, key: &S::Key) {
+    batch.remove(S::encode_key(key));
+}
+
+/// Encodes a meta value.
+fn encode_meta<V: Serialize>(field: &MetaField<V>, value: &V) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|source| StoreError::Encode {
+        what: field.name,
+        source,
+    })
+}
+
+/// Reads a meta field.
+pub(crate) fn get_meta<V: DeserializeOwned>(
+    tree: &sled::Tree,
+    field: &MetaField<V>,
+) -> Result<Option<V>, StoreError> {
+    match tree.get(field.key())? {
+        Some(raw) => postcard::from_bytes(&raw)
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                what: field.name,
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
+/// Writes a meta field directly (not in a batch).
+pub(crate) fn set_meta<V: Serialize>(
+    tree: &sled::Tree,
+    field: &MetaField<V>,
+    value: &V,
+) -> Result<(), StoreError> {
+    tree.insert(field.key(), encode_meta(field, value)?)?;
+    Ok(())
+}
+
+/// Adds a meta field write (or removal, for `None`) to `batch`.
+pub(crate) fn put_meta<V: Serialize>(
+    batch: &mut sled::Batch,
+    field: &MetaField<V>,
+    value: Option<&V>,
+) -> Result<(), StoreError> {
+    match value {
+        Some(v) => batch.insert(&field.key(), encode_meta(field, v)?),
+        None => batch.remove(&field.key()),
+    }
+    Ok(())
+}
+
+/// Reads the format version record (`None` on a fresh database).
+pub(crate) fn get_format_version(tree: &sled::Tree) -> Result<Option<u32>, StoreError> {
+    match tree.get(FORMAT_VERSION_KEY)? {
+        Some(raw) => {
+            let bytes: [u8; 4] = raw.as_ref().try_into().map_err(|_| StoreError::BadKey {
+                space: "meta/format_version",
+                key: FORMAT_VERSION_KEY.to_vec(),
+            })?;
+            Ok(Some(u32::from_be_bytes(bytes)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes the format version record.
+pub(crate) fn set_format_version(tree: &sled::Tree, version: u32) -> Result<(), StoreError> {
+    tree.insert(FORMAT_VERSION_KEY, &version.to_be_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_numerically() {
+        let mut keys: Vec<Vec<u8>> = [300u64, 2, 256, 1, u64::MAX, 0]
+            .iter()
+            .map(LogSpace::encode_key)
+            .collect();
+        keys.sort();
+        let decoded: Vec<u64> = keys
+            .iter()
+            .map(|k| LogSpace::decode_key(k))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded, vec![0, 1, 2, 256, 300, u64::MAX]);
+    }
+
+    #[test]
+    fn keys_round_trip_and_reject_other_spaces() {
+        let name = "db/primary".to_string();
+        let raw = ResourceSpace::encode_key(&name);
+        assert_eq!(ResourceSpace::decode_key(&raw).unwrap(), name);
+        assert!(SessionSpace::decode_key(&raw).is_err());
+        let raw = SessionSpace::encode_key(&42);
+        assert_eq!(SessionSpace::decode_key(&raw).unwrap(), 42);
+        assert!(LogSpace::decode_key(&raw).is_err());
+        assert!(LogSpace::decode_key(&[LOG, 1, 2]).is_err());
+        assert_eq!(VOTE.key(), [META, 1]);
+    }
+
+    #[test]
+    fn spaces_do_not_overlap() {
+        let prefixes = [
+            FORMAT_VERSION_KEY[0],
+            LogSpace::PREFIX,
+            SessionSpace::PREFIX,
+            ResourceSpace::PREFIX,
+            ConfigSpace::PREFIX,
+            SnapshotSpace::PREFIX,
+        ];
+        let unique: std::collections::BTreeSet<u8> = prefixes.iter().copied().collect();
+        assert_eq!(unique.len(), prefixes.len());
+    }
+}

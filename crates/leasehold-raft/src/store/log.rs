@@ -1,0 +1,193 @@
+//! The Raft log and vote: [`LogStore`], openraft's `RaftLogStorage`.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
+
+use super::error::{StorageResultExt, StoreError};
+use super::flusher::{Flusher, Waiter};
+use super::keys::{self, LogSpace};
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// The Raft log and vote on sled. Cheap to clone; clones share the database
+/// and the flusher (openraft's log reader is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    /// The node's database (all key spaces live in its default tree).
+    db: sled::Db,
+    /// The serialized flush path: vote and appends are durable through it.
+    flusher: Flusher,
+}
+
+impl LogStore {
+    /// Wraps an opened, version-checked database.
+    pub(crate) fn new(db: sled::Db, flusher: Flusher) -> Self {
+        LogStore { db, flusher }
+    }
+
+    /// Bytes the whole database (log, state machine, snapshot) takes on disk.
+    pub fn db_size_on_disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Returns once everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flusher.flush().await
+    }
+
+    /// The last purged log id, if any.
+    pub fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
+        keys::get_meta(&self.db, &keys::LAST_PURGED)
+    }
+
+    /// The id of the last entry present in the log, if any.
+    pub fn last_entry_id(&self) -> Result<Option<LogId>, StoreError> {
+        match self.db.range(LogSpace::key_range(&(..))).next_back() {
+            Some(item) => {
+                let (_, raw) = item?;
+                Ok(Some(keys::decode::<LogSpace>(&raw)?.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the entries whose index lies in `range`, in order.
+    fn read_entries(&self, range: &impl RangeBounds<u64>) -> Result<Vec<Entry>, StoreError> {
+        self.db
+            .range(LogSpace::key_range(range))
+            .values()
+            .map(|raw| keys::decode::<LogSpace>(&raw?))
+            .collect()
+    }
+
+    /// Removes every entry whose index lies in `range` in one atomic batch.
+    fn remove_entries(&self, range: &impl RangeBounds<u64>) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.db.range(LogSpace::key_range(range)).keys() {
+            batch.remove(key?);
+            removed += 1;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(removed)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(&range)
+            .storage(ErrorSubject::Logs, ErrorVerb::Read)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self
+            .last_purged()
+            .storage(ErrorSubject::Store, ErrorVerb::Read)?;
+        let last_entry = self
+            .last_entry_id()
+            .storage(ErrorSubject::Logs, ErrorVerb::Read)?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last_entry.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        keys::set_meta(&self.db, &keys::VOTE, vote)
+            .storage(ErrorSubject::Vote, ErrorVerb::Write)?;
+        self.flusher
+            .flush()
+            .await
+            .storage(ErrorSubject::Vote, ErrorVerb::Write)?;
+        tracing::debug!(vote = %vote, "saved vote");
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        keys::get_meta(&self.db, &keys::VOTE).storage(ErrorSubject::Vote, ErrorVerb::Read)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed on its own: losing the newest value only means fewer
+        // entries are re-applied at start-up; the next flush carries it.
+        let mut batch = sled::Batch::default();
+        keys::put_meta(&mut batch, &keys::COMMITTED, committed.as_ref())
+            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
+        self.db
+            .apply_batch(batch)
+            .storage(ErrorSubject::Store, ErrorVerb::Write)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        keys::get_meta(&self.db, &keys::COMMITTED).storage(ErrorSubject::Store, ErrorVerb::Read)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut first_index = None;
+        let mut last_index = None;
+        let mut count = 0usize;
+        for entry in entries {
+            let index = entry.log_id.index;
+            keys::put::<LogSpace>(&mut batch, &index, &entry)
+                .storage(ErrorSubject::Log(entry.log_id), ErrorVerb::Write)?;
+            first_index.get_or_insert(index);
+            last_index = Some(index);
+            count += 1;
+        }
+        // Readable once applied; durable once the flusher calls back.
+        self.db
+            .apply_batch(batch)
+            .storage(ErrorSubject::Logs, ErrorVerb::Write)?;
+        tracing::trace!(?first_index, ?last_index, count, "appended log entries");
+        self.flusher
+            .submit(Waiter::Log(callback))
+            .await
+            .storage(ErrorSubject::Logs, ErrorVerb::Write)
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let removed = self
+            .remove_entries(&(log_id.index..))
+            .storage(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        tracing::debug!(since_index = log_id.index, removed, "truncated log");
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The pointer must be durable before any entry goes: a restart that
+        // finds entries missing below an older pointer sees a hole.
+        keys::set_meta(&self.db, &keys::LAST_PURGED, &log_id)
+            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
+        self.flusher
+            .flush()
+            .await
+            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
+        let removed = self
+            .remove_entries(&(..=log_id.index))
+            .storage(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        tracing::debug!(upto_index = log_id.index, removed, "purged log");
+        Ok(())
+    }
+}

@@ -1,0 +1,428 @@
+//! The persisted lease state machine: [`StateMachineStore`], openraft's
+//! `RaftStateMachine`, and its snapshots.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use leasehold_core::{Event, LeaseState, Response, Touched};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::broadcast;
+
+use super::error::{StorageResultExt, StoreError};
+use super::flusher::Flusher;
+use super::keys::{self, ConfigSpace, ResourceSpace, SessionSpace, SnapshotSpace, StoredSnapshot};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// Event batches a slow subscriber may fall behind by before it sees
+/// `RecvError::Lagged`.
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
+/// The lease events one applied log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvents {
+    /// Log index of the entry (the watch revision).
+    pub index: u64,
+    /// The events, in order.
+    pub events: Vec<Event>,
+}
+
+/// What the state machine holds in memory, always replaced as a whole.
+#[derive(Debug, Clone, Default)]
+struct Machine {
+    /// The replicated lease state.
+    lease: LeaseState,
+    /// Last applied log id (what openraft re-applies from at start-up).
+    last_applied: Option<LogId>,
+    /// Membership of the last applied membership entry.
+    last_membership: StoredMembership,
+}
+
+/// State shared by all clones of a [`StateMachineStore`].
+struct Shared {
+    /// The node's database.
+    db: sled::Db,
+    /// The serialized flush path (used after installing a snapshot).
+    flusher: Flusher,
+    /// In-memory state; never held across an `.await`.
+    machine: RwLock<Machine>,
+    /// Publishes the events of applied entries to watchers.
+    events: broadcast::Sender<Arc<AppliedEvents>>,
+    /// Sequence number of the last snapshot built here (unique snapshot ids).
+    snapshot_seq: AtomicU64,
+    /// Serializes read-compare-write of the stored snapshot, so a slow build
+    /// never replaces a newer installed snapshot.
+    snapshot_lock: Mutex<()>,
+}
+
+/// The lease state machine, persisted key by key in sled. Cheap to clone;
+/// clones share the state.
+///
+/// Each applied batch writes exactly the sessions, resources and
+/// configuration it touched, plus the last applied log id and membership, in
+/// one atomic sled batch. It is not flushed on its own: the log is durable,
+/// and openraft re-applies committed entries after a restart.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    /// The shared state.
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    /// Loads the state machine from the database's key spaces.
+    pub(crate) fn load(db: sled::Db, flusher: Flusher) -> Result<Self, StoreError> {
+        let config = keys::get::<ConfigSpace>(&db, &())?.unwrap_or_default();
+        let revision = keys::get_meta(&db, &keys::REVISION)?.unwrap_or(0);
+        let sessions = keys::scan::<SessionSpace>(&db)
+            .map(|item| item.map(|(_, session)| session))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resources = keys::scan::<ResourceSpace>(&db).collect::<Result<Vec<_>, _>>()?;
+        let lease = LeaseState::from_parts(config, revision, sessions, resources);
+        lease.check_invariants().map_err(StoreError::Inconsistent)?;
+        let last_applied = keys::get_meta(&db, &keys::LAST_APPLIED)?;
+        let last_membership = keys::get_meta(&db, &keys::LAST_MEMBERSHIP)?.unwrap_or_default();
+        let snapshot_seq = keys::get::<SnapshotSpace>(&db, &())?.map_or(0, |s| s.seq);
+        tracing::info!(
+            ?last_applied,
+            revision,
+            sessions = lease.session_count(),
+            "loaded state machine"
+        );
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                db,
+                flusher,
+                machine: RwLock::new(Machine {
+                    lease,
+                    last_applied,
+                    last_membership,
+                }),
+                events,
+                snapshot_seq: AtomicU64::new(snapshot_seq),
+                snapshot_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the current lease state under the read lock. Keep `f`
+    /// short: apply waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&LeaseState) -> R) -> R {
+        let machine = self
+            .shared
+            .machine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&machine.lease)
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.shared
+            .machine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_applied
+    }
+
+    /// Subscribes to the events of entries applied from now on. One message
+    /// per entry that produced events. Installing a snapshot sends nothing.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Bytes the whole database (log, state machine, snapshot) takes on disk.
+    pub fn db_size_on_disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.db.size_on_disk()?)
+    }
+
+    /// Returns once everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.flusher.flush().await
+    }
+
+    /// The stored snapshot, if any.
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
+        keys::get::<SnapshotSpace>(&self.shared.db, &())
+    }
+}
+
+/// Adds the touched keys of `machine`, and its applied pointers, to `batch`.
+fn write_touched(
+    machine: &Machine,
+    touched: &Touched,
+    batch: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    for id in &touched.sessions {
+        match machine.lease.session(*id) {
+            Some(session) => keys::put::<SessionSpace>(batch, id, session)?,
+            None => keys::remove::<SessionSpace>(batch, id),
+        }
+    }
+    for name in &touched.resources {
+        match machine.lease.resource(name) {
+            Some(resource) => keys::put::<ResourceSpace>(batch, name, resource)?,
+            None => keys::remove::<ResourceSpace>(batch, name),
+        }
+    }
+    if touched.config {
+        keys::put::<ConfigSpace>(batch, &(), machine.lease.config())?;
+    }
+    write_pointers(machine, batch)
+}
+
+/// Adds last applied, membership and revision of `machine` to `batch`.
+fn write_pointers(machine: &Machine, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    keys::put_meta(batch, &keys::LAST_APPLIED, machine.last_applied.as_ref())?;
+    keys::put_meta(
+        batch,
+        &keys::LAST_MEMBERSHIP,
+        Some(&machine.last_membership),
+    )?;
+    keys::put_meta(batch, &keys::REVISION, Some(&machine.lease.revision()))
+}
+
+/// Adds a full rewrite of the sessions, resources and configuration spaces
+/// (and the pointers) to `batch`.
+fn write_all(db: &sled::Db, machine: &Machine, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    keys::clear_space::<SessionSpace>(db, batch)?;
+    keys::clear_space::<ResourceSpace>(db, batch)?;
+    keys::clear_space::<ConfigSpace>(db, batch)?;
+    // A later insert of a key replaces its earlier removal in the batch.
+    for session in machine.lease.sessions() {
+        keys::put::<SessionSpace>(batch, &session.id, session)?;
+    }
+    for (name, resource) in machine.lease.resources() {
+        keys::put::<ResourceSpace>(batch, name, resource)?;
+    }
+    keys::put::<ConfigSpace>(batch, &(), machine.lease.config())?;
+    write_pointers(machine, batch)
+}
+
+/// Stores `snapshot` unless the stored one is newer.
+fn store_snapshot(shared: &Shared, snapshot: &StoredSnapshot) -> Result<bool, StoreError> {
+    let _serialized = shared
+        .snapshot_lock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(current) = keys::get::<SnapshotSpace>(&shared.db, &())? {
+        if current.meta.last_log_id > snapshot.meta.last_log_id {
+            return Ok(false);
+        }
+    }
+    let mut batch = sled::Batch::default();
+    keys::put::<SnapshotSpace>(&mut batch, &(), snapshot)?;
+    shared.db.apply_batch(batch)?;
+    Ok(true)
+}
+
+/// Maps a failed blocking task.
+fn task_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Task(e.to_string())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let machine = self
+            .shared
+            .machine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok((machine.last_applied, machine.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut published = Vec::new();
+        let mut batch = sled::Batch::default();
+        let last_applied = {
+            let mut machine = self
+                .shared
+                .machine
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut touched = Touched::default();
+            for entry in entries {
+                let index = entry.log_id.index;
+                let applied = match entry.payload {
+                    EntryPayload::Normal(command) => machine.lease.apply(index, &command),
+                    EntryPayload::Blank => machine.lease.apply_noop(index),
+                    EntryPayload::Membership(membership) => {
+                        machine.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        machine.lease.apply_noop(index)
+                    }
+                };
+                machine.last_applied = Some(entry.log_id);
+                touched.merge(applied.touched);
+                if !applied.events.is_empty() {
+                    published.push(AppliedEvents {
+                        index,
+                        events: applied.events,
+                    });
+                }
+                responses.push(applied.response);
+            }
+            if responses.is_empty() {
+                return Ok(responses);
+            }
+            write_touched(&machine, &touched, &mut batch)
+                .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            machine.last_applied
+        };
+        self.shared
+            .db
+            .apply_batch(batch)
+            .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+        tracing::trace!(
+            ?last_applied,
+            entries = responses.len(),
+            event_batches = published.len(),
+            "applied entries"
+        );
+        for events in published {
+            // Nobody listening is fine.
+            let _ = self.shared.events.send(Arc::new(events));
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let (lease, data) = tokio::task::spawn_blocking(move || {
+            LeaseState::decode(&data).map(|lease| (lease, data))
+        })
+        .await
+        .map_err(task_error)
+        .storage(subject(), ErrorVerb::Read)?
+        .storage(subject(), ErrorVerb::Read)?;
+
+        let machine = Machine {
+            lease,
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            seq: self.shared.snapshot_seq.load(Ordering::SeqCst),
+            data,
+        };
+        let shared = self.shared.clone();
+        let machine = tokio::task::spawn_blocking(move || -> Result<Machine, StoreError> {
+            let mut batch = sled::Batch::default();
+            write_all(&shared.db, &machine, &mut batch)?;
+            let _serialized = shared
+                .snapshot_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            keys::put::<SnapshotSpace>(&mut batch, &(), &stored)?;
+            shared.db.apply_batch(batch)?;
+            Ok(machine)
+        })
+        .await
+        .map_err(task_error)
+        .storage(subject(), ErrorVerb::Write)?
+        .storage(subject(), ErrorVerb::Write)?;
+
+        let sessions = machine.lease.session_count();
+        *self
+            .shared
+            .machine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = machine;
+        self.shared
+            .flusher
+            .flush()
+            .await
+            .storage(subject(), ErrorVerb::Write)?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, sessions, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self
+            .stored_snapshot()
+            .storage(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let machine = self
+            .shared
+            .machine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let snapshot_id = match machine.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
+            None => format!("0-0-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: machine.last_applied,
+            last_membership: machine.last_membership.clone(),
+            snapshot_id,
+        };
+        let shared = self.shared.clone();
+        let stored_meta = meta.clone();
+        let (data, stored) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StoreError> {
+                let data = machine.lease.encode();
+                let snapshot = StoredSnapshot {
+                    meta: stored_meta,
+                    seq,
+                    data,
+                };
+                let stored = store_snapshot(&shared, &snapshot)?;
+                Ok((snapshot.data, stored))
+            })
+            .await
+            .map_err(task_error)
+            .storage(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )?
+            .storage(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )?;
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            last_log_id = ?meta.last_log_id,
+            snapshot_bytes = data.len(),
+            stored,
+            "built snapshot"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

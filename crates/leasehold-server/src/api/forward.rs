@@ -1,0 +1,121 @@
+//! Where a request is served: here (leader with a valid lease), forwarded
+//! to the leader (hop-limited), or refused with the leader's address.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use leasehold_proto::v1::leasehold_client::LeaseholdClient;
+use leasehold_proto::{FORWARD_HOPS_MAX, HOPS_METADATA_KEY};
+use leasehold_raft::{NodeId, Raft};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::error::ApiError;
+use crate::lessor::{Lessor, Serving};
+
+/// Where to serve a request.
+pub enum Route {
+    /// This node is the serving leader.
+    Local,
+    /// Send it to the leader's client API, with this hop count.
+    Forward {
+        /// The leader's client address.
+        addr: String,
+        /// Hops including this one.
+        hops: u32,
+    },
+}
+
+/// Decides routes and keeps one channel per leader address.
+pub struct Forwarder {
+    /// This node.
+    node_id: NodeId,
+    /// Current leader and membership (its client addresses).
+    raft: Raft,
+    /// Cached clients by address.
+    clients: Mutex<HashMap<String, LeaseholdClient<Channel>>>,
+}
+
+/// Timeout for establishing a connection to the leader.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Forwarder {
+    /// A forwarder for this node.
+    pub fn new(node_id: NodeId, raft: Raft) -> Self {
+        Forwarder {
+            node_id,
+            raft,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The leader's client address, if a leader other than this node is known.
+    pub fn leader_api_addr(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        if leader == self.node_id {
+            return None;
+        }
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.api_addr.clone())
+    }
+
+    /// Where a leader-only request goes.
+    pub fn route(&self, lessor: &Lessor, metadata: &MetadataMap) -> Result<Route, ApiError> {
+        match lessor.serving() {
+            Serving::Serving | Serving::FailoverGrace { .. } => Ok(Route::Local),
+            Serving::WaitingForQuorum => Err(ApiError::unavailable(
+                "this leader is not confirmed by a quorum (leader lease not valid); retry",
+            )),
+            Serving::Follower => {
+                let hops = metadata
+                    .get(HOPS_METADATA_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0);
+                let Some(addr) = self.leader_api_addr() else {
+                    return Err(ApiError::unavailable(
+                        "no leader is known (election under way)",
+                    ));
+                };
+                if hops >= FORWARD_HOPS_MAX {
+                    return Err(ApiError::Unavailable {
+                        reason: format!("not the leader; forwarded {hops} times already"),
+                        leader_api_addr: Some(addr),
+                    });
+                }
+                Ok(Route::Forward {
+                    addr,
+                    hops: hops + 1,
+                })
+            }
+        }
+    }
+
+    /// A client for the leader at `addr` (cached), and the metadata to send.
+    pub fn client(&self, addr: &str) -> Result<LeaseholdClient<Channel>, ApiError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ApiError::unavailable(format!("bad leader address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let client = LeaseholdClient::new(endpoint.connect_lazy());
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Builds a forwarded request carrying the hop count.
+pub fn forwarded<T>(message: T, hops: u32) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut()
+        .insert(HOPS_METADATA_KEY, MetadataValue::from(hops));
+    req
+}

@@ -1,0 +1,214 @@
+//! What a node starts from, and the openraft configuration derived from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use leasehold_raft::{LeaseNode, NodeId};
+
+use crate::error::ServerError;
+
+/// One member of the cluster as given on the command line:
+/// `ID=RAFT_ADDR,API_ADDR`, e.g. `2=127.0.0.1:7102,127.0.0.1:7002`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The member's node id.
+    pub id: NodeId,
+    /// Where to reach it.
+    pub node: LeaseNode,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("peer {s:?} is not of the form ID=RAFT_ADDR,API_ADDR");
+        let (id, addrs) = s.split_once('=').ok_or_else(usage)?;
+        let id: NodeId = id.trim().parse().map_err(|_| usage())?;
+        let (raft, api) = addrs.split_once(',').ok_or_else(usage)?;
+        if raft.trim().is_empty() || api.trim().is_empty() {
+            return Err(usage());
+        }
+        Ok(PeerSpec {
+            id,
+            node: LeaseNode {
+                raft_addr: raft.trim().to_string(),
+                api_addr: api.trim().to_string(),
+            },
+        })
+    }
+}
+
+/// Raft timing. Followers refuse to vote for `election_timeout_ms_max` after
+/// hearing from a leader; the lease service builds its leader lease on that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_ms_max: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_timeout_ms_min: 300,
+            election_timeout_ms_max: 600,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `peers`.
+    pub node_id: NodeId,
+    /// Where the Raft peer service listens.
+    pub raft_listen: SocketAddr,
+    /// Where the client API listens (advertised to peers for forwarding).
+    pub api_listen: SocketAddr,
+    /// Every member of the initial cluster, this node included.
+    pub peers: Vec<PeerSpec>,
+    /// Directory of the sled database; created if missing.
+    pub data_dir: PathBuf,
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// Initialize the cluster with `peers` when this node's store is pristine.
+    /// Every member may do so with the same list: openraft accepts identical
+    /// initializations and refuses a second one.
+    pub bootstrap: bool,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind the latest snapshot (so lagging
+    /// followers catch up from the log, not a snapshot).
+    pub log_entries_kept: u64,
+    /// **Test only**: skews the clock this node's lease decisions read, in
+    /// parts per million (+50_000 = 5% fast). 0 in production. Chaos tests
+    /// use it to show that drift within ρ is safe and drift beyond is not.
+    pub unsafe_test_clock_rate_ppm: i64,
+}
+
+/// Limits on the timing values a node accepts.
+const HEARTBEAT_MS_MIN: u64 = 10;
+
+impl NodeConfig {
+    /// A config with defaults for everything but identity and addresses.
+    pub fn new(
+        node_id: NodeId,
+        raft_listen: SocketAddr,
+        api_listen: SocketAddr,
+        peers: Vec<PeerSpec>,
+        data_dir: PathBuf,
+    ) -> Self {
+        NodeConfig {
+            node_id,
+            raft_listen,
+            api_listen,
+            peers,
+            data_dir,
+            timing: RaftTiming::default(),
+            bootstrap: true,
+            snapshot_every_entries: 10_000,
+            log_entries_kept: 1_000,
+            unsafe_test_clock_rate_ppm: 0,
+        }
+    }
+
+    /// This node's own entry in `peers`.
+    pub fn me(&self) -> Option<&PeerSpec> {
+        self.peers.iter().find(|p| p.id == self.node_id)
+    }
+
+    /// Checks the configuration; the error names the field.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.peers.is_empty() {
+            return bad("peers: at least one member is needed".into());
+        }
+        if self.me().is_none() {
+            return bad(format!(
+                "peers: this node's id {} is not in the peer list",
+                self.node_id
+            ));
+        }
+        let mut ids: Vec<_> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() {
+            return bad("peers: duplicate node id".into());
+        }
+        let t = &self.timing;
+        if t.heartbeat_ms < HEARTBEAT_MS_MIN {
+            return bad(format!(
+                "heartbeat_ms: must be at least {HEARTBEAT_MS_MIN} ms"
+            ));
+        }
+        if t.election_timeout_ms_min < 2 * t.heartbeat_ms {
+            return bad("election_timeout_ms_min: must be at least 2 × heartbeat_ms".into());
+        }
+        if t.election_timeout_ms_max <= t.election_timeout_ms_min {
+            return bad(
+                "election_timeout_ms_max: must be greater than election_timeout_ms_min".into(),
+            );
+        }
+        if self.snapshot_every_entries == 0 {
+            return bad("snapshot_every_entries: must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration for this node.
+    pub fn raft_config(&self) -> Result<openraft::Config, ServerError> {
+        let t = &self.timing;
+        let config = openraft::Config {
+            cluster_name: "leasehold".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_ms_min,
+            election_timeout_max: t.election_timeout_ms_max,
+            // Each snapshot chunk is one RPC: 1 MiB stays far below the
+            // transport's message limit, and 2 s per chunk tolerates a busy peer.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.log_entries_kept,
+            max_payload_entries: 256,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| ServerError::Config(format!("raft: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_spec_parses_and_rejects() {
+        let p: PeerSpec = "2=127.0.0.1:7102,127.0.0.1:7002".parse().expect("parses");
+        assert_eq!(p.id, 2);
+        assert_eq!(p.node.raft_addr, "127.0.0.1:7102");
+        assert_eq!(p.node.api_addr, "127.0.0.1:7002");
+        for bad in ["", "x=a,b", "1=a", "1=,b", "1:a,b"] {
+            assert!(bad.parse::<PeerSpec>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let peers = vec!["1=a:1,b:1".parse().expect("peer")];
+        let mut c = NodeConfig::new(9, addr, addr, peers, "/tmp/x".into());
+        let e = c.validate().expect_err("id not in peers").to_string();
+        assert!(e.contains("peers"), "{e}");
+        c.node_id = 1;
+        c.validate().expect("valid");
+        c.timing.election_timeout_ms_max = c.timing.election_timeout_ms_min;
+        let e = c.validate().expect_err("bad timing").to_string();
+        assert!(e.contains("election_timeout_ms_max"), "{e}");
+    }
+}

@@ -1,0 +1,32 @@
+//! A Leasehold node: one member of the three-node Raft group.
+//!
+//! # Layout
+//! - [`config`]: what a node starts from (id, addresses, peers, data dir,
+//!   Raft timing) and the openraft configuration derived from it.
+//! - [`node`]: [`Node`]: opens the sled store, starts Raft and the peer
+//!   transport, bootstraps a fresh cluster once, proposes commands, shuts
+//!   down cleanly.
+//! - [`lessor`]: the leader's side of the time model: leader lease, session
+//!   deadlines, takeover and failover grace, expiry.
+//! - [`api`]: the client gRPC API, forwarding and the status mapping.
+//! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
+//! - [`metrics`]: every counter of the node.
+//! - [`shutdown`]: graceful shutdown through a broadcast and a drop guard.
+//! - [`error`]: this layer's error type.
+//!
+//! Dependency direction: `leasehold-core` (pure) → `leasehold-raft`
+//! (storage, transport) → this crate → client and CLI.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod lessor;
+pub mod metrics;
+pub mod node;
+pub mod shutdown;
+
+pub use config::{NodeConfig, PeerSpec, RaftTiming};
+pub use error::{ProposeError, ServerError};
+pub use lessor::Serving;
+pub use node::Node;

@@ -1,0 +1,347 @@
+//! [`Node`]: one running member of the Raft group.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leasehold_core::{Command, LeaseState, LogIndex, Response};
+use leasehold_raft::network::{
+    serve_peer_service, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
+};
+use leasehold_raft::store::{self, StateMachineStore};
+use leasehold_raft::{LeaseNode, NodeId, Raft};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api::history::History;
+use crate::api::{LeaseApi, LeaseService};
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::error::{ProposeError, ServerError};
+use crate::lessor::{Lessor, Serving};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::shutdown::Shutdown;
+use leasehold_proto::v1::leasehold_server::LeaseholdServer;
+use tonic::transport::server::TcpIncoming;
+
+/// Binds a listener, naming the address on failure.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// A running node: Raft, its sled store, and the peer gRPC server.
+pub struct Node {
+    /// What it was started with (kept for restarts and status).
+    config: NodeConfig,
+    /// The Raft handle (cheap to clone).
+    raft: Raft,
+    /// Read access to the applied lease state.
+    state: StateMachineStore,
+    /// Stops the peer server (and later the client API) on drop or trigger.
+    shutdown: Shutdown,
+    /// The peer server task, awaited on shutdown so the port is free after.
+    peer_task: JoinHandle<()>,
+    /// The client API server task, awaited on shutdown.
+    api_task: JoinHandle<()>,
+    /// The lessor's background loop (leader lease, expiry), awaited on shutdown.
+    lessor_task: JoinHandle<()>,
+    /// Resolves once every handle on the API state is gone (see
+    /// `LeaseApi::_alive`).
+    api_gone: tokio::sync::mpsc::Receiver<()>,
+    /// The leader-side lease bookkeeping (serving state, deadlines).
+    lessor: Arc<Lessor>,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// Address the peer server actually bound (port 0 resolves here).
+    raft_addr: SocketAddr,
+    /// Address the client API actually bound.
+    api_addr: SocketAddr,
+    /// Fault injection: cuts the node off from its peers.
+    isolation: Isolation,
+    /// The clock lease decisions read (skewable for tests).
+    clock: Arc<Clock>,
+}
+
+impl Node {
+    /// Binds the peer and client listeners from the config and starts the node.
+    pub async fn start(config: NodeConfig) -> Result<Node, ServerError> {
+        let raft_listener = bind(config.raft_listen).await?;
+        let api_listener = bind(config.api_listen).await?;
+        Node::start_with_listeners(config, raft_listener, api_listener).await
+    }
+
+    /// Starts the node on already bound listeners (tests bind port 0 first
+    /// to learn every member's addresses).
+    pub async fn start_with_listeners(
+        config: NodeConfig,
+        listener: TcpListener,
+        api_listener: TcpListener,
+    ) -> Result<Node, ServerError> {
+        config.validate()?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let raft_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Config(format!("raft_listen: {e}")))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::Storage(format!("create {}: {e}", config.data_dir.display()))
+        })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|e| ServerError::Config(format!("api_listen: {e}")))?;
+        let isolation = Isolation::default();
+        let (log_store, state) =
+            store::open(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            PeerNetwork::new(
+                config.node_id,
+                PeerNetworkConfig {
+                    isolation: isolation.clone(),
+                    ..PeerNetworkConfig::default()
+                },
+            ),
+            log_store.clone(),
+            state.clone(),
+        )
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+        let restarted = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        // Every start refuses votes for W × (1 + ρ): a restarted node may have
+        // acknowledged a leader just before it went down and has forgotten
+        // when, and a node whose data was wiped has forgotten its vote too.
+        let drift_ppm = state.read(|s| s.config().drift_ppm);
+        let refuse_ms = leasehold_core::time::restart_vote_refusal_ms(
+            config.timing.election_timeout_ms_max,
+            drift_ppm,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let clock = Arc::new(Clock::skewed(config.unsafe_test_clock_rate_ppm));
+        if clock.is_skewed() {
+            tracing::warn!(
+                node_id = config.node_id,
+                rate_ppm = config.unsafe_test_clock_rate_ppm,
+                "TEST CLOCK SKEW ENABLED: lease safety is not guaranteed beyond the drift bound"
+            );
+        }
+        let lessor = Lessor::new(
+            config.node_id,
+            raft.clone(),
+            state.clone(),
+            config.timing,
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        );
+        let gate_lessor = Arc::clone(&lessor);
+        let vote_gate: VoteGate = Arc::new(move || gate_lessor.serving().may_serve());
+        let service = PeerService::new(raft.clone())
+            .with_isolation(isolation.clone())
+            .refuse_votes_while(vote_gate)
+            .refuse_votes_until(
+                tokio::time::Instant::now() + std::time::Duration::from_millis(refuse_ms),
+            );
+        tracing::info!(
+            node_id = config.node_id,
+            refuse_ms,
+            restarted,
+            "refusing votes for a while after start"
+        );
+
+        let shutdown = Shutdown::new();
+        let signal = shutdown.signal();
+        let node_id = config.node_id;
+        let peer_task = tokio::spawn(async move {
+            if let Err(error) = serve_peer_service(listener, service, signal.recv()).await {
+                tracing::error!(node_id, %error, "peer server stopped");
+            }
+        });
+
+        let lessor_task = tokio::spawn(Arc::clone(&lessor).run(shutdown.signal()));
+        let history = History::start(&state, shutdown.signal());
+        let (alive, api_gone) = tokio::sync::mpsc::channel(1);
+        let api = LeaseApi::new(
+            node_id,
+            raft.clone(),
+            state.clone(),
+            log_store,
+            Arc::clone(&lessor),
+            history,
+            Arc::clone(&metrics),
+            shutdown.signal(),
+            alive,
+            config.timing.election_timeout_ms_max,
+        );
+        let api_signal = shutdown.signal();
+        let api_task = tokio::spawn(async move {
+            let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
+            let result = tonic::transport::Server::builder()
+                .add_service(LeaseholdServer::new(LeaseService::new(api)))
+                .serve_with_incoming_shutdown(incoming, api_signal.recv())
+                .await;
+            if let Err(error) = result {
+                tracing::error!(node_id, %error, "client API server stopped");
+            }
+        });
+
+        let node = Node {
+            config,
+            raft,
+            state,
+            shutdown,
+            peer_task,
+            api_task,
+            lessor_task,
+            api_gone,
+            lessor,
+            metrics,
+            raft_addr,
+            api_addr,
+            isolation,
+            clock,
+        };
+        if node.config.bootstrap && !restarted {
+            node.bootstrap().await?;
+        }
+        tracing::info!(node_id, %raft_addr, %api_addr, "node started");
+        Ok(node)
+    }
+
+    /// Initializes a pristine store with the configured members; a store
+    /// that already holds a vote or log entries is left alone, so a restart
+    /// never re-initializes.
+    async fn bootstrap(&self) -> Result<(), ServerError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, LeaseNode> = self
+            .config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.node.clone()))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(node_id = self.config.node_id, "cluster initialized");
+                Ok(())
+            }
+            // Another member's identical initialization reached us first.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The bound peer address.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_addr
+    }
+
+    /// The bound client API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Whether this node serves leases now (leader lease, grace).
+    pub fn serving(&self) -> Serving {
+        self.lessor.serving()
+    }
+
+    /// Fault injection: cuts this node off from its peers (both ways) or
+    /// reconnects it. Clients can still reach its API. For tests and drills.
+    pub fn isolate(&self, isolated: bool) {
+        tracing::warn!(
+            node_id = self.config.node_id,
+            isolated,
+            "peer isolation changed"
+        );
+        self.isolation.set(isolated);
+    }
+
+    /// **Test only**: jumps the clock of this node's lease decisions
+    /// forward by `ms` (a stalled VM, a clock bug).
+    pub fn unsafe_test_clock_jump(&self, ms: u64) {
+        self.clock.jump(ms);
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Reads the applied lease state.
+    pub fn read<R>(&self, f: impl FnOnce(&LeaseState) -> R) -> R {
+        self.state.read(f)
+    }
+
+    /// The state machine store (event subscription, disk size).
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.state
+    }
+
+    /// Replicates `command` and returns the index it was applied at and the
+    /// state machine's answer. Only the leader accepts proposals.
+    pub async fn propose(&self, command: Command) -> Result<(LogIndex, Response), ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok((written.log_id.index, written.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader: f.leader_node,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ProposeError::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Stops the peer server and Raft, and waits until both are gone, so the
+    /// data directory and port can be reused at once.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let node_id = self.config.node_id;
+        let mut api_gone = self.api_gone;
+        self.shutdown.trigger();
+        // The tasks only end; their errors were logged inside.
+        let _ = self.api_task.await;
+        let _ = self.lessor_task.await;
+        // Stream tasks still holding the API state end on the same signal.
+        let _ = api_gone.recv().await;
+        let raft_result = self.raft.shutdown().await;
+        let _ = self.peer_task.await;
+        drop(self.lessor);
+        drop(self.state);
+        drop(self.raft);
+        tracing::info!(node_id, "node stopped");
+        raft_result.map_err(|e| ServerError::Raft(e.to_string()))
+    }
+}

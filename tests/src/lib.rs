@@ -1,0 +1,477 @@
+//! Test harness: a cluster of real [`Node`]s in one process, talking real
+//! gRPC over 127.0.0.1, with helpers that wait on metrics and conditions
+//! under deadlines (never fixed sleeps).
+//!
+//! # Layout
+//! - [`TestCluster`]: start, stop ("kill"), restart nodes on their data dirs;
+//!   find the leader; propose with retries; wait for applied indexes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use leasehold_core::{Command, Response};
+use leasehold_raft::NodeId;
+use leasehold_server::{Node, NodeConfig, PeerSpec, ProposeError, RaftTiming};
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio::time::{timeout, Instant};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub size: usize,
+    /// Raft timing of every node.
+    pub timing: RaftTiming,
+    /// Snapshot after this many entries.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot.
+    pub log_entries_kept: u64,
+    /// **Unsafe, tests only**: skew of every node's lease clock, in ppm.
+    pub clock_rate_ppm: i64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            size: 3,
+            timing: RaftTiming {
+                heartbeat_ms: 50,
+                election_timeout_ms_min: 300,
+                election_timeout_ms_max: 600,
+            },
+            snapshot_every_entries: 10_000,
+            log_entries_kept: 1_000,
+            clock_rate_ppm: 0,
+        }
+    }
+}
+
+/// A cluster of in-process nodes on loopback.
+pub struct TestCluster {
+    /// Keeps the data directories alive for the cluster's lifetime.
+    _dir: tempfile::TempDir,
+    /// Where each node's data lives.
+    data_dirs: BTreeMap<NodeId, PathBuf>,
+    /// Every member's addresses (stable across restarts).
+    peers: Vec<PeerSpec>,
+    /// Options every node starts with.
+    options: ClusterOptions,
+    /// Running nodes; a stopped node is absent.
+    nodes: BTreeMap<NodeId, Node>,
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestCluster {
+    /// Starts a fresh cluster and waits for a leader.
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<TestCluster> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let mut listeners: BTreeMap<NodeId, (TcpListener, TcpListener)> = BTreeMap::new();
+        let mut peers = Vec::new();
+        let mut data_dirs = BTreeMap::new();
+        for i in 0..options.size {
+            let id = i as NodeId + 1;
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let raft_addr = listener.local_addr()?;
+            let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+            let api = api_listener.local_addr()?;
+            peers.push(PeerSpec {
+                id,
+                node: leasehold_raft::LeaseNode {
+                    raft_addr: raft_addr.to_string(),
+                    api_addr: api.to_string(),
+                },
+            });
+            listeners.insert(id, (listener, api_listener));
+            data_dirs.insert(id, dir.path().join(format!("node-{id}")));
+        }
+        let mut cluster = TestCluster {
+            _dir: dir,
+            data_dirs,
+            peers,
+            options,
+            nodes: BTreeMap::new(),
+        };
+        for (id, (listener, api_listener)) in listeners {
+            let node =
+                Node::start_with_listeners(cluster.config(id)?, listener, api_listener).await?;
+            cluster.nodes.insert(id, node);
+        }
+        cluster.leader().await?;
+        Ok(cluster)
+    }
+
+    fn config(&self, id: NodeId) -> anyhow::Result<NodeConfig> {
+        let me = self
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let raft_listen: SocketAddr = me.node.raft_addr.parse()?;
+        let api_listen: SocketAddr = me.node.api_addr.parse()?;
+        let mut c = NodeConfig::new(
+            id,
+            raft_listen,
+            api_listen,
+            self.peers.clone(),
+            self.data_dirs[&id].clone(),
+        );
+        c.timing = self.options.timing;
+        c.snapshot_every_entries = self.options.snapshot_every_entries;
+        c.log_entries_kept = self.options.log_entries_kept;
+        c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        Ok(c)
+    }
+
+    /// Client API addresses (`host:port`) of every member, running or not.
+    pub fn api_endpoints(&self) -> Vec<String> {
+        self.peers.iter().map(|p| p.node.api_addr.clone()).collect()
+    }
+
+    /// Client API address of one member.
+    pub fn api_endpoint(&self, id: NodeId) -> anyhow::Result<String> {
+        self.peers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.node.api_addr.clone())
+            .ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    /// Waits until `id` is leader *and serving* (leader lease valid).
+    pub async fn serving_leader(&self) -> anyhow::Result<NodeId> {
+        wait_until("a serving leader", WAIT, || async {
+            self.nodes
+                .values()
+                .find(|n| n.serving().may_serve())
+                .map(|n| n.id())
+        })
+        .await
+    }
+
+    /// Ids of all members, running or not.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.peers.iter().map(|p| p.id).collect()
+    }
+
+    /// A running node.
+    pub fn node(&self, id: NodeId) -> anyhow::Result<&Node> {
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))
+    }
+
+    /// Running nodes.
+    pub fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Waits until a running node is leader and every running node that
+    /// knows a leader agrees on it; returns its id.
+    pub async fn leader(&self) -> anyhow::Result<NodeId> {
+        wait_until("a leader", WAIT, || async {
+            let mut leader = None;
+            for node in self.nodes.values() {
+                let m = node.raft().metrics().borrow().clone();
+                if m.state == ServerState::Leader && m.current_leader == Some(node.id()) {
+                    leader = Some(node.id());
+                }
+            }
+            let l = leader?;
+            let agree = self.nodes.values().all(|n| {
+                let m = n.raft().metrics().borrow().clone();
+                m.current_leader == Some(l)
+            });
+            agree.then_some(l)
+        })
+        .await
+    }
+
+    /// Proposes to the current leader, retrying through elections.
+    pub async fn propose(&self, command: Command) -> anyhow::Result<(u64, Response)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self.leader().await?;
+            let node = self.node(leader)?;
+            match timeout(Duration::from_secs(3), node.propose(command.clone())).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e @ (ProposeError::NotLeader { .. } | ProposeError::Unavailable(_)))) => {
+                    tracing::info!(%e, "retrying proposal");
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => tracing::info!("proposal timed out; retrying"),
+            }
+            if Instant::now() >= deadline {
+                bail!("proposal did not commit within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops a node as abruptly as an in-process node can be stopped: its
+    /// servers and Raft end at once; only what it had written survives.
+    pub async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .remove(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        node.shutdown().await?;
+        Ok(())
+    }
+
+    /// Restarts a stopped node on its data directory and address.
+    pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let config = self.config(id)?;
+        let addr = config.raft_listen;
+        let api_addr = config.api_listen;
+        // The old socket may linger briefly after shutdown; retry the bind.
+        let listener = wait_until("the peer port to be free", WAIT, || async {
+            TcpListener::bind(addr).await.ok()
+        })
+        .await?;
+        let api_listener = wait_until("the API port to be free", WAIT, || async {
+            TcpListener::bind(api_addr).await.ok()
+        })
+        .await?;
+        let node = Node::start_with_listeners(config, listener, api_listener)
+            .await
+            .with_context(|| format!("restarting node {id}"))?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Deletes a stopped node's data directory (a disk replaced or wiped).
+    pub fn wipe(&self, id: NodeId) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.nodes.contains_key(&id),
+            "stop node {id} before wiping it"
+        );
+        let dir = &self.data_dirs[&id];
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `id` applied at least `index`.
+    pub async fn wait_applied(&self, id: NodeId, index: u64) -> anyhow::Result<()> {
+        let node = self.node(id)?;
+        node.raft()
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(index), format!("node {id} applied {index}"))
+            .await
+            .map_err(|e| anyhow!("node {id}: {e}"))?;
+        Ok(())
+    }
+
+    /// Waits until every running node applied at least `index`.
+    pub async fn wait_all_applied(&self, index: u64) -> anyhow::Result<()> {
+        for id in self.nodes.keys() {
+            self.wait_applied(*id, index).await?;
+        }
+        Ok(())
+    }
+
+    /// The encoded lease state of a running node.
+    pub fn state_bytes(&self, id: NodeId) -> anyhow::Result<Vec<u8>> {
+        Ok(self.node(id)?.read(|s| s.encode()))
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let ids: Vec<_> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Raw gRPC helpers for API tests (no client library: the wire contract
+/// itself is under test).
+pub mod grpc {
+    use std::time::Duration;
+
+    use leasehold_proto::v1 as pb;
+    use leasehold_proto::v1::leasehold_client::LeaseholdClient;
+    use tokio::sync::{mpsc, watch};
+    use tokio::time::Instant;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::Channel;
+
+    /// A client for one node's API.
+    pub async fn client(endpoint: &str) -> anyhow::Result<LeaseholdClient<Channel>> {
+        Ok(LeaseholdClient::connect(format!("http://{endpoint}")).await?)
+    }
+
+    /// Opens a session through `endpoint`.
+    pub async fn open(endpoint: &str, name: &str, ttl_ms: u64) -> anyhow::Result<u64> {
+        let r = client(endpoint)
+            .await?
+            .open_session(pb::OpenSessionRequest {
+                client_name: name.into(),
+                ttl_ms,
+            })
+            .await?;
+        Ok(r.into_inner().session_id)
+    }
+
+    /// An acquire request.
+    pub fn acquire_req(
+        session: u64,
+        resource: &str,
+        shared: bool,
+        wait_ms: u64,
+    ) -> pb::AcquireRequest {
+        pb::AcquireRequest {
+            session_id: session,
+            resource: resource.into(),
+            mode: if shared {
+                pb::Mode::Shared as i32
+            } else {
+                pb::Mode::Exclusive as i32
+            },
+            wait_timeout_ms: wait_ms,
+            metadata: Default::default(),
+            ttl_ms: 0,
+            client_name: String::new(),
+        }
+    }
+
+    /// What a keepalive loop observed.
+    #[derive(Debug, Clone, Default)]
+    pub struct KeepAliveView {
+        /// Send instant of the last request whose reply said "alive" for
+        /// every session (the holder's `t_send`).
+        pub last_renewed_sent_at: Option<Instant>,
+        /// Receive instant of that reply.
+        pub last_renewed_at: Option<Instant>,
+        /// Notices received, in order.
+        pub notices: Vec<pb::Notice>,
+        /// Sessions reported not alive.
+        pub dead: Vec<u64>,
+        /// Successful replies.
+        pub replies: u64,
+    }
+
+    /// Renews `sessions` every `period` through whichever of `endpoints`
+    /// accepts the stream (the leader), reconnecting on errors, until the
+    /// returned sender is dropped. Observations are published on the watch.
+    pub fn keep_alive(
+        endpoints: Vec<String>,
+        sessions: Vec<u64>,
+        period: Duration,
+    ) -> (watch::Receiver<KeepAliveView>, mpsc::Sender<()>) {
+        let (view_tx, view_rx) = watch::channel(KeepAliveView::default());
+        let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            loop {
+                let endpoint = endpoints[i % endpoints.len()].clone();
+                i += 1;
+                let Ok(mut c) = client(&endpoint).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let (tx, rx) = mpsc::channel(4);
+                let first_sent = Instant::now();
+                if tx
+                    .send(pb::KeepAliveRequest {
+                        session_ids: sessions.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut inbound = match c.keep_alive(ReceiverStream::new(rx)).await {
+                    Ok(s) => s.into_inner(),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let mut sent_at = first_sent;
+                loop {
+                    let reply = tokio::select! {
+                        _ = stop_rx.recv() => return,
+                        r = inbound.message() => r,
+                    };
+                    let Ok(Some(reply)) = reply else { break };
+                    let now = Instant::now();
+                    view_tx.send_modify(|v| {
+                        v.replies += 1;
+                        if reply.sessions.iter().all(|s| s.alive) {
+                            v.last_renewed_sent_at = Some(sent_at);
+                            v.last_renewed_at = Some(now);
+                        }
+                        for s in &reply.sessions {
+                            if !s.alive && !v.dead.contains(&s.session_id) {
+                                v.dead.push(s.session_id);
+                            }
+                            v.notices.extend(s.notices.iter().cloned());
+                        }
+                    });
+                    tokio::select! {
+                        _ = stop_rx.recv() => return,
+                        _ = tokio::time::sleep(period) => {}
+                    }
+                    sent_at = Instant::now();
+                    if tx
+                        .send(pb::KeepAliveRequest {
+                            session_ids: sessions.clone(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        (view_rx, stop_tx)
+    }
+}
+
+impl TestCluster {
+    /// Cuts a node off from its peers (both ways), or reconnects it.
+    pub fn isolate(&self, id: NodeId, isolated: bool) -> anyhow::Result<()> {
+        self.node(id)?.isolate(isolated);
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! Three real nodes over real gRPC on 127.0.0.1: replication, leader loss,
+//! catch-up from the log and from a snapshot, whole-cluster restart.
+
+use leasehold_core::{Acquire, Command, Mode, Response, SessionTarget};
+use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
+
+fn open(name: &str) -> Command {
+    Command::OpenSession {
+        client_name: name.into(),
+        ttl_ms: 10_000,
+    }
+}
+
+fn acquire(session: u64, resource: &str, mode: Mode, wait: bool) -> Command {
+    Command::Acquire(Acquire {
+        session: SessionTarget::Existing(session),
+        resource: resource.into(),
+        mode,
+        wait,
+        metadata: format!("holder-{session}").into_bytes(),
+    })
+}
+
+async fn open_session(c: &TestCluster, name: &str) -> anyhow::Result<u64> {
+    match c.propose(open(name)).await? {
+        (_, Response::SessionOpened { session, .. }) => Ok(session),
+        (_, other) => anyhow::bail!("open failed: {other:?}"),
+    }
+}
+
+async fn grant_token(c: &TestCluster, cmd: Command) -> anyhow::Result<u64> {
+    match c.propose(cmd).await? {
+        (index, Response::Acquired { grant, .. }) => {
+            assert_eq!(grant.lease.token, index, "token is the granting index");
+            Ok(grant.lease.token)
+        }
+        (_, other) => anyhow::bail!("acquire failed: {other:?}"),
+    }
+}
+
+/// Asserts every running node holds byte-identical state.
+fn assert_same_state(c: &TestCluster) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = None;
+    for node in c.running() {
+        let b = c.state_bytes(node.id())?;
+        match &bytes {
+            None => bytes = Some(b),
+            Some(first) => assert_eq!(first, &b, "node {} diverged", node.id()),
+        }
+    }
+    bytes.ok_or_else(|| anyhow::anyhow!("no running node"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_replicate_to_all_three() -> anyhow::Result<()> {
+    let c = TestCluster::start(ClusterOptions::default()).await?;
+    let a = open_session(&c, "alpha").await?;
+    let b = open_session(&c, "beta").await?;
+    let t1 = grant_token(&c, acquire(a, "db/primary", Mode::Exclusive, false)).await?;
+    let (_, queued) = c
+        .propose(acquire(b, "db/primary", Mode::Exclusive, true))
+        .await?;
+    assert!(matches!(queued, Response::Queued { position: 0, .. }));
+    let (last, released) = c
+        .propose(Command::Release {
+            session: a,
+            resource: "db/primary".into(),
+        })
+        .await?;
+    assert!(matches!(released, Response::Released { .. }));
+    c.wait_all_applied(last).await?;
+    assert_same_state(&c)?;
+    for node in c.running() {
+        let (holder, token, meta) = node
+            .read(|s| {
+                let lease = s
+                    .resource("db/primary")
+                    .and_then(|r| r.holders.values().next().cloned());
+                lease.map(|l| (l.session, l.token, l.metadata))
+            })
+            .ok_or_else(|| anyhow::anyhow!("node {} lost the lease", node.id()))?;
+        assert_eq!(holder, b, "waiter got the lease on node {}", node.id());
+        assert_eq!(token, last, "granted in the releasing entry");
+        assert!(token > t1);
+        assert_eq!(meta, format!("holder-{b}").into_bytes());
+    }
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_loss_new_leader_and_catch_up() -> anyhow::Result<()> {
+    let mut c = TestCluster::start(ClusterOptions::default()).await?;
+    let s = open_session(&c, "survivor").await?;
+    let t1 = grant_token(&c, acquire(s, "r1", Mode::Exclusive, false)).await?;
+
+    let old = c.leader().await?;
+    c.stop(old).await?;
+    let new = c.leader().await?;
+    assert_ne!(new, old, "a different node leads after the leader stopped");
+
+    // The new leader keeps accepting commands; tokens keep growing.
+    let t2 = grant_token(&c, acquire(s, "r2", Mode::Exclusive, false)).await?;
+    assert!(t2 > t1, "token {t2} after failover is not above {t1}");
+    let mut last = t2;
+    for i in 0..20 {
+        last = c.propose(open(&format!("after-{i}"))).await?.0;
+    }
+
+    // The old leader restarts from its data and catches up.
+    c.restart(old).await?;
+    c.wait_all_applied(last).await?;
+    let state = assert_same_state(&c)?;
+    let restored = leasehold_core::LeaseState::decode(&state)?;
+    assert_eq!(restored.session_count(), 21);
+    assert!(restored.resource("r1").is_some() && restored.resource("r2").is_some());
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_node_catches_up_from_a_snapshot() -> anyhow::Result<()> {
+    let options = ClusterOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::start(options).await?;
+    let leader = c.leader().await?;
+    let lagging = c
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    let lag_log = c.node(lagging)?.raft().metrics().borrow().last_log_index;
+    c.stop(lagging).await?;
+
+    let mut last = 0;
+    for i in 0..200 {
+        last = c.propose(open(&format!("s{i}"))).await?.0;
+    }
+    // The leader snapshotted and purged past everything the lagging node has,
+    // so the log alone cannot bring it back.
+    let leader_node = c.node(c.leader().await?)?;
+    let purged = wait_until("the leader to purge its log", WAIT, || async {
+        let m = leader_node.raft().metrics().borrow().clone();
+        m.purged
+            .filter(|p| Some(p.index) > lag_log)
+            .map(|p| p.index)
+    })
+    .await?;
+
+    c.restart(lagging).await?;
+    c.wait_all_applied(last).await?;
+    let m = c.node(lagging)?.raft().metrics().borrow().clone();
+    let snap = m
+        .snapshot
+        .ok_or_else(|| anyhow::anyhow!("no snapshot installed"))?;
+    assert!(
+        snap.index >= purged,
+        "installed snapshot {snap} below purge {purged}"
+    );
+    assert_same_state(&c)?;
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_restart_recovers_every_session_and_lease() -> anyhow::Result<()> {
+    let mut c = TestCluster::start(ClusterOptions::default()).await?;
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        sessions.push(open_session(&c, &format!("client-{i}")).await?);
+    }
+    let mut top = 0;
+    for (i, s) in sessions.iter().enumerate() {
+        top = grant_token(
+            &c,
+            acquire(*s, &format!("lock/{i}"), Mode::Exclusive, false),
+        )
+        .await?;
+        grant_token(&c, acquire(*s, "config", Mode::Shared, false)).await?;
+    }
+    let (last, _) = c
+        .propose(acquire(sessions[0], "lock/1", Mode::Exclusive, true))
+        .await?;
+    c.wait_all_applied(last).await?;
+    let before = assert_same_state(&c)?;
+
+    for id in c.ids() {
+        c.stop(id).await?;
+    }
+    for id in c.ids() {
+        c.restart(id).await?;
+    }
+    c.leader().await?;
+    c.wait_all_applied(last).await?;
+    let after = assert_same_state(&c)?;
+    assert_eq!(before, after, "state after a full restart differs");
+
+    // Service goes on, and tokens keep growing past every earlier grant.
+    let fresh = open_session(&c, "fresh").await?;
+    let t = grant_token(&c, acquire(fresh, "new", Mode::Exclusive, false)).await?;
+    assert!(t > top && t > last);
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_node_refuses_votes_for_the_leader_lease_window() -> anyhow::Result<()> {
+    use leasehold_raft::network::{PeerNetwork, PeerNetworkConfig};
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::VoteRequest;
+
+    let mut c = TestCluster::start(ClusterOptions::default()).await?;
+    let leader = c.leader().await?;
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    c.stop(follower).await?;
+    c.restart(follower).await?;
+    let started = tokio::time::Instant::now();
+
+    let target = c.node(follower)?;
+    let node = target.config().me().expect("member").node.clone();
+    let term = target.raft().metrics().borrow().current_term;
+    let mut net = PeerNetwork::new(99, PeerNetworkConfig::default());
+    let mut client = net.new_client(follower, &node).await;
+    let ask = |term: u64| VoteRequest::new(openraft::Vote::new(term + 10, 99), None);
+    let option = RPCOption::new(std::time::Duration::from_secs(1));
+
+    // Right after the restart the vote is refused as if the node were unreachable.
+    let early = client.vote(ask(term), option.clone()).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(600),
+        "test too slow to probe the window"
+    );
+    assert!(
+        matches!(early, Err(openraft::error::RPCError::Unreachable(_))),
+        "vote not refused right after restart: {early:?}"
+    );
+    // Once W × (1 + ρ) passed, the request reaches Raft and gets a real answer
+    // (refused here, since this candidate's log is empty).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answered = loop {
+        if let Ok(reply) = client.vote(ask(term), option.clone()).await {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "votes refused for too long"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!answered.vote_granted, "an empty-log candidate got a vote");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow::Result<()> {
+    let options = ClusterOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::start(options).await?;
+    let mut last = 0;
+    for i in 0..150 {
+        last = c.propose(open(&format!("before-{i}"))).await?.0;
+    }
+    let leader = c.leader().await?;
+    let victim = c
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    c.wait_all_applied(last).await?;
+    let before = assert_same_state(&c)?;
+    c.stop(victim).await?;
+    c.wipe(victim)?;
+    c.restart(victim).await?;
+    // The cluster keeps working while the wiped node catches up.
+    for i in 0..20 {
+        last = c.propose(open(&format!("after-{i}"))).await?.0;
+    }
+    c.wait_all_applied(last).await?;
+    let after = assert_same_state(&c)?;
+    let restored = leasehold_core::LeaseState::decode(&after)?;
+    assert_eq!(
+        restored.session_count(),
+        170,
+        "every acknowledged session survived"
+    );
+    let old = leasehold_core::LeaseState::decode(&before)?;
+    for s in old.sessions() {
+        assert!(restored.session(s.id).is_some(), "session {} lost", s.id);
+    }
+    let m = c.node(victim)?.raft().metrics().borrow().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "the wiped node was rebuilt from a snapshot"
+    );
+    // The leader's Raft core is still healthy (no log-reversion panic).
+    assert!(c
+        .node(leader)?
+        .raft()
+        .metrics()
+        .borrow()
+        .running_state
+        .is_ok());
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_serving_leader_refuses_votes() -> anyhow::Result<()> {
+    use leasehold_raft::network::{PeerNetwork, PeerNetworkConfig};
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::VoteRequest;
+
+    let c = TestCluster::start(ClusterOptions::default()).await?;
+    let leader = c.serving_leader().await?;
+    let node = c.node(leader)?;
+    let target = node.config().me().expect("member").node.clone();
+    let mut net = PeerNetwork::new(99, PeerNetworkConfig::default());
+    let mut client = net.new_client(leader, &target).await;
+    // Every answer is a refusal; once the start-up window has passed, the
+    // refusal names the leader lease.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = node.raft().metrics().borrow().clone();
+        let ask = VoteRequest::new(openraft::Vote::new(m.current_term + 5, 99), m.last_applied);
+        let r = client
+            .vote(ask, RPCOption::new(std::time::Duration::from_secs(1)))
+            .await;
+        match r {
+            Err(openraft::error::RPCError::Unreachable(e)) => {
+                if e.to_string().contains("leader lease") {
+                    break;
+                }
+            }
+            other => panic!("a serving leader answered a vote request: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused for the lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(node.serving().may_serve(), "the leader kept serving");
+    c.shutdown().await
+}
