@@ -294,27 +294,42 @@ async fn watch_and_hold_run_until_interrupted() -> anyhow::Result<()> {
     let mut watch = cli(&cluster, &["watch", "cli/w", "--output", "json"]);
     watch.stdout(std::process::Stdio::piped());
     let mut child = watch.spawn()?;
-    // The watch must be open before the event: retry acquiring and
-    // releasing until the watcher prints something.
+    // The watch must be open before the event, and it may open between an
+    // acquire and its release: acquire and release until the watcher prints
+    // an acquisition, then expect the matching release right after it.
     let stdout = child.stdout.take().context("piped stdout")?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let deadline = Instant::now() + WAIT;
-    let line = loop {
+    let acquired = 'found: loop {
         let lease = client
             .acquire_once("cli/w1", Duration::from_secs(5), Default::default())
             .await?;
         lease.release().await?;
-        if let Ok(line) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        while let Ok(line) =
+            tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
         {
-            break line?.context("watch ended")?;
+            let v: serde_json::Value = serde_json::from_str(&line?.context("watch ended")?)?;
+            assert_eq!(v["resource"], "cli/w1", "{v}");
+            if v["kind"] == "acquired" {
+                break 'found v;
+            }
+            // A release whose acquisition came before the watch opened.
+            assert_eq!(v["kind"], "released", "{v}");
         }
         if Instant::now() > deadline {
-            bail!("watch printed nothing");
+            bail!("watch printed no acquisition");
         }
     };
-    let v: serde_json::Value = serde_json::from_str(&line)?;
-    assert_eq!(v["resource"], "cli/w1");
-    assert_eq!(v["kind"], "acquired");
+    let next = tokio::time::timeout(WAIT, lines.next_line())
+        .await??
+        .context("watch ended")?;
+    let released: serde_json::Value = serde_json::from_str(&next)?;
+    assert_eq!(released["kind"], "released", "{released}");
+    assert_eq!(released["resource"], "cli/w1");
+    assert_eq!(
+        released["fencing_token"], acquired["fencing_token"],
+        "{acquired} then {released}"
+    );
     interrupt(&child)?;
     let status = tokio::time::timeout(WAIT, child.wait()).await??;
     assert_eq!(status.code(), Some(0));
