@@ -22,13 +22,13 @@ D_IP_PREFIX="${LEASEHOLD_DOCKER_SUBNET_PREFIX:-172.30.71}"
 
 command -v docker >/dev/null || die "docker backend: no docker CLI"
 
-d_compose() {
-  if command -v docker-compose >/dev/null; then
-    docker-compose -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"
-  else
-    docker compose -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"
-  fi
-}
+if command -v docker-compose >/dev/null; then
+  D_COMPOSE_RUN=docker-compose
+else
+  D_COMPOSE_RUN=d_compose_plugin
+fi
+d_compose_plugin() { docker compose "$@"; }
+d_compose() { "$D_COMPOSE_RUN" -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"; }
 
 d_name() { echo "$D_PREFIX$1"; }
 d_state() {
@@ -63,7 +63,24 @@ be_check() {
 
 be_running() { [ "$(d_state "$1" Running)" = true ]; }
 be_paused() { [ "$(d_state "$1" Paused)" = true ]; }
-be_skewed() { return 1; }
+# The lease clock rate (ppm) node N's container was created with: the
+# container's own environment is the record, so nothing is left behind when
+# a run is torn down.
+d_ppm() {
+  local v
+  v="$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$(d_name "$1")" 2>/dev/null |
+    sed -n 's/^LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM=//p')"
+  echo "${v:-0}"
+}
+be_skewed() { [ "$(d_ppm "$1")" != 0 ]; }
+# d_recreate N PPM: replace node N's container (graceful stop, same volume,
+# same address) by one whose lease clock runs at PPM.
+d_recreate() {
+  local n="$1" ppm="$2"
+  if be_paused "$n"; then docker unpause "$(d_name "$n")" >/dev/null; fi
+  env "LEASEHOLD_NODE${n}_CLOCK_RATE_PPM=$ppm" \
+    "$D_COMPOSE_RUN" -f "$D_COMPOSE_FILE" -p "$D_PROJECT" up -d --no-deps --force-recreate "node$n" >&2
+}
 
 be_kill() {
   local c
@@ -221,21 +238,43 @@ be_heal() {
 # Wipe: kill, delete the container and its named volume, recreate both.
 # The node comes back pristine (it initializes from its --peer list).
 be_wipe() {
-  local n="$1" c vol
+  local n="$1" c vol ppm
   c="$(d_name "$n")"
   vol="$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/data"}}{{.Name}}{{end}}{{end}}' "$c")"
   [ -n "$vol" ] || die "wipe: $c has no volume on /data"
+  ppm="$(d_ppm "$n")"
   if be_paused "$n"; then docker unpause "$c" >/dev/null; fi
   if be_running "$n"; then docker kill -s KILL "$c" >/dev/null; fi
   d_compose rm -f -v "node$n" >&2
   docker volume rm "$vol" >/dev/null
-  d_compose up -d --no-deps "node$n" >&2
+  # The new container keeps the old one's clock setting.
+  d_recreate "$n" "$ppm"
   d_reapply "$n"
   echo "container=$c"
   echo "volume=$vol"
   echo "restarted=true"
 }
 
+# Clock rate: the image's binary is static (no LD_PRELOAD of libfaketime) and
+# containers share the host's monotonic clock, so the container is recreated
+# (graceful stop, same volume and address) with the server's test-only lease
+# clock skew, LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM = (RATE - 1) x 10^6. It
+# scales what the node's lease decisions see (leader lease, session
+# deadlines, expiry, failover grace), not Raft's own timers. RATE 1 resets.
 be_clock() {
-  die "clock: not possible with the docker backend: the image's binary is static (no LD_PRELOAD of libfaketime) and containers share the host's monotonic clock; use LEASEHOLD_CHAOS_BACKEND=process"
+  local n="$1" rate="${2:-}" ppm
+  [ -n "$rate" ] || die "clock: give a rate, e.g. clock $n 1.005 (1 resets)"
+  ppm="$("$CHAOS_PY" -c '
+import sys
+r = float(sys.argv[1])
+ppm = round((r - 1) * 1e6)
+sys.exit(1) if not (0 < r < 100 and abs(ppm) <= 900000) else print(ppm)' "$rate")" ||
+    die "clock: bad rate '$rate' (0.1 to 1.9)"
+  d_recreate "$n" "$ppm"
+  d_reapply "$n"
+  echo "container=$(d_name "$n")"
+  echo "rate=$rate"
+  echo "rate_ppm=$ppm"
+  echo "mechanism=$([ "$ppm" = 0 ] && echo "real clock" || echo "lease clock skew LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM=$ppm")"
+  echo "restarted=true"
 }

@@ -27,8 +27,8 @@
 #                                 its data, start it pristine, add it back (it
 #                                 catches up as a learner, then votes again): a
 #                                 node that lost its log must not vote meanwhile
-#   clock TARGET RATE             run the node's clocks RATE x real time (process
-#                                 backend; restarts the node); RATE 1 resets
+#   clock TARGET RATE             run the node's clocks RATE x real time (restarts
+#                                 the node; docker: its lease clock only); RATE 1 resets
 #   membership remove TARGET      make every node but TARGET the voters (during load)
 #   membership restore            make every node a voter again
 #   heal-all                      resume paused, heal partitions, reset clocks,

@@ -11,7 +11,7 @@
 #                      starting faults once N minutes have passed
 #   --nemesis LIST     all, or a comma list of: kill pause partition split
 #                      wipe clock killall (default all: every one the backend
-#                      supports; docker has no clock)
+#                      supports)
 #   --seed S           the same seed, options and backend give the same
 #                      sequence of faults, targets and times (default: random,
 #                      printed on stderr)
@@ -62,7 +62,7 @@ done
 [ -n "$seed" ] || seed="$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')"
 
 case "$CHAOS_BACKEND" in
-  docker) supported="kill pause partition split wipe killall membership" ;;
+  docker) supported="kill pause partition split wipe killall clock membership" ;;
   process) supported="kill pause partition split wipe killall clock membership" ;;
   *) die "LEASEHOLD_CHAOS_BACKEND must be docker or process" ;;
 esac

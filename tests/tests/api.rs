@@ -11,6 +11,9 @@ use tokio::time::Instant;
 use tonic::Code;
 
 const TTL_MS: u64 = 2_000;
+/// TTL of sessions that no test expects to expire and nobody keeps alive:
+/// longer than any test runs, even on a loaded machine.
+const LONG_TTL_MS: u64 = 120_000;
 
 async fn start() -> anyhow::Result<TestCluster> {
     let c = TestCluster::start(ClusterOptions::default()).await?;
@@ -48,8 +51,8 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
     let leader = c.serving_leader().await?;
     // Every call goes to a follower: it forwards to the leader.
     let ep = follower_endpoint(&c, leader)?;
-    let a = open(&ep, "alpha", 10_000).await?;
-    let b = open(&ep, "beta", 10_000).await?;
+    let a = open(&ep, "alpha", LONG_TTL_MS).await?;
+    let b = open(&ep, "beta", LONG_TTL_MS).await?;
     let mut api = client(&ep).await?;
     let mut req = acquire_req(a, "db/primary", false, 0);
     req.metadata = b"10.0.0.1:5432".to_vec().into();
@@ -123,7 +126,7 @@ async fn invalid_inputs_get_their_codes() -> anyhow::Result<()> {
     let c = start().await?;
     let ep = c.api_endpoint(c.serving_leader().await?)?;
     let mut api = client(&ep).await?;
-    let s = open(&ep, "t", 10_000).await?;
+    let s = open(&ep, "t", LONG_TTL_MS).await?;
     let check = |r: Result<tonic::Response<pb::AcquireResponse>, tonic::Status>,
                  code: Code,
                  needle: &str| {
@@ -474,7 +477,7 @@ async fn restarted_ex_leader_serves_nothing_before_quorum() -> anyhow::Result<()
     let mut c = start().await?;
     let leader = c.serving_leader().await?;
     let ep = c.api_endpoint(leader)?;
-    let s = open(&ep, "s", 10_000).await?;
+    let s = open(&ep, "s", LONG_TTL_MS).await?;
     client(&ep)
         .await?
         .acquire(acquire_req(s, "x", false, 0))
@@ -825,8 +828,8 @@ async fn membership_change_during_load_keeps_every_lease() -> anyhow::Result<()>
 async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
     let c = start().await?;
     let ep = c.api_endpoint(c.serving_leader().await?)?;
-    let holder = open(&ep, "holder", 10_000).await?;
-    let waiter = open(&ep, "waiter", 10_000).await?;
+    let holder = open(&ep, "holder", LONG_TTL_MS).await?;
+    let waiter = open(&ep, "waiter", LONG_TTL_MS).await?;
     let mut api = client(&ep).await?;
     api.acquire(acquire_req(holder, "w/busy", false, 0)).await?;
     let wep = ep.clone();

@@ -4,10 +4,12 @@
 use leasehold_core::{Acquire, Command, Mode, Response, SessionTarget};
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 
+/// Nobody keeps these sessions alive: their TTL outlasts any test here,
+/// even on a loaded machine, so the leader never expires them mid-test.
 fn open(name: &str) -> Command {
     Command::OpenSession {
         client_name: name.into(),
-        ttl_ms: 10_000,
+        ttl_ms: 120_000,
     }
 }
 

@@ -43,12 +43,19 @@ pub struct ServerArgs {
     #[arg(long)]
     no_bootstrap: bool,
     /// UNSAFE, chaos tests only: make this node's lease clock run fast
-    /// (positive) or slow (negative) by this many parts per million.
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    /// (positive) or slow (negative) by this many parts per million. Also
+    /// read from the environment, so the container chaos backend can set it
+    /// per node through compose.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        env = "LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM"
+    )]
     unsafe_test_clock_rate_ppm: i64,
     /// UNSAFE, chaos tests only: on every SIGUSR1, jump this node's lease
     /// clock forward by this many milliseconds (0: SIGUSR1 is ignored).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "LEASEHOLD_UNSAFE_TEST_CLOCK_JUMP_MS")]
     unsafe_test_clock_jump_ms: u64,
 }
 

@@ -545,3 +545,39 @@ async fn concurrent_flush_requests_all_complete() -> anyhow::Result<()> {
     ensure!(log.db_size_on_disk_bytes()? > 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn close_watch_fires_when_the_last_handle_is_gone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (log, sm) = store::open(dir.path())?;
+    let watch = log.close_watch();
+    // A late task still holds a clone of a store after its owner let go.
+    let held = log.clone();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let late = tokio::spawn(async move {
+        let _ = released.await;
+        drop(held);
+    });
+    drop(log);
+    drop(sm);
+    ensure!(!watch.is_closed(), "closed while a clone is alive");
+    match store::open(dir.path()) {
+        Err(StoreError::Open { .. }) => {}
+        Err(other) => bail!("wrong error while locked: {other}"),
+        Ok(_) => bail!("opened twice at once"),
+    }
+    match watch.closed(Duration::from_millis(50)).await {
+        Err(StoreError::StillOpen { waited, .. }) => {
+            ensure!(waited == Duration::from_millis(50))
+        }
+        other => bail!("expected StillOpen, got {other:?}"),
+    }
+    let _ = release.send(());
+    watch.closed(Duration::from_secs(10)).await?;
+    ensure!(watch.is_closed());
+    late.await?;
+    // Closed means unlocked: the directory opens again at once.
+    let (log, _sm) = store::open(dir.path())?;
+    ensure!(!log.close_watch().is_closed());
+    Ok(())
+}

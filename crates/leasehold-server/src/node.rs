@@ -25,6 +25,10 @@ use crate::shutdown::Shutdown;
 use leasehold_proto::v1::leasehold_server::LeaseholdServer;
 use tonic::transport::server::TcpIncoming;
 
+/// How long shutdown waits for the tasks still holding the database (flush
+/// requests, snapshot builds, openraft's workers) to let go of it.
+const STORE_CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds a listener, naming the address on failure.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
@@ -66,6 +70,9 @@ pub struct Node {
     isolation: Isolation,
     /// The clock lease decisions read (skewable for tests).
     clock: Arc<Clock>,
+    /// Tells shutdown when the database has closed and unlocked its
+    /// directory (tasks holding it end on their own schedule).
+    store_closed: store::CloseWatch,
 }
 
 impl Node {
@@ -97,6 +104,7 @@ impl Node {
         let isolation = Isolation::default();
         let (log_store, state) =
             store::open(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
+        let store_closed = log_store.close_watch();
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -208,6 +216,7 @@ impl Node {
             api_addr,
             isolation,
             clock,
+            store_closed,
         };
         if node.config.bootstrap && !restarted {
             node.bootstrap().await?;
@@ -341,7 +350,11 @@ impl Node {
         drop(self.lessor);
         drop(self.state);
         drop(self.raft);
-        tracing::info!(node_id, "node stopped");
-        raft_result.map_err(|e| ServerError::Raft(e.to_string()))
+        // Return only once the data directory is free: a node started
+        // again on it in this process would otherwise find it locked.
+        let closed = self.store_closed.closed(STORE_CLOSE_WAIT_MAX).await;
+        tracing::info!(node_id, store_closed = closed.is_ok(), "node stopped");
+        raft_result.map_err(|e| ServerError::Raft(e.to_string()))?;
+        closed.map_err(|e| ServerError::Storage(e.to_string()))
     }
 }

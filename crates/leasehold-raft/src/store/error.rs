@@ -51,6 +51,15 @@ pub enum StoreError {
     /// The flusher task is gone (its runtime shut down) or a flush panicked.
     #[error("the flush task is not running: {0}")]
     FlusherStopped(String),
+    /// Some part of a stopped node still holds the database after the
+    /// wait: its data directory stays locked.
+    #[error("the database at {path} is still open {waited:?} after shutdown began")]
+    StillOpen {
+        /// Data directory of the database.
+        path: PathBuf,
+        /// How long was waited.
+        waited: std::time::Duration,
+    },
     /// The store was opened outside a tokio runtime (the flusher needs one).
     #[error("the store must be opened inside a tokio runtime (its flusher is a tokio task)")]
     NoRuntime,

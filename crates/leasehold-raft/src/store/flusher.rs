@@ -14,6 +14,7 @@ use std::time::Instant;
 use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::Db;
 use super::error::StoreError;
 use crate::types::TypeConfig;
 
@@ -35,7 +36,7 @@ struct FlushRequest {
     /// The database to flush. Carried by the request rather than owned by
     /// the task, so that dropping every store handle closes the database
     /// (and releases its file lock) without waiting for the task to notice.
-    db: sled::Db,
+    db: Db,
     /// Completed after the flush.
     waiter: Waiter,
 }
@@ -93,12 +94,12 @@ pub(crate) struct Flusher {
     /// Queue of the flusher task.
     tx: mpsc::Sender<FlushRequest>,
     /// The database every request flushes.
-    db: sled::Db,
+    db: Db,
 }
 
 impl Flusher {
     /// Starts the flusher task on the current tokio runtime.
-    pub(crate) fn start(db: sled::Db) -> Result<Self, StoreError> {
+    pub(crate) fn start(db: Db) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         runtime.spawn(run(rx));

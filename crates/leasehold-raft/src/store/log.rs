@@ -6,6 +6,7 @@ use std::ops::RangeBounds;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 
+use super::db::{CloseWatch, Db};
 use super::error::{StorageResultExt, StoreError};
 use super::flusher::{Flusher, Waiter};
 use super::keys::{self, LogSpace};
@@ -16,15 +17,27 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 #[derive(Clone)]
 pub struct LogStore {
     /// The node's database (all key spaces live in its default tree).
-    db: sled::Db,
+    db: Db,
     /// The serialized flush path: vote and appends are durable through it.
     flusher: Flusher,
+    /// Tells a stopping node when the database has really closed.
+    close_watch: CloseWatch,
 }
 
 impl LogStore {
     /// Wraps an opened, version-checked database.
-    pub(crate) fn new(db: sled::Db, flusher: Flusher) -> Self {
-        LogStore { db, flusher }
+    pub(crate) fn new(db: Db, flusher: Flusher, close_watch: CloseWatch) -> Self {
+        LogStore {
+            db,
+            flusher,
+            close_watch,
+        }
+    }
+
+    /// Learns when the database (shared with the state machine store) has
+    /// closed: every clone of both stores dropped, the directory unlocked.
+    pub fn close_watch(&self) -> CloseWatch {
+        self.close_watch.clone()
     }
 
     /// Bytes the whole database (log, state machine, snapshot) takes on disk.

@@ -7,6 +7,7 @@
 //! - [`error`]: [`StoreError`] and its single mapping to openraft's
 //!   `StorageError`.
 //! - `keys`: the typed key spaces (the only code that builds raw keys).
+//! - `db`: the shared database handle and [`CloseWatch`] (when it closed).
 //! - `flusher`: the single serialized flush path (group commit).
 //! - [`log`]: [`LogStore`] (`RaftLogStorage`, `RaftLogReader`).
 //! - [`state_machine`]: [`StateMachineStore`] (`RaftStateMachine`,
@@ -39,6 +40,7 @@
 //! All flushes go through one task, never concurrently (sled deadlocks on
 //! concurrent `flush_async`).
 
+mod db;
 pub mod error;
 mod flusher;
 mod keys;
@@ -47,10 +49,12 @@ pub mod state_machine;
 
 use std::path::Path;
 
+pub use db::CloseWatch;
 pub use error::StoreError;
 pub use log::LogStore;
 pub use state_machine::{AppliedEvents, StateMachineStore};
 
+use db::Db;
 use flusher::Flusher;
 
 /// On-disk format this build reads and writes. A database recording any
@@ -61,7 +65,8 @@ pub const STORE_FORMAT_VERSION: u32 = 1;
 ///
 /// Must be called inside a tokio runtime: the flusher is a task on it, and
 /// the stores stop working once that runtime shuts down. The database (and
-/// its lock on `dir`) is closed when every clone of both stores is dropped.
+/// its lock on `dir`) is closed when every clone of both stores is dropped;
+/// [`LogStore::close_watch`] tells when that happened.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = sled::Config::new()
         .path(dir)
@@ -71,9 +76,10 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             source,
         })?;
     check_format(&db, dir)?;
+    let (db, close_watch) = Db::new(db, dir.to_path_buf());
     let flusher = Flusher::start(db.clone())?;
     let state_machine = StateMachineStore::load(db.clone(), flusher.clone())?;
-    let log = LogStore::new(db, flusher);
+    let log = LogStore::new(db, flusher, close_watch);
     tracing::info!(
         path = %dir.display(),
         format_version = STORE_FORMAT_VERSION,

@@ -10,6 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::broadcast;
 
+use super::db::Db;
 use super::error::{StorageResultExt, StoreError};
 use super::flusher::Flusher;
 use super::keys::{self, ConfigSpace, ResourceSpace, SessionSpace, SnapshotSpace, StoredSnapshot};
@@ -44,7 +45,7 @@ struct Machine {
 /// State shared by all clones of a [`StateMachineStore`].
 struct Shared {
     /// The node's database.
-    db: sled::Db,
+    db: Db,
     /// The serialized flush path (used after installing a snapshot).
     flusher: Flusher,
     /// In-memory state; never held across an `.await`.
@@ -73,7 +74,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Loads the state machine from the database's key spaces.
-    pub(crate) fn load(db: sled::Db, flusher: Flusher) -> Result<Self, StoreError> {
+    pub(crate) fn load(db: Db, flusher: Flusher) -> Result<Self, StoreError> {
         let config = keys::get::<ConfigSpace>(&db, &())?.unwrap_or_default();
         let revision = keys::get_meta(&db, &keys::REVISION)?.unwrap_or(0);
         let sessions = keys::scan::<SessionSpace>(&db)

@@ -1,0 +1,91 @@
+//! The node's one sled database handle, and a way to learn that it closed.
+//!
+//! sled releases its lock on the data directory only when the last handle
+//! to the database drops, and handles travel into tasks that end on their
+//! own schedule (flush requests, snapshot builds, openraft's workers). A
+//! process that shuts a node down and starts it again on the same directory
+//! (tests, embedders) must wait for that moment: [`CloseWatch`] tells it.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::error::StoreError;
+
+/// A shared handle to the node's sled database. Every part of the store
+/// holds one of these, never a bare `sled::Db`, so that the database's
+/// closing can be observed.
+#[derive(Clone)]
+pub(crate) struct Db(Arc<Inner>);
+
+/// What the handles share. Fields drop in declaration order: the database
+/// first, then the signal, so the signal means "closed and unlocked".
+struct Inner {
+    /// The database itself.
+    db: sled::Db,
+    /// Sets the watch to `true` when dropped.
+    _closed: ClosedSignal,
+}
+
+/// Announces that the database closed, by being dropped after it.
+struct ClosedSignal(watch::Sender<bool>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Db {
+    /// Wraps a freshly opened database opened from `path`.
+    pub(crate) fn new(db: sled::Db, path: PathBuf) -> (Db, CloseWatch) {
+        let (tx, rx) = watch::channel(false);
+        let handle = Db(Arc::new(Inner {
+            db,
+            _closed: ClosedSignal(tx),
+        }));
+        (handle, CloseWatch { closed: rx, path })
+    }
+}
+
+impl Deref for Db {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        &self.0.db
+    }
+}
+
+/// Learns when a store's database has closed: every handle dropped and the
+/// data directory's lock released. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CloseWatch {
+    /// `true` once the database closed.
+    closed: watch::Receiver<bool>,
+    /// The data directory, for error messages.
+    path: PathBuf,
+}
+
+impl CloseWatch {
+    /// Whether the database has closed.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Waits until the database has closed, at most `wait_max`.
+    pub async fn closed(&self, wait_max: Duration) -> Result<(), StoreError> {
+        let mut rx = self.closed.clone();
+        let closed = tokio::time::timeout(wait_max, async move {
+            // The sender only goes away by sending `true` first.
+            let _ = rx.wait_for(|closed| *closed).await;
+        })
+        .await;
+        closed.map_err(|_| StoreError::StillOpen {
+            path: self.path.clone(),
+            waited: wait_max,
+        })
+    }
+}
