@@ -72,7 +72,13 @@ d_ppm() {
     sed -n 's/^LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM=//p')"
   echo "${v:-0}"
 }
-be_skewed() { [ "$(d_ppm "$1")" != 0 ]; }
+# The rate node N runs at when no clock fault is on: what the run started it
+# with (run.sh --unsafe-clock-rate-ppm exports LEASEHOLD_NODEi_CLOCK_RATE_PPM).
+d_base_ppm() {
+  local var="LEASEHOLD_NODE${1}_CLOCK_RATE_PPM"
+  echo "${!var:-0}"
+}
+be_skewed() { [ "$(d_ppm "$1")" != "$(d_base_ppm "$1")" ]; }
 # d_recreate N PPM: replace node N's container (graceful stop, same volume,
 # same address) by one whose lease clock runs at PPM.
 d_recreate() {
@@ -270,6 +276,8 @@ r = float(sys.argv[1])
 ppm = round((r - 1) * 1e6)
 sys.exit(1) if not (0 < r < 100 and abs(ppm) <= 900000) else print(ppm)' "$rate")" ||
     die "clock: bad rate '$rate' (0.1 to 1.9)"
+  # RATE 1 means back to the rate the run started the node with.
+  [ "$ppm" != 0 ] || ppm="$(d_base_ppm "$n")"
   d_recreate "$n" "$ppm"
   d_reapply "$n"
   echo "container=$(d_name "$n")"

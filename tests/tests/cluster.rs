@@ -165,6 +165,102 @@ async fn lagging_node_catches_up_from_a_snapshot() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_on_a_node_that_installs_a_snapshot_reports_the_gap() -> anyhow::Result<()> {
+    use leasehold_proto::v1 as pb;
+    use leasehold_tests::grpc::client;
+
+    let options = ClusterOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let c = TestCluster::start(options).await?;
+    let leader = c.leader().await?;
+    let cut = c
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    let session = open_session(&c, "g").await?;
+    let first = grant_token(&c, acquire(session, "g/r", Mode::Exclusive, false)).await?;
+    c.wait_all_applied(first).await?;
+    // A watcher on the node about to fall behind: it serves watches from
+    // its own applied state, and has seen everything up to `first`.
+    let ep = c.api_endpoint(cut)?;
+    let mut watch = client(&ep)
+        .await?
+        .watch(pb::WatchRequest {
+            prefix: "g/".into(),
+            start_revision: first,
+        })
+        .await?
+        .into_inner();
+    let seen = watch.message().await?.expect("the acquisition");
+    assert_eq!(seen.revision, first);
+    let cut_log = c.node(cut)?.raft().metrics().borrow().last_log_index;
+    c.isolate(cut, true)?;
+
+    // Events it will never apply: the leader snapshots and purges past them.
+    let mut last = first;
+    for _ in 0..60 {
+        c.propose(Command::Release {
+            session,
+            resource: "g/r".into(),
+        })
+        .await?;
+        last = grant_token(&c, acquire(session, "g/r", Mode::Exclusive, false)).await?;
+    }
+    let leader_node = c.node(c.leader().await?)?;
+    wait_until("the leader to purge past the cut node", WAIT, || async {
+        let m = leader_node.raft().metrics().borrow().clone();
+        m.purged.filter(|p| Some(p.index) > cut_log)
+    })
+    .await?;
+    c.isolate(cut, false)?;
+    c.wait_all_applied(last).await?;
+
+    // Not silence: the watcher learns that events went missing here.
+    let e = tokio::time::timeout(WAIT, async {
+        loop {
+            match watch.message().await {
+                Ok(Some(ev)) => assert!(ev.revision > first, "replayed {ev:?}"),
+                Ok(None) => anyhow::bail!("watch ended without an error"),
+                Err(status) => return Ok(status),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(e.code(), tonic::Code::DataLoss, "{}", e.message());
+    assert!(
+        e.message().contains("installed a snapshot"),
+        "{}",
+        e.message()
+    );
+    // Resuming there from before the snapshot is refused, not half served.
+    let mut api = client(&ep).await?;
+    let resumed = api
+        .watch(pb::WatchRequest {
+            prefix: "g/".into(),
+            start_revision: first + 1,
+        })
+        .await;
+    let e = resumed.expect_err("history before the snapshot is gone");
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{}", e.message());
+    // A node that applied every entry still serves the resume in full.
+    let mut full = client(&c.api_endpoint(leader)?)
+        .await?
+        .watch(pb::WatchRequest {
+            prefix: "g/".into(),
+            start_revision: first + 1,
+        })
+        .await?
+        .into_inner();
+    let next = full.message().await?.expect("a replayed event");
+    assert_eq!(next.revision, first + 1);
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_cluster_restart_recovers_every_session_and_lease() -> anyhow::Result<()> {
     let mut c = TestCluster::start(ClusterOptions::default()).await?;
     let mut sessions = Vec::new();

@@ -64,9 +64,10 @@ impl WatchStream {
         self.next_revision
     }
 
-    /// The next event; `None` never (the stream reconnects), `Some(Err)`
-    /// when it cannot go on (history gone: [`ClientError::OutOfRange`], or
-    /// no node answered within the call timeout).
+    /// The next event; `None` never (the stream reconnects, and resumes
+    /// where it was when a node dropped events it owed), `Some(Err)` when it
+    /// cannot go on (history gone: [`ClientError::OutOfRange`], or no node
+    /// answered within the call timeout).
     pub async fn next(&mut self) -> Option<Result<WatchEvent, ClientError>> {
         loop {
             let Some(inner) = self.inner.as_mut() else {
@@ -88,6 +89,17 @@ impl WatchStream {
                 }
                 Err(status) if is_connection_failure(&status) => {
                     tracing::debug!(message = status.message(), "watch stream failed; reopening");
+                    self.inner = None;
+                }
+                // The node lost events this stream still owes (the stream fell
+                // behind, or the node installed a snapshot): resume from the
+                // next revision; if no node has it any more, that reopen
+                // answers OutOfRange.
+                Err(status) if status.code() == tonic::Code::DataLoss => {
+                    tracing::debug!(
+                        message = status.message(),
+                        "watch stream lost events; resuming"
+                    );
                     self.inner = None;
                 }
                 Err(status) => {

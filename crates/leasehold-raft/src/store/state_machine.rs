@@ -22,13 +22,18 @@ use crate::types::{
 /// `RecvError::Lagged`.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
-/// The lease events one applied log entry produced.
+/// The lease events one applied log entry produced, or news that a
+/// snapshot replaced the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedEvents {
-    /// Log index of the entry (the watch revision).
+    /// Log index of the entry (the watch revision), or the last index the
+    /// installed snapshot covers.
     pub index: u64,
-    /// The events, in order.
+    /// The events, in order (none after a snapshot install).
     pub events: Vec<Event>,
+    /// The state jumped to `index` by installing a snapshot: the entries
+    /// up to it were never applied here, so their events were never seen.
+    pub snapshot_installed: bool,
 }
 
 /// What the state machine holds in memory, always replaced as a whole.
@@ -130,7 +135,8 @@ impl StateMachineStore {
     }
 
     /// Subscribes to the events of entries applied from now on. One message
-    /// per entry that produced events. Installing a snapshot sends nothing.
+    /// per entry that produced events, and one (no events,
+    /// `snapshot_installed`) per installed snapshot.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
         self.shared.events.subscribe()
     }
@@ -269,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     published.push(AppliedEvents {
                         index,
                         events: applied.events,
+                        snapshot_installed: false,
                     });
                 }
                 responses.push(applied.response);
@@ -359,6 +366,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .storage(subject(), ErrorVerb::Write)?;
         tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, sessions, "installed snapshot");
+        // Nobody listening is fine.
+        let _ = self.shared.events.send(Arc::new(AppliedEvents {
+            index: meta.last_log_id.map_or(0, |l| l.index),
+            events: Vec::new(),
+            snapshot_installed: true,
+        }));
         Ok(())
     }
 

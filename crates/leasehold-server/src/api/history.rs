@@ -20,12 +20,26 @@ struct Kept {
     complete_from: u64,
 }
 
+/// What live watchers receive.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// Events of applied entries, in order.
+    Events(Arc<Vec<Event>>),
+    /// This node did not see the events of revisions before `complete_from`
+    /// (it installed a snapshot, or its history fell behind): a watcher that
+    /// has not delivered everything up to there cannot go on here.
+    Gap {
+        /// The history is complete again from this revision.
+        complete_from: u64,
+    },
+}
+
 /// A bounded history of applied events plus a live feed.
 pub struct History {
     /// Oldest first, and the first revision from which they are complete.
     events: Mutex<Kept>,
     /// Live events, fanned out to watchers after they are in `events`.
-    live: broadcast::Sender<Arc<Vec<Event>>>,
+    live: broadcast::Sender<Feed>,
 }
 
 impl History {
@@ -45,13 +59,25 @@ impl History {
         tokio::spawn(async move {
             let stop = shutdown.recv();
             tokio::pin!(stop);
+            // Set when messages were lost: the next one starts a new history.
+            let mut lagged = false;
             loop {
                 tokio::select! {
                     _ = &mut stop => return,
                     got = rx.recv() => match got {
-                        Ok(applied) => h.push(applied.events.clone()),
+                        Ok(applied) if applied.snapshot_installed => {
+                            h.gap(applied.index + 1);
+                            lagged = false;
+                        }
+                        Ok(applied) => {
+                            if std::mem::take(&mut lagged) {
+                                h.gap(applied.index);
+                            }
+                            h.push(applied.events.clone());
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(skipped = n, "watch history lagged behind apply");
+                            lagged = true;
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
@@ -59,6 +85,21 @@ impl History {
             }
         });
         history
+    }
+
+    /// Forgets every kept event: the history is complete only from
+    /// `complete_from` on. Live watchers are told.
+    fn gap(&self, complete_from: u64) {
+        {
+            let mut k = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            k.events.clear();
+            k.complete_from = k.complete_from.max(complete_from);
+        }
+        tracing::info!(
+            complete_from,
+            "watch history restarts (events were not seen here)"
+        );
+        let _ = self.live.send(Feed::Gap { complete_from });
     }
 
     fn push(&self, events: Vec<Event>) {
@@ -74,16 +115,13 @@ impl History {
                 }
             }
         }
-        let _ = self.live.send(Arc::new(events));
+        let _ = self.live.send(Feed::Events(Arc::new(events)));
     }
 
     /// Subscribes to live events, then returns the kept events with
     /// revision ≥ `from` and the revision from which the history is
     /// complete. Subscribing first means no event falls between the two.
-    pub fn replay_and_subscribe(
-        &self,
-        from: u64,
-    ) -> (Vec<Event>, u64, broadcast::Receiver<Arc<Vec<Event>>>) {
+    pub fn replay_and_subscribe(&self, from: u64) -> (Vec<Event>, u64, broadcast::Receiver<Feed>) {
         let rx = self.live.subscribe();
         let k = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let kept = if from == 0 {

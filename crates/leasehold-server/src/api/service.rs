@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::error::{mode_from_proto, mode_to_proto, ApiError};
 use super::forward::{forwarded, Forwarder, Route};
-use super::history::History;
+use super::history::{Feed, History};
 use crate::lessor::{Lessor, Serving};
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
@@ -897,13 +897,19 @@ impl Leasehold for LeaseService {
             }
             .into());
         }
+        // Revisions up to here are delivered or not wanted: a watch of new
+        // events only starts at what this node has applied.
+        let floor = match req.start_revision {
+            0 => api.state.last_applied().map_or(0, |l| l.index),
+            from => from - 1,
+        };
         let (tx, rx) = mpsc::channel(256);
         let prefix = req.prefix;
         let stop = api.shutdown.clone();
         tokio::spawn(async move {
             // Live batches may repeat what the replay already sent.
             let replayed_to = kept.last().map(|e| e.revision).unwrap_or(0);
-            let mut last = replayed_to;
+            let mut last = replayed_to.max(floor);
             for e in kept.iter().filter(|e| e.resource.starts_with(&prefix)) {
                 if tx.send(Ok(event_to_proto(e))).await.is_err() {
                     return;
@@ -918,7 +924,21 @@ impl Leasehold for LeaseService {
                     b = live.recv() => b,
                 };
                 match batch {
-                    Ok(events) => {
+                    Ok(Feed::Gap { complete_from }) if complete_from > last + 1 => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "this node did not see the events of revisions {} to {} (it \
+                                 installed a snapshot); resume from revision {} on another \
+                                 node, or re-read the state and watch from revision {complete_from}",
+                                last + 1,
+                                complete_from - 1,
+                                last + 1
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Ok(Feed::Gap { .. }) => {}
+                    Ok(Feed::Events(events)) => {
                         for e in events.iter() {
                             if e.revision <= replayed_to {
                                 continue;
