@@ -59,6 +59,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A state machine answer other than the one a handler succeeds with:
+    /// the rejection it carries, or (a bug) an internal error.
+    pub fn refused(answer: leasehold_core::Response) -> Self {
+        match answer {
+            leasehold_core::Response::Rejected(r) => r.into(),
+            other => ApiError::Internal(format!("unexpected answer {other:?}")),
+        }
+    }
+
     /// Shorthand for an invalid field.
     pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
         ApiError::InvalidArgument {

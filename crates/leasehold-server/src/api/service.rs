@@ -221,8 +221,7 @@ impl LeaseApi {
                     ttl_ms,
                 })
             }
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -240,8 +239,7 @@ impl LeaseApi {
                 self.lessor.forget(req.session_id);
                 Ok(pb::CloseSessionResponse { released })
             }
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -307,8 +305,7 @@ impl LeaseApi {
                 self.wait_for_grant(session, &req.resource, deadline, &mut events)
                     .await
             }
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -385,8 +382,7 @@ impl LeaseApi {
                 resource: resource.to_string(),
                 waited_ms: deadline.elapsed().as_millis() as u64,
             }),
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -410,8 +406,7 @@ impl LeaseApi {
                     fencing_token: grant.lease.token,
                 })
             }
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -426,8 +421,7 @@ impl LeaseApi {
             .await?;
         match resp {
             CoreResponse::Recalled { holders } => Ok(pb::RecallResponse { holders }),
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
@@ -460,8 +454,7 @@ impl LeaseApi {
             CoreResponse::ConfigSet(c) => Ok(pb::SetConfigResponse {
                 config: Some(config_to_proto(&c)),
             }),
-            CoreResponse::Rejected(r) => Err(r.into()),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ApiError::refused(other)),
         }
     }
 
