@@ -22,13 +22,13 @@ D_IP_PREFIX="${LEASEHOLD_DOCKER_SUBNET_PREFIX:-172.30.71}"
 
 command -v docker >/dev/null || die "docker backend: no docker CLI"
 
-if command -v docker-compose >/dev/null; then
-  D_COMPOSE_RUN=docker-compose
-else
-  D_COMPOSE_RUN=d_compose_plugin
-fi
-d_compose_plugin() { docker compose "$@"; }
-d_compose() { "$D_COMPOSE_RUN" -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"; }
+d_compose() {
+  if command -v docker-compose >/dev/null; then
+    docker-compose -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"
+  else
+    docker compose -f "$D_COMPOSE_FILE" -p "$D_PROJECT" "$@"
+  fi
+}
 
 d_name() { echo "$D_PREFIX$1"; }
 d_state() {
@@ -84,8 +84,10 @@ be_skewed() { [ "$(d_ppm "$1")" != "$(d_base_ppm "$1")" ]; }
 d_recreate() {
   local n="$1" ppm="$2"
   if be_paused "$n"; then docker unpause "$(d_name "$n")" >/dev/null; fi
-  env "LEASEHOLD_NODE${n}_CLOCK_RATE_PPM=$ppm" \
-    "$D_COMPOSE_RUN" -f "$D_COMPOSE_FILE" -p "$D_PROJECT" up -d --no-deps --force-recreate "node$n" >&2
+  (
+    export "LEASEHOLD_NODE${n}_CLOCK_RATE_PPM=$ppm"
+    d_compose up -d --no-deps --force-recreate "node$n" >&2
+  )
 }
 
 be_kill() {

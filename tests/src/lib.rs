@@ -189,6 +189,16 @@ impl TestCluster {
         self.peers.iter().map(|p| p.id).collect()
     }
 
+    /// The first member other than `id` (running or not), e.g. a follower
+    /// of leader `id`.
+    pub fn other_than(&self, id: NodeId) -> anyhow::Result<NodeId> {
+        self.peers
+            .iter()
+            .map(|p| p.id)
+            .find(|other| *other != id)
+            .ok_or_else(|| anyhow!("no member other than {id}"))
+    }
+
     /// A running node.
     pub fn node(&self, id: NodeId) -> anyhow::Result<&Node> {
         self.nodes

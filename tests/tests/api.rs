@@ -37,12 +37,7 @@ async fn waiters_become(ep: &str, resource: &str, n: u32) -> anyhow::Result<()> 
 }
 
 fn follower_endpoint(c: &TestCluster, leader: u64) -> anyhow::Result<String> {
-    let id = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
-    c.api_endpoint(id)
+    c.api_endpoint(c.other_than(leader)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -505,11 +500,7 @@ async fn restarted_ex_leader_serves_nothing_before_quorum() -> anyhow::Result<()
         assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let other = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
+    let other = c.other_than(leader)?;
     c.restart(other).await?;
     let serving = c.serving_leader().await?;
     let ep = c.api_endpoint(serving)?;

@@ -127,11 +127,7 @@ async fn lagging_node_catches_up_from_a_snapshot() -> anyhow::Result<()> {
     };
     let mut c = TestCluster::start(options).await?;
     let leader = c.leader().await?;
-    let lagging = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
+    let lagging = c.other_than(leader)?;
     let lag_log = c.node(lagging)?.raft().metrics().borrow().last_log_index;
     c.stop(lagging).await?;
 
@@ -176,11 +172,7 @@ async fn watch_on_a_node_that_installs_a_snapshot_reports_the_gap() -> anyhow::R
     };
     let c = TestCluster::start(options).await?;
     let leader = c.leader().await?;
-    let cut = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
+    let cut = c.other_than(leader)?;
     let session = open_session(&c, "g").await?;
     let first = grant_token(&c, acquire(session, "g/r", Mode::Exclusive, false)).await?;
     c.wait_all_applied(first).await?;
@@ -308,11 +300,7 @@ async fn restarted_node_refuses_votes_for_the_leader_lease_window() -> anyhow::R
 
     let mut c = TestCluster::start(ClusterOptions::default()).await?;
     let leader = c.leader().await?;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
+    let follower = c.other_than(leader)?;
     c.stop(follower).await?;
     c.restart(follower).await?;
     let started = tokio::time::Instant::now();
@@ -366,11 +354,7 @@ async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow:
         last = c.propose(open(&format!("before-{i}"))).await?.0;
     }
     let leader = c.leader().await?;
-    let victim = c
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("3 nodes");
+    let victim = c.other_than(leader)?;
     c.wait_all_applied(last).await?;
     let before = assert_same_state(&c)?;
     c.stop(victim).await?;

@@ -921,8 +921,9 @@ impl Leasehold for LeaseService {
                         let _ = tx
                             .send(Err(Status::data_loss(format!(
                                 "this node did not see the events of revisions {} to {} (it \
-                                 installed a snapshot); resume from revision {} on another \
-                                 node, or re-read the state and watch from revision {complete_from}",
+                                 installed a snapshot, or its history fell behind apply); resume \
+                                 from revision {} on another node, or re-read the state and \
+                                 watch from revision {complete_from}",
                                 last + 1,
                                 complete_from - 1,
                                 last + 1
