@@ -4,13 +4,23 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::LeaseConfig;
-use crate::types::{Mode, SessionId};
+use crate::types::{LogIndex, Mode, RequestId, SessionId, SessionSecret};
+
+/// A session named by a client: its id and the secret that proves the
+/// client owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// The session.
+    pub id: SessionId,
+    /// The secret presented with it (checked by apply).
+    pub secret: SessionSecret,
+}
 
 /// Which session an acquire is made for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionTarget {
     /// An open session.
-    Existing(SessionId),
+    Existing(SessionRef),
     /// A private session created by this very entry (the one-call lease). It
     /// is closed when its last lease is released or it expires. If the
     /// acquire is rejected, no session is created.
@@ -19,6 +29,11 @@ pub enum SessionTarget {
         client_name: String,
         /// TTL of the new session.
         ttl_ms: u64,
+        /// Secret of the new session, chosen by the proposing node.
+        secret: SessionSecret,
+        /// The client's request id (0: none); a retry with the same id
+        /// finds the session the first attempt created.
+        request_id: RequestId,
     },
 }
 
@@ -47,26 +62,44 @@ pub enum Command {
         client_name: String,
         /// Session TTL, within the configured bounds.
         ttl_ms: u64,
+        /// Its secret, chosen at random by the proposing node.
+        secret: SessionSecret,
+        /// The client's request id (0: none); a retry with the same id
+        /// answers with the session the first attempt opened.
+        request_id: RequestId,
     },
     /// Closes a session, releasing its leases and dropping its waits.
     CloseSession {
-        /// The session to close.
-        session: SessionId,
+        /// The session to close, with its secret.
+        session: SessionRef,
     },
     /// Acquires (or queues for) a lease.
     Acquire(Acquire),
     /// Withdraws a queued wait (its wait timed out). If the lease was already
-    /// granted, nothing changes and the grant is returned.
+    /// granted, nothing changes and the grant is returned. Proposed by the
+    /// node that answered the waiting call, never by a client.
     CancelWait {
         /// Waiting session.
         session: SessionId,
         /// Resource it waits for.
         resource: String,
     },
+    /// Withdraws a wait whose caller went away. If the wait queued at
+    /// `queued_at` was already granted, the lease is released as well: its
+    /// client never learned of it, so nobody would believe or release it.
+    /// Proposed by the node that answered the abandoned call.
+    AbandonWait {
+        /// Waiting session.
+        session: SessionId,
+        /// Resource it waited for.
+        resource: String,
+        /// Log index of the entry that queued the abandoned wait.
+        queued_at: LogIndex,
+    },
     /// Releases a held lease.
     Release {
-        /// Holding session.
-        session: SessionId,
+        /// Holding session, with its secret.
+        session: SessionRef,
         /// Resource to release.
         resource: String,
     },
@@ -95,6 +128,7 @@ impl Command {
             Command::CloseSession { .. } => "close_session",
             Command::Acquire(_) => "acquire",
             Command::CancelWait { .. } => "cancel_wait",
+            Command::AbandonWait { .. } => "abandon_wait",
             Command::Release { .. } => "release",
             Command::ExpireSessions { .. } => "expire_sessions",
             Command::Recall { .. } => "recall",

@@ -13,7 +13,8 @@
 //! - [`rejection`]: why a command was refused.
 //! - [`snapshot`]: versioned encoding of the whole state.
 //! - [`time`]: the time model's arithmetic (holder validity, leader lease).
-//! - [`deadlines`]: the leader's in-memory session deadlines, time injected.
+//! - [`leader`]: the leader's rules (leader lease, session deadlines,
+//!   renewal, expiry, takeover, vote gate) with time injected.
 //!
 //! This crate does no I/O, spawns nothing and never reads a clock: every
 //! instant it needs is a log index, and durations are plain numbers. Time
@@ -22,8 +23,8 @@
 
 pub mod command;
 pub mod config;
-pub mod deadlines;
 pub mod event;
+pub mod leader;
 pub mod limits;
 pub mod machine;
 pub mod outcome;
@@ -34,13 +35,14 @@ pub mod snapshot;
 pub mod time;
 pub mod types;
 
-pub use command::{Acquire, Command, SessionTarget};
+pub use command::{Acquire, Command, SessionRef, SessionTarget};
 pub use config::LeaseConfig;
 pub use event::{Event, EventKind};
+pub use leader::{LeaderState, RenewOutcome, Renewal, Serving};
 pub use machine::LeaseState;
-pub use outcome::{Applied, Grant, Response, Touched};
+pub use outcome::{Applied, Grant, Response, SessionChange, Touched};
 pub use rejection::{HolderRef, Rejection};
 pub use resource::{Lease, RecallNotice, Resource, Waiter};
 pub use session::Session;
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
-pub use types::{FencingToken, LogIndex, Mode, SessionId};
+pub use types::{FencingToken, LogIndex, Mode, RequestId, SessionId, SessionSecret};

@@ -11,15 +11,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{Acquire, Command, SessionTarget};
+use crate::command::{Acquire, Command, SessionRef, SessionTarget};
 use crate::config::LeaseConfig;
 use crate::event::{Event, EventKind};
 use crate::limits;
-use crate::outcome::{Applied, Grant, Response, Touched};
+use crate::outcome::{Applied, Grant, Response, SessionChange, Touched};
 use crate::rejection::{HolderRef, Rejection};
 use crate::resource::{Lease, RecallNotice, Resource, Waiter};
 use crate::session::Session;
-use crate::types::{LogIndex, SessionId};
+use crate::types::{LogIndex, RequestId, SessionId, SessionSecret};
 
 /// The whole replicated lease state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct LeaseState {
     /// Log index of the last applied command that changed state (the watch
     /// revision).
     revision: LogIndex,
+    /// Open sessions by the client's request id that opened them (derived
+    /// from `sessions`, never encoded), so a retried open finds its session.
+    by_request: BTreeMap<RequestId, SessionId>,
 }
 
 /// Collects the side outputs of one apply.
@@ -40,6 +43,7 @@ struct Apply {
     index: LogIndex,
     events: Vec<Event>,
     touched: Touched,
+    sessions: Vec<SessionChange>,
 }
 
 impl Apply {
@@ -105,11 +109,19 @@ impl LeaseState {
         sessions: impl IntoIterator<Item = Session>,
         resources: impl IntoIterator<Item = (String, Resource)>,
     ) -> Self {
+        let sessions: BTreeMap<SessionId, Session> =
+            sessions.into_iter().map(|s| (s.id, s)).collect();
+        let by_request = sessions
+            .values()
+            .filter(|s| s.request_id != 0)
+            .map(|s| (s.request_id, s.id))
+            .collect();
         LeaseState {
             config,
-            sessions: sessions.into_iter().map(|s| (s.id, s)).collect(),
+            sessions,
             resources: resources.into_iter().collect(),
             revision,
+            by_request,
         }
     }
 
@@ -164,18 +176,29 @@ impl LeaseState {
             index,
             events: Vec::new(),
             touched: Touched::default(),
+            sessions: Vec::new(),
         };
         let response = match command {
             Command::OpenSession {
                 client_name,
                 ttl_ms,
-            } => self.open_session(&mut cx, client_name, *ttl_ms),
+                secret,
+                request_id,
+            } => self.open_session(&mut cx, client_name, *ttl_ms, *secret, *request_id),
             Command::CloseSession { session } => self.close_session(&mut cx, *session),
             Command::Acquire(req) => self.acquire(&mut cx, req),
             Command::CancelWait { session, resource } => {
                 self.cancel_wait(&mut cx, *session, resource)
             }
-            Command::Release { session, resource } => self.release(&mut cx, *session, resource),
+            Command::AbandonWait {
+                session,
+                resource,
+                queued_at,
+            } => self.abandon_wait(&mut cx, *session, resource, *queued_at),
+            Command::Release { session, resource } => match self.owned(*session) {
+                Ok(()) => self.release(&mut cx, session.id, resource),
+                Err(r) => Response::Rejected(r),
+            },
             Command::ExpireSessions { sessions } => self.expire(&mut cx, sessions),
             Command::Recall { resource, reason } => self.recall(&mut cx, resource, reason),
             Command::SetConfig(config) => match config.validate() {
@@ -195,7 +218,29 @@ impl LeaseState {
             response,
             events: cx.events,
             touched: cx.touched,
+            sessions: cx.sessions,
         }
+    }
+
+    /// Checks that `session` exists and its secret is the one presented.
+    fn owned(&self, session: SessionRef) -> Result<(), Rejection> {
+        match self.sessions.get(&session.id) {
+            None => Err(Rejection::SessionNotFound(session.id)),
+            Some(s) if !s.secret.matches(session.secret.as_bytes()) => {
+                Err(Rejection::PermissionDenied(session.id))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The open session a client request id opened, if any.
+    pub fn session_by_request(&self, request_id: RequestId) -> Option<&Session> {
+        if request_id == 0 {
+            return None;
+        }
+        self.by_request
+            .get(&request_id)
+            .and_then(|id| self.sessions.get(id))
     }
 
     /// Records an entry that carries no command (blank, membership): nothing
@@ -206,15 +251,35 @@ impl LeaseState {
             response: Response::Noop,
             events: Vec::new(),
             touched: Touched::default(),
+            sessions: Vec::new(),
         }
     }
 
-    fn open_session(&mut self, cx: &mut Apply, client_name: &str, ttl_ms: u64) -> Response {
+    fn open_session(
+        &mut self,
+        cx: &mut Apply,
+        client_name: &str,
+        ttl_ms: u64,
+        secret: SessionSecret,
+        request_id: RequestId,
+    ) -> Response {
+        if let Some(s) = self.session_by_request(request_id) {
+            // A retry of the request that opened it: the same answer.
+            return Response::SessionOpened {
+                session: s.id,
+                ttl_ms: s.ttl_ms,
+                secret: s.secret,
+            };
+        }
         if let Err(r) = self.check_new_session(client_name, ttl_ms) {
             return Response::Rejected(r);
         }
-        let session = self.insert_session(cx, client_name, ttl_ms, false);
-        Response::SessionOpened { session, ttl_ms }
+        let session = self.insert_session(cx, client_name, ttl_ms, false, secret, request_id);
+        Response::SessionOpened {
+            session,
+            ttl_ms,
+            secret,
+        }
     }
 
     /// Checks that a session with these parameters may be opened.
@@ -237,6 +302,8 @@ impl LeaseState {
         client_name: &str,
         ttl_ms: u64,
         private: bool,
+        secret: SessionSecret,
+        request_id: RequestId,
     ) -> SessionId {
         let id = cx.index;
         self.sessions.insert(
@@ -246,18 +313,31 @@ impl LeaseState {
                 client_name: client_name.to_string(),
                 ttl_ms,
                 private,
+                secret,
+                request_id,
                 held: Default::default(),
                 waiting: Default::default(),
             },
         );
+        if request_id != 0 {
+            self.by_request.insert(request_id, id);
+        }
         cx.touched.sessions.insert(id);
+        cx.sessions.push(SessionChange::Opened {
+            session: id,
+            ttl_ms,
+            secret,
+        });
         id
     }
 
-    fn close_session(&mut self, cx: &mut Apply, session: SessionId) -> Response {
-        match self.remove_session(cx, session, EventKind::Released) {
+    fn close_session(&mut self, cx: &mut Apply, session: SessionRef) -> Response {
+        if let Err(r) = self.owned(session) {
+            return Response::Rejected(r);
+        }
+        match self.remove_session(cx, session.id, EventKind::Released) {
             Some(released) => Response::SessionClosed { released },
-            None => Response::Rejected(Rejection::SessionNotFound(session)),
+            None => Response::Rejected(Rejection::SessionNotFound(session.id)),
         }
     }
 
@@ -286,7 +366,11 @@ impl LeaseState {
         kind: EventKind,
     ) -> Option<Vec<String>> {
         let session = self.sessions.remove(&id)?;
+        if session.request_id != 0 {
+            self.by_request.remove(&session.request_id);
+        }
         cx.touched.sessions.insert(id);
+        cx.sessions.push(SessionChange::Ended { session: id });
         for name in &session.waiting {
             if let Some(res) = self.resources.get_mut(name) {
                 res.waiters.retain(|w| w.session != id);
@@ -327,6 +411,7 @@ impl LeaseState {
                 token: cx.index,
                 metadata: w.metadata,
                 recall: None,
+                queued_at: Some(w.queued_at),
             };
             cx.event(EventKind::Acquired, name, &lease);
             res.holders.insert(w.session, lease);
@@ -361,10 +446,13 @@ impl LeaseState {
         if let Err(r) = validate_resource(&req.resource).and(validate_metadata(&req.metadata)) {
             return Response::Rejected(r);
         }
-        let session_id = match &req.session {
-            SessionTarget::Existing(id) => {
-                let Some(session) = self.sessions.get(id) else {
-                    return Response::Rejected(Rejection::SessionNotFound(*id));
+        let (session_id, secret) = match &req.session {
+            SessionTarget::Existing(named) => {
+                if let Err(r) = self.owned(*named) {
+                    return Response::Rejected(r);
+                }
+                let Some(session) = self.sessions.get(&named.id) else {
+                    return Response::Rejected(Rejection::SessionNotFound(named.id));
                 };
                 if let Some(done) = self.repeat_acquire(session, req) {
                     return done;
@@ -375,16 +463,28 @@ impl LeaseState {
                         limit: limits::LEASES_PER_SESSION_MAX as u64,
                     });
                 }
-                *id
+                (named.id, session.secret)
             }
             SessionTarget::Private {
                 client_name,
                 ttl_ms,
+                secret,
+                request_id,
             } => {
+                if let Some(session) = self.session_by_request(*request_id) {
+                    // A retry of the one-call acquire that made this private
+                    // session: answer what the first attempt got.
+                    return self.repeat_acquire(session, req).unwrap_or_else(|| {
+                        Response::Rejected(Rejection::invalid(
+                            "request_id",
+                            "already used by a request for another resource",
+                        ))
+                    });
+                }
                 if let Err(r) = self.check_new_session(client_name, *ttl_ms) {
                     return Response::Rejected(r);
                 }
-                cx.index
+                (cx.index, *secret)
             }
         };
 
@@ -410,9 +510,11 @@ impl LeaseState {
         if let SessionTarget::Private {
             client_name,
             ttl_ms,
+            secret,
+            request_id,
         } = &req.session
         {
-            self.insert_session(cx, client_name, *ttl_ms, true);
+            self.insert_session(cx, client_name, *ttl_ms, true, *secret, *request_id);
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return Response::Rejected(Rejection::SessionNotFound(session_id));
@@ -427,12 +529,14 @@ impl LeaseState {
                 token: cx.index,
                 metadata: req.metadata.clone(),
                 recall: None,
+                queued_at: None,
             };
             cx.event(EventKind::Acquired, &req.resource, &lease);
             res.holders.insert(session_id, lease.clone());
             session.held.insert(req.resource.clone());
             Response::Acquired {
                 session: session_id,
+                secret,
                 grant: Grant {
                     resource: req.resource.clone(),
                     lease,
@@ -449,6 +553,8 @@ impl LeaseState {
             session.waiting.insert(req.resource.clone());
             Response::Queued {
                 session: session_id,
+                secret,
+                queued_at: cx.index,
                 resource: req.resource.clone(),
                 position: res.waiters.len() - 1,
             }
@@ -469,6 +575,7 @@ impl LeaseState {
             }
             return Some(Response::Acquired {
                 session: session.id,
+                secret: session.secret,
                 grant: Grant {
                     resource: req.resource.clone(),
                     lease: lease.clone(),
@@ -487,6 +594,8 @@ impl LeaseState {
         }
         Some(Response::Queued {
             session: session.id,
+            secret: session.secret,
+            queued_at: waiter.queued_at,
             resource: req.resource.clone(),
             position,
         })
@@ -503,6 +612,7 @@ impl LeaseState {
         {
             return Response::Acquired {
                 session,
+                secret: s.secret,
                 grant: Grant {
                     resource: resource.to_string(),
                     lease: lease.clone(),
@@ -521,6 +631,32 @@ impl LeaseState {
         self.settle(cx, resource);
         if private_and_empty {
             self.remove_session(cx, session, EventKind::Released);
+        }
+        Response::WaitCancelled
+    }
+
+    fn abandon_wait(
+        &mut self,
+        cx: &mut Apply,
+        session: SessionId,
+        resource: &str,
+        queued_at: LogIndex,
+    ) -> Response {
+        let granted_from_it = self
+            .resources
+            .get(resource)
+            .and_then(|r| r.holders.get(&session))
+            .is_some_and(|l| l.queued_at == Some(queued_at));
+        if granted_from_it {
+            return self.release(cx, session, resource);
+        }
+        let still_queued = self
+            .resources
+            .get(resource)
+            .and_then(|r| r.waiters.iter().find(|w| w.session == session))
+            .is_some_and(|w| w.queued_at == queued_at);
+        if still_queued {
+            return self.cancel_wait(cx, session, resource);
         }
         Response::WaitCancelled
     }

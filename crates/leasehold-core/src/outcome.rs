@@ -9,7 +9,7 @@ use crate::config::LeaseConfig;
 use crate::event::Event;
 use crate::rejection::Rejection;
 use crate::resource::Lease;
-use crate::types::{LogIndex, SessionId};
+use crate::types::{LogIndex, SessionId, SessionSecret};
 
 /// A lease as answered to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,12 +25,15 @@ pub struct Grant {
 pub enum Response {
     /// Blank and membership entries.
     Noop,
-    /// A session was opened.
+    /// A session was opened (or found: a retry of the request that opened
+    /// it).
     SessionOpened {
         /// Its id.
         session: SessionId,
         /// Its TTL.
         ttl_ms: u64,
+        /// Its secret, for the client that opened it.
+        secret: SessionSecret,
     },
     /// A session was closed; it released these resources.
     SessionClosed {
@@ -41,6 +44,8 @@ pub enum Response {
     Acquired {
         /// Session holding it (new when the request made a private session).
         session: SessionId,
+        /// That session's secret.
+        secret: SessionSecret,
         /// The lease.
         grant: Grant,
         /// False when the session already held it (idempotent retry).
@@ -50,6 +55,10 @@ pub enum Response {
     Queued {
         /// Session waiting (new when the request made a private session).
         session: SessionId,
+        /// That session's secret.
+        secret: SessionSecret,
+        /// Log index of the entry that queued the wait.
+        queued_at: LogIndex,
         /// The resource.
         resource: String,
         /// 0-based position in the queue.
@@ -104,6 +113,26 @@ impl Touched {
     }
 }
 
+/// A session that began or ended in one apply: what the leader's
+/// in-memory rules ([`crate::leader::LeaderState`]) are fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A session was opened (also by a one-call acquire).
+    Opened {
+        /// Its id.
+        session: SessionId,
+        /// Its TTL.
+        ttl_ms: u64,
+        /// Its secret (keepalives must present it).
+        secret: SessionSecret,
+    },
+    /// A session was closed, expired, or ended with its last private lease.
+    Ended {
+        /// Its id.
+        session: SessionId,
+    },
+}
+
 /// Result of applying one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -115,4 +144,6 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// State keys changed.
     pub touched: Touched,
+    /// Sessions opened and ended, in order.
+    pub sessions: Vec<SessionChange>,
 }

@@ -60,6 +60,9 @@ pub enum Rejection {
         /// The mode it already holds.
         held: Mode,
     },
+    /// The call named a session without presenting its secret.
+    #[error("session {0}: wrong or missing session secret")]
+    PermissionDenied(SessionId),
     /// A count limit of the service would be exceeded.
     #[error("limit reached: {what} (at most {limit})")]
     LimitExceeded {

@@ -29,6 +29,10 @@ pub struct Lease {
     pub metadata: Vec<u8>,
     /// Set once someone recalled the lease.
     pub recall: Option<RecallNotice>,
+    /// Log index of the entry that queued the wait this lease was granted
+    /// to (None: granted at once). Lets an abandoned wait that lost the
+    /// race to its grant release exactly that lease.
+    pub queued_at: Option<LogIndex>,
 }
 
 /// A queued acquire.

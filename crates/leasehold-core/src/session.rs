@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::SessionId;
+use crate::types::{RequestId, SessionId, SessionSecret};
 
 /// Replicated record of an open session. Its deadline is *not* here: the
 /// leader keeps deadlines in memory on its monotonic clock.
@@ -18,6 +18,11 @@ pub struct Session {
     pub ttl_ms: u64,
     /// Created by a one-call acquire: closed with its last lease.
     pub private: bool,
+    /// What every call naming this session must present.
+    pub secret: SessionSecret,
+    /// The client's id for the request that opened it (0: none), so a
+    /// retry of that request finds this session instead of opening another.
+    pub request_id: RequestId,
     /// Resources this session holds (index into the resource table).
     pub held: BTreeSet<String>,
     /// Resources this session waits for.

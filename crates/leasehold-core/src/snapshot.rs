@@ -15,8 +15,10 @@ use crate::types::LogIndex;
 /// Magic bytes opening every encoded state.
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"LHSM";
 /// Current format version. Bump on any change to the encoded types and keep
-/// a decoder for every older version still on disk.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// a decoder for every older version still on disk. 2: session secrets and
+/// request ids, the wait a lease was granted to (version 1 stores are
+/// refused whole by the storage format version, so none is on disk).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// Errors decoding an encoded state.
 #[derive(Debug, thiserror::Error)]

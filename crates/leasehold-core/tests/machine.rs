@@ -3,9 +3,17 @@
 
 use leasehold_core::limits::{METADATA_BYTES_MAX, RESOURCE_NAME_BYTES_MAX};
 use leasehold_core::{
-    Acquire, Command, EventKind, LeaseConfig, LeaseState, Mode, Rejection, Response, SessionTarget,
-    SNAPSHOT_FORMAT_VERSION,
+    Acquire, Command, EventKind, LeaseConfig, LeaseState, Mode, Rejection, Response, SessionRef,
+    SessionSecret, SessionTarget, SNAPSHOT_FORMAT_VERSION,
 };
+
+/// The secret every session in these tests is opened with.
+const S: SessionSecret = SessionSecret([9; 16]);
+
+/// Names session `id` with the right secret.
+fn r(id: u64) -> SessionRef {
+    SessionRef { id, secret: S }
+}
 
 struct Log {
     state: LeaseState,
@@ -32,6 +40,8 @@ impl Log {
             .apply(Command::OpenSession {
                 client_name: name.into(),
                 ttl_ms: 10_000,
+                secret: S,
+                request_id: 0,
             })
             .response
         {
@@ -42,7 +52,7 @@ impl Log {
 
     fn acquire(&mut self, session: u64, resource: &str, mode: Mode, wait: bool) -> Response {
         self.apply(Command::Acquire(Acquire {
-            session: SessionTarget::Existing(session),
+            session: SessionTarget::Existing(r(session)),
             resource: resource.into(),
             mode,
             wait,
@@ -132,7 +142,7 @@ fn waiting_exclusive_blocks_new_shared_and_fifo_grants_on_release() {
     ));
     // Releasing the reader grants the writer in the same apply.
     let out = log.apply(Command::Release {
-        session: a,
+        session: r(a),
         resource: "r".into(),
     });
     let granted: Vec<_> = out
@@ -144,7 +154,7 @@ fn waiting_exclusive_blocks_new_shared_and_fifo_grants_on_release() {
     assert_eq!(granted, vec![(w, out.index)]);
     // Releasing the writer grants both readers together, with one token.
     let out = log.apply(Command::Release {
-        session: w,
+        session: r(w),
         resource: "r".into(),
     });
     let granted: Vec<_> = out
@@ -211,6 +221,8 @@ fn private_session_lives_and_dies_with_its_lease() {
         session: SessionTarget::Private {
             client_name: "oneshot".into(),
             ttl_ms: 5_000,
+            secret: S,
+            request_id: 0,
         },
         resource: "job".into(),
         mode: Mode::Exclusive,
@@ -224,7 +236,7 @@ fn private_session_lives_and_dies_with_its_lease() {
     assert_eq!(grant.lease.token, out.index);
     assert!(log.state.session(session).expect("open").private);
     log.apply(Command::Release {
-        session,
+        session: r(session),
         resource: "job".into(),
     });
     assert!(log.state.session(session).is_none());
@@ -237,6 +249,8 @@ fn private_session_lives_and_dies_with_its_lease() {
         session: SessionTarget::Private {
             client_name: "x".into(),
             ttl_ms: 5_000,
+            secret: S,
+            request_id: 0,
         },
         resource: "busy".into(),
         mode: Mode::Exclusive,
@@ -259,7 +273,7 @@ fn cancel_wait_after_grant_returns_the_grant() {
     log.acquire(a, "r", Mode::Exclusive, false);
     log.acquire(b, "r", Mode::Exclusive, true);
     log.apply(Command::Release {
-        session: a,
+        session: r(a),
         resource: "r".into(),
     });
     let out = log.apply(Command::CancelWait {
@@ -289,7 +303,7 @@ fn invalid_inputs_are_rejected_without_effect() {
     ];
     for (resource, metadata, field) in cases {
         let out = log.apply(Command::Acquire(Acquire {
-            session: SessionTarget::Existing(a),
+            session: SessionTarget::Existing(r(a)),
             resource,
             mode: Mode::Exclusive,
             wait: false,
@@ -303,6 +317,8 @@ fn invalid_inputs_are_rejected_without_effect() {
     let out = log.apply(Command::OpenSession {
         client_name: "t".into(),
         ttl_ms: 1,
+        secret: S,
+        request_id: 0,
     });
     assert!(matches!(
         out.response,
@@ -366,4 +382,168 @@ fn snapshot_roundtrip_and_version_check() {
     ));
     assert!(LeaseState::decode(b"nope").is_err());
     assert!(LeaseState::decode(&bytes[..bytes.len() / 2]).is_err());
+}
+
+#[test]
+fn only_the_secret_holder_can_use_a_session() {
+    let mut log = Log::new();
+    let a = log.open("a");
+    log.acquire(a, "r", Mode::Exclusive, false);
+    let before = log.state.encode();
+    let thief = SessionRef {
+        id: a,
+        secret: SessionSecret([1; 16]),
+    };
+    let attempts = [
+        Command::Release {
+            session: thief,
+            resource: "r".into(),
+        },
+        Command::CloseSession { session: thief },
+        Command::Acquire(Acquire {
+            session: SessionTarget::Existing(thief),
+            resource: "other".into(),
+            mode: Mode::Exclusive,
+            wait: false,
+            metadata: vec![],
+        }),
+    ];
+    for cmd in attempts {
+        let out = log.apply(cmd);
+        assert_eq!(
+            out.response,
+            Response::Rejected(Rejection::PermissionDenied(a))
+        );
+        assert!(out.events.is_empty() && out.sessions.is_empty());
+    }
+    assert_eq!(log.state.encode(), before, "nothing changed");
+    // The owner still can.
+    let out = log.apply(Command::Release {
+        session: r(a),
+        resource: "r".into(),
+    });
+    assert!(matches!(out.response, Response::Released { .. }));
+}
+
+#[test]
+fn a_retried_open_or_one_call_acquire_finds_the_first_attempts_session() {
+    let mut log = Log::new();
+    let open = |secret: u8| Command::OpenSession {
+        client_name: "c".into(),
+        ttl_ms: 10_000,
+        secret: SessionSecret([secret; 16]),
+        request_id: 77,
+    };
+    let first = log.apply(open(1)).response;
+    let retry = log.apply(open(2)).response;
+    assert_eq!(first, retry, "same session, same secret");
+    assert_eq!(log.state.session_count(), 1);
+
+    let one_call = |secret: u8| {
+        Command::Acquire(Acquire {
+            session: SessionTarget::Private {
+                client_name: "one".into(),
+                ttl_ms: 10_000,
+                secret: SessionSecret([secret; 16]),
+                request_id: 78,
+            },
+            resource: "job".into(),
+            mode: Mode::Exclusive,
+            wait: false,
+            metadata: vec![],
+        })
+    };
+    let first = log.apply(one_call(3));
+    let Response::Acquired {
+        session, secret, ..
+    } = first.response
+    else {
+        panic!("{:?}", first.response)
+    };
+    let retry = log.apply(one_call(4));
+    match retry.response {
+        Response::Acquired {
+            session: s,
+            secret: x,
+            newly_granted,
+            ..
+        } => {
+            assert_eq!((s, x), (session, secret));
+            assert!(!newly_granted);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.state.session_count(), 2, "no orphan private session");
+    assert_eq!(
+        log.state.resource("job").expect("held").holders.len(),
+        1,
+        "the retry does not hold the resource against its own first attempt"
+    );
+    // Once the session is gone, the id opens a new one.
+    log.apply(Command::ExpireSessions {
+        sessions: vec![session],
+    });
+    assert!(matches!(
+        log.apply(one_call(5)).response,
+        Response::Acquired {
+            newly_granted: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_abandoned_wait_that_lost_the_race_to_its_grant_releases_it() {
+    let mut log = Log::new();
+    let a = log.open("a");
+    let b = log.open("b");
+    log.acquire(a, "r", Mode::Exclusive, false);
+    let Response::Queued { queued_at, .. } = log.acquire(b, "r", Mode::Exclusive, true) else {
+        panic!("b should queue")
+    };
+    // The grant applies before the abandon does.
+    log.apply(Command::Release {
+        session: r(a),
+        resource: "r".into(),
+    });
+    assert!(log
+        .state
+        .resource("r")
+        .expect("b holds")
+        .holders
+        .contains_key(&b));
+    // An abandon naming some other wait changes nothing.
+    let out = log.apply(Command::AbandonWait {
+        session: b,
+        resource: "r".into(),
+        queued_at: queued_at + 100,
+    });
+    assert_eq!(out.response, Response::WaitCancelled);
+    assert!(log.state.resource("r").is_some());
+    let out = log.apply(Command::AbandonWait {
+        session: b,
+        resource: "r".into(),
+        queued_at,
+    });
+    assert!(
+        matches!(out.response, Response::Released { .. }),
+        "{:?}",
+        out.response
+    );
+    assert!(
+        log.state.resource("r").is_none(),
+        "nobody holds a lease nobody knows of"
+    );
+    // Still queued: the wait is simply withdrawn.
+    log.acquire(a, "r", Mode::Exclusive, false);
+    let Response::Queued { queued_at, .. } = log.acquire(b, "r", Mode::Exclusive, true) else {
+        panic!("b should queue")
+    };
+    let out = log.apply(Command::AbandonWait {
+        session: b,
+        resource: "r".into(),
+        queued_at,
+    });
+    assert_eq!(out.response, Response::WaitCancelled);
+    assert!(log.state.resource("r").expect("a holds").waiters.is_empty());
 }

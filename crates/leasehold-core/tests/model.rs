@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use leasehold_core::{
-    Acquire, Command, EventKind, LeaseConfig, LeaseState, Mode, Rejection, Response, SessionTarget,
+    Acquire, Command, EventKind, LeaseConfig, LeaseState, Mode, Rejection, Response, SessionRef,
+    SessionSecret, SessionTarget,
 };
 use proptest::prelude::*;
 
@@ -65,6 +66,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The naive model: a flat list of holders and one global FIFO list of waits.
+/// The secret every session in these tests is opened with.
+const S: SessionSecret = SessionSecret([9; 16]);
+
+/// Names session `id` with the right secret.
+fn r(id: u64) -> SessionRef {
+    SessionRef { id, secret: S }
+}
+
 #[derive(Default, Debug)]
 struct Model {
     /// (session id, private)
@@ -131,15 +140,15 @@ impl Model {
                 "opened"
             }
             Command::CloseSession { session } => {
-                if !self.alive(*session) {
+                if !self.alive(session.id) {
                     return "not_found";
                 }
-                self.drop_session(*session, index);
+                self.drop_session(session.id, index);
                 "closed"
             }
             Command::Acquire(a) => {
                 let (sid, private) = match a.session {
-                    SessionTarget::Existing(s) => (s, false),
+                    SessionTarget::Existing(s) => (s.id, false),
                     SessionTarget::Private { .. } => (index, true),
                 };
                 if !private && !self.alive(sid) {
@@ -172,6 +181,7 @@ impl Model {
                 }
             }
             Command::Release { session, resource } => {
+                let session = &session.id;
                 if !self.alive(*session) {
                     return "not_found";
                 }
@@ -185,6 +195,7 @@ impl Model {
                 self.close_private_if_empty(*session, index);
                 "released"
             }
+            Command::AbandonWait { .. } => unreachable!("not generated"),
             Command::CancelWait { session, resource } => {
                 if !self.alive(*session) {
                     return "not_found";
@@ -283,6 +294,8 @@ fn to_commands(ops: &[Op]) -> Vec<Command> {
                 Command::OpenSession {
                     client_name: format!("c{index}"),
                     ttl_ms: 10_000,
+                    secret: S,
+                    request_id: 0,
                 }
             }
             Op::OneShot { res, mode, wait } => {
@@ -291,6 +304,8 @@ fn to_commands(ops: &[Op]) -> Vec<Command> {
                     session: SessionTarget::Private {
                         client_name: "one".into(),
                         ttl_ms: 10_000,
+                        secret: S,
+                        request_id: 0,
                     },
                     resource: RESOURCES[*res].into(),
                     mode: *mode,
@@ -299,7 +314,7 @@ fn to_commands(ops: &[Op]) -> Vec<Command> {
                 })
             }
             Op::Close { who } => Command::CloseSession {
-                session: pick(&known, *who),
+                session: r(pick(&known, *who)),
             },
             Op::Acquire {
                 who,
@@ -307,14 +322,14 @@ fn to_commands(ops: &[Op]) -> Vec<Command> {
                 mode,
                 wait,
             } => Command::Acquire(Acquire {
-                session: SessionTarget::Existing(pick(&known, *who)),
+                session: SessionTarget::Existing(r(pick(&known, *who))),
                 resource: RESOURCES[*res].into(),
                 mode: *mode,
                 wait: *wait,
                 metadata: vec![*who as u8],
             }),
             Op::Release { who, res } => Command::Release {
-                session: pick(&known, *who),
+                session: r(pick(&known, *who)),
                 resource: RESOURCES[*res].into(),
             },
             Op::Cancel { who, res } => Command::CancelWait {

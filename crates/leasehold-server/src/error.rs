@@ -1,6 +1,7 @@
 //! Errors of the node layer.
 
 use leasehold_raft::{LeaseNode, NodeId};
+use openraft::error::{ClientWriteError, RaftError};
 
 /// Failures starting, running or stopping a node.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +40,32 @@ pub enum ProposeError {
     /// command may or may not have been applied.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Raft refused the change itself (a membership change that is not
+    /// allowed now); nothing was proposed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The node is shutting down or Raft failed.
     #[error("fatal: {0}")]
     Fatal(String),
+}
+
+/// The error of `Raft::client_write` and `Raft::change_membership`.
+pub type RaftWriteError = RaftError<NodeId, ClientWriteError<NodeId, LeaseNode>>;
+
+/// The one mapping of Raft write errors (proposals, membership changes).
+impl From<RaftWriteError> for ProposeError {
+    fn from(e: RaftWriteError) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ProposeError::Refused(e.to_string())
+            }
+            RaftError::Fatal(e) => ProposeError::Fatal(e.to_string()),
+        }
+    }
 }
 
 impl ProposeError {

@@ -1,19 +1,23 @@
-//! The leader's side of the time model (docs/adr/0001-time-model.md):
-//! its own leader lease, the in-memory session deadlines, takeover with
-//! failover grace, and the expiry of sessions whose deadline passed.
+//! Drives the leader's rules ([`LeaderState`], pure, in `leasehold-core`):
+//! heartbeat rounds that confirm the leader lease, takeover, and expiry
+//! proposals. Everything it decides is decided by the core; this module
+//! only reads the clock, talks to Raft and spawns.
 //!
-//! Clock: `tokio::time::Instant` (monotonic), converted to milliseconds
-//! since this lessor was created for the pure [`DeadlineTable`].
+//! The rules are fed by the state machine itself: [`LeaderCell`] observes
+//! every apply under the state machine's write lock, so the tracked
+//! sessions are exactly the applied ones (docs/adr/0001-time-model.md §3).
+//! Lock order everywhere: state machine lock, then the rules' lock.
+//!
+//! Clock: `tokio::time::Instant` (monotonic, skewable in tests only),
+//! converted to milliseconds since the cell was created.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use leasehold_core::deadlines::{DeadlineTable, RenewError};
+use leasehold_core::leader::{LeaderState, RenewOutcome, Serving as CoreServing};
 use leasehold_core::limits::EXPIRE_BATCH_MAX;
-use leasehold_core::time::leader_lease_validity_ms;
-use leasehold_core::{Command, LeaseState, Response, SessionId};
-use leasehold_raft::store::StateMachineStore;
+use leasehold_core::{Command, LeaseState, Response, SessionChange, SessionId, SessionSecret};
+use leasehold_raft::store::{ApplyObserver, StateMachineStore};
 use leasehold_raft::{NodeId, Raft};
 use openraft::ServerState;
 use tokio::time::Instant;
@@ -25,12 +29,10 @@ use crate::shutdown::ShutdownSignal;
 
 /// Scheduling margin subtracted from the leader lease, in ms.
 const LEADER_LEASE_MARGIN_MS: u64 = 10;
-/// Period of the sweep that tracks sessions the table does not know yet.
-const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// Most expiry proposals per second (each up to EXPIRE_BATCH_MAX sessions).
 const EXPIRE_BATCHES_PER_SECOND_MAX: u32 = 10;
-/// An expiry proposal with no answer after this long is made again.
-const EXPIRE_RETRY: Duration = Duration::from_secs(5);
+/// An expiry proposal with no effect after this long is made again.
+const EXPIRE_RETRY_MS: u64 = 5_000;
 
 /// Whether and how this node serves leases right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,26 +57,62 @@ impl Serving {
     }
 }
 
-/// Leader-only memory; reset whenever leadership is lost.
-#[derive(Debug, Default)]
-struct LeaderMemory {
-    /// Term in which this node completed takeover (None: not serving).
-    term: Option<u64>,
-    /// Instant read before the last heartbeat round a quorum acknowledged
-    /// in `term` (`A` of the time model, conservatively early).
-    acked_at: Option<Instant>,
-    /// When every deadline refreshed at takeover has passed.
-    grace_until: Option<Instant>,
-    /// Session deadlines in ms since `Lessor::origin`.
-    deadlines: DeadlineTable,
-    /// Sessions with an expiry proposal in flight, and when it was made
-    /// (re-proposed after `EXPIRE_RETRY`; expiring twice is harmless).
-    /// Never renewed: their deadline passed.
-    expiring: HashMap<SessionId, Instant>,
-    /// Sessions whose expiry committed; renewals are refused until the
-    /// sweep sees them gone from the applied state, so a keepalive racing
-    /// the expiry cannot revive one.
-    expired: HashSet<SessionId>,
+/// The answer to one keepalive message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// This node may not renew now.
+    NotServing,
+    /// A live session was named without its secret; nothing was renewed.
+    Denied(SessionId),
+    /// Per session, the TTL it was renewed for (None: not alive).
+    Renewed(Vec<Option<u64>>),
+}
+
+/// The leader's rules behind their lock, with the clock that feeds them.
+/// Observes the state machine; holds no reference to it (no cycle keeps
+/// the database open).
+pub struct LeaderCell {
+    /// The rules. Lock order: the state machine's lock first, then this.
+    rules: Mutex<LeaderState>,
+    /// The clock every lease decision reads (skewable in tests only).
+    clock: Arc<Clock>,
+    /// Zero of the millisecond clock given to the rules.
+    origin: Instant,
+}
+
+impl LeaderCell {
+    fn rules(&self) -> MutexGuard<'_, LeaderState> {
+        // A panic while holding the lock cannot leave the rules half
+        // updated in a way that matters more than stopping would.
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Now, in ms since origin.
+    fn now_ms(&self) -> u64 {
+        let now = self.clock.now();
+        u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl ApplyObserver for LeaderCell {
+    fn applied(&self, state: &LeaseState, sessions: &[SessionChange], config_changed: bool) {
+        let now_ms = self.now_ms();
+        let mut rules = self.rules();
+        if config_changed {
+            rules.set_config(state.config());
+        }
+        for change in sessions {
+            rules.apply(*change, now_ms);
+        }
+    }
+
+    fn replaced(&self, state: &LeaseState) {
+        // A leader never installs a snapshot; if it ever did, it takes over
+        // again from the new state at its next confirmed round.
+        let mut rules = self.rules();
+        rules.set_config(state.config());
+        rules.step_down();
+    }
 }
 
 /// The leader's lease bookkeeping, shared by the API and background tasks.
@@ -83,22 +121,19 @@ pub struct Lessor {
     node_id: NodeId,
     /// Raft handle: metrics, linearizable checks, proposals.
     raft: Raft,
-    /// Applied state: session TTLs and existence.
+    /// Applied state, read once per takeover.
     state: StateMachineStore,
-    /// Follower vote refusal window `W` and heartbeat period.
+    /// Heartbeat period and the local vote window.
     timing: RaftTiming,
-    /// The clock every lease decision reads (skewable in tests only).
-    clock: Arc<Clock>,
-    /// Zero of the millisecond clock given to the deadline table.
-    origin: Instant,
-    /// Leader memory.
-    memory: Mutex<LeaderMemory>,
+    /// The rules and their clock (also the state machine's observer).
+    cell: Arc<LeaderCell>,
     /// Counters.
     metrics: Arc<Metrics>,
 }
 
 impl Lessor {
-    /// A lessor for this node; call [`Lessor::run`] to drive it.
+    /// A lessor for this node, registered as the observer of `state`; call
+    /// [`Lessor::run`] to drive it.
     pub fn new(
         node_id: NodeId,
         raft: Raft,
@@ -107,157 +142,115 @@ impl Lessor {
         metrics: Arc<Metrics>,
         clock: Arc<Clock>,
     ) -> Arc<Self> {
+        let config = state.read(|s| *s.config());
+        let cell = Arc::new(LeaderCell {
+            rules: Mutex::new(LeaderState::new(
+                timing.election_timeout_ms_max,
+                LEADER_LEASE_MARGIN_MS,
+                &config,
+            )),
+            origin: clock.now(),
+            clock,
+        });
+        if !state.observe(Arc::clone(&cell) as Arc<dyn ApplyObserver>) {
+            tracing::error!(node_id, "the state machine already has an observer");
+        }
         Arc::new(Lessor {
             node_id,
             raft,
             state,
             timing,
-            origin: clock.now(),
-            clock,
-            memory: Mutex::new(LeaderMemory::default()),
+            cell,
             metrics,
         })
     }
 
-    fn memory(&self) -> MutexGuard<'_, LeaderMemory> {
-        // A panic while holding the lock cannot leave the table half
-        // updated in a way that matters more than stopping would.
-        self.memory.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Milliseconds since origin for an instant.
-    fn ms(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// How long after `A` the leader may serve.
-    fn lease_validity(&self, drift_ppm: u32) -> Duration {
-        Duration::from_millis(leader_lease_validity_ms(
-            self.timing.election_timeout_ms_max,
-            drift_ppm,
-            LEADER_LEASE_MARGIN_MS,
-        ))
-    }
-
-    /// This node's Raft role as (is leader, current term), read without
-    /// copying the whole metrics (this is on every keepalive's path).
-    fn role(&self) -> (bool, u64) {
+    /// This node's Raft role as (is leader, vote), read without copying the
+    /// whole metrics (this is on every request's path).
+    fn role(&self) -> (bool, openraft::Vote<NodeId>) {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         (
             m.state == ServerState::Leader && m.current_leader == Some(self.node_id),
-            m.current_term,
+            m.vote,
         )
     }
 
-    /// Whether this node serves now, checked at the moment of asking.
+    /// Whether this node serves now, checked at the moment of asking. The
+    /// decision is the core's; the Raft role only turns "not leading" into
+    /// follower or waiting for the report.
     pub fn serving(&self) -> Serving {
-        let (leader, term) = self.role();
-        if !leader {
-            return Serving::Follower;
-        }
-        let drift_ppm = self.state.read(|s| s.config().drift_ppm);
-        let validity = self.lease_validity(drift_ppm);
-        let mem = self.memory();
-        let now = self.clock.now();
-        match (mem.term, mem.acked_at) {
-            (Some(served), Some(acked)) if served == term && now < acked + validity => {
-                match mem.grace_until {
-                    Some(until) if now < until => Serving::FailoverGrace {
-                        remaining: until - now,
-                    },
-                    _ => Serving::Serving,
-                }
-            }
-            _ => Serving::WaitingForQuorum,
+        let now_ms = self.cell.now_ms();
+        let core = self.cell.rules().serving(now_ms);
+        let (leader, _) = self.role();
+        match core {
+            _ if !leader => Serving::Follower,
+            CoreServing::Serving => Serving::Serving,
+            CoreServing::FailoverGrace { remaining_ms } => Serving::FailoverGrace {
+                remaining: Duration::from_millis(remaining_ms),
+            },
+            CoreServing::WaitingForQuorum | CoreServing::NotLeading => Serving::WaitingForQuorum,
         }
     }
 
-    /// Renews sessions for a keepalive received now. Returns, per session,
-    /// the TTL granted (None: not alive). Answers only while serving.
-    pub fn renew(&self, sessions: &[SessionId]) -> Option<Vec<Option<u64>>> {
-        if !self.serving().may_serve() {
-            return None;
+    /// Whether this node must refuse vote requests now: while any leader
+    /// lease it held may still run. Reads no Raft metrics.
+    pub fn refuses_votes(&self) -> bool {
+        let now_ms = self.cell.now_ms();
+        self.cell.rules().refuses_votes(now_ms)
+    }
+
+    /// Renews sessions (id, presented secret) for a keepalive received now.
+    pub fn renew(&self, sessions: &[(SessionId, SessionSecret)]) -> KeepAlive {
+        if !self.role().0 {
+            return KeepAlive::NotServing;
         }
-        // State first, then leader memory: never hold both (lock order).
-        let ttls: Vec<Option<u64>> = self.state.read(|s| {
-            sessions
-                .iter()
-                .map(|id| s.session(*id).map(|x| x.ttl_ms))
-                .collect()
-        });
-        let mut mem = self.memory();
-        // Read under the lock, so an expiry decided before it is seen.
-        let now_ms = self.ms(self.clock.now());
-        let out = sessions
-            .iter()
-            .zip(ttls)
-            .map(|(id, ttl)| {
-                let ttl = ttl?;
-                if mem.expiring.contains_key(id) || mem.expired.contains(id) {
-                    return None;
-                }
-                match mem.deadlines.renew(*id, now_ms, ttl) {
-                    Ok(_) => Some(ttl),
-                    Err(RenewError::Expired) => None,
-                    // Alive in the state but not tracked yet (opened by a
-                    // request whose handler went away): track it from now.
-                    Err(RenewError::Unknown) => {
-                        mem.deadlines.extend_to(*id, now_ms.saturating_add(ttl));
-                        Some(ttl)
-                    }
-                }
-            })
-            .collect::<Vec<_>>();
-        drop(mem);
+        let outcome = {
+            let now_ms = self.cell.now_ms();
+            self.cell.rules().renew(sessions, now_ms)
+        };
+        let renewed = match outcome {
+            RenewOutcome::NotServing => return KeepAlive::NotServing,
+            RenewOutcome::Denied(id) => return KeepAlive::Denied(id),
+            RenewOutcome::Renewed(r) => r,
+        };
         // The lease may have lapsed while we worked: check again before answering.
         if !self.serving().may_serve() {
-            return None;
+            return KeepAlive::NotServing;
         }
-        let renewed = out.iter().filter(|x| x.is_some()).count() as u64;
+        let out: Vec<Option<u64>> = renewed
+            .into_iter()
+            .map(|r| match r {
+                leasehold_core::Renewal::Alive { ttl_ms } => Some(ttl_ms),
+                leasehold_core::Renewal::NotAlive => None,
+            })
+            .collect();
+        let alive = out.iter().filter(|x| x.is_some()).count() as u64;
         self.metrics
-            .keepalive_renewed(renewed, out.len() as u64 - renewed);
-        Some(out)
-    }
-
-    /// Starts tracking a session opened now by this leader.
-    pub fn track_new(&self, id: SessionId, ttl_ms: u64) {
-        let now_ms = self.ms(self.clock.now());
-        self.memory()
-            .deadlines
-            .extend_to(id, now_ms.saturating_add(ttl_ms));
-    }
-
-    /// Stops tracking a session closed by a committed entry.
-    pub fn forget(&self, id: SessionId) {
-        self.memory().deadlines.remove(id);
+            .keepalive_renewed(alive, out.len() as u64 - alive);
+        KeepAlive::Renewed(out)
     }
 
     /// Remaining time before a session's deadline on this leader.
     pub fn remaining(&self, id: SessionId) -> Option<Duration> {
-        let d = self.memory().deadlines.deadline_ms(id)?;
-        let now = self.ms(self.clock.now());
-        Some(Duration::from_millis(d.saturating_sub(now)))
+        let now_ms = self.cell.now_ms();
+        self.cell
+            .rules()
+            .remaining_ms(id, now_ms)
+            .map(Duration::from_millis)
     }
 
     /// Runs the leader-lease watchdog and the expiry loop until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: ShutdownSignal) {
         let tick = Duration::from_millis(self.timing.heartbeat_ms);
-        let mut last_sweep = Instant::now();
         let mut expire_budget = Budget::new(EXPIRE_BATCHES_PER_SECOND_MAX);
         let stop = shutdown.clone().recv();
         tokio::pin!(stop);
         loop {
             let round = Instant::now();
             self.confirm_leadership().await;
-            if self.serving().may_serve() {
-                if round.saturating_duration_since(last_sweep) >= SWEEP_PERIOD {
-                    self.sweep();
-                    last_sweep = round;
-                }
-                if expire_budget.take(round) {
-                    self.expire_due();
-                }
+            if expire_budget.take(round) {
+                self.expire_due();
             }
             tokio::select! {
                 _ = &mut stop => return,
@@ -268,20 +261,23 @@ impl Lessor {
 
     /// One heartbeat round: if leader, asks a quorum to confirm and, on
     /// success, moves `A` forward; the first success in a term is takeover.
+    /// A round counts only if the vote (term and leader) was the same
+    /// before and after it.
     async fn confirm_leadership(&self) {
-        let (leader, term) = self.role();
+        let (leader, vote) = self.role();
         if !leader {
-            let mut mem = self.memory();
-            if mem.term.is_some() {
+            let mut rules = self.cell.rules();
+            if rules.term().is_some() {
                 tracing::info!(
                     node_id = self.node_id,
                     "lost leadership; forgetting deadlines"
                 );
-                *mem = LeaderMemory::default();
+                rules.step_down();
             }
             return;
         }
-        let asked_at = self.clock.now();
+        let term = vote.leader_id().term;
+        let asked_at_ms = self.cell.now_ms();
         let limit = Duration::from_millis(self.timing.election_timeout_ms_max);
         match tokio::time::timeout(limit, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => {}
@@ -291,151 +287,70 @@ impl Lessor {
             }
             Err(_) => return,
         }
-        if self.role() != (true, term) {
+        if self.role() != (true, vote) {
             return;
         }
-        // Takeover needs the applied sessions: read them before taking the
-        // leader memory lock (lock order: state, then memory).
-        let takeover = (self.memory().term != Some(term)).then(|| {
-            self.state.read(|s: &LeaseState| {
-                (
-                    s.config().grace_margin_ms,
-                    s.sessions().map(|x| (x.id, x.ttl_ms)).collect::<Vec<_>>(),
-                )
-            })
-        });
-        let mut mem = self.memory();
-        if mem.term != Some(term) {
-            // Takeover: every entry of earlier terms is applied (the
-            // confirmation waited for this term's first entry), and no
-            // entry applies between that read and now except this term's.
-            let Some((grace_ms, sessions)) = takeover else {
-                return;
-            };
-            let now = self.clock.now();
-            let now_ms = self.ms(now);
-            let mut fresh = LeaderMemory {
-                term: Some(term),
-                ..LeaderMemory::default()
-            };
-            fresh
-                .deadlines
-                .takeover(now_ms, grace_ms, sessions.iter().copied());
-            let last_ms = sessions
-                .iter()
-                .filter_map(|(id, _)| fresh.deadlines.deadline_ms(*id))
-                .max()
-                .unwrap_or(now_ms);
-            fresh.grace_until = Some(now + Duration::from_millis(last_ms - now_ms));
-            *mem = fresh;
-            self.metrics.takeover();
-            tracing::info!(
-                node_id = self.node_id,
+        if self.cell.rules().confirmed(term, asked_at_ms) {
+            return;
+        }
+        // Takeover: every entry of earlier terms is applied (the
+        // confirmation waited for this term's first entry). The sessions
+        // are read under the state lock, so no apply slips between the
+        // read and the rules taking them over.
+        let (sessions, grace_ms) = self.state.read(|s: &LeaseState| {
+            let now_ms = self.cell.now_ms();
+            let mut rules = self.cell.rules();
+            rules.set_config(s.config());
+            let grace_ms = rules.takeover(
                 term,
-                sessions = sessions.len(),
-                grace_ms = last_ms - now_ms,
-                "took over as leader"
+                asked_at_ms,
+                now_ms,
+                s.sessions().map(|x| (x.id, x.ttl_ms, x.secret)),
             );
-        }
-        if mem.acked_at.is_none_or(|a| a < asked_at) {
-            mem.acked_at = Some(asked_at);
-        }
-    }
-
-    /// Tracks sessions present in the state but not in the table, drops
-    /// tracked ones the state no longer has, and forgets tombstones of
-    /// expired sessions once the state shows them gone.
-    fn sweep(&self) {
-        let alive: Vec<(SessionId, u64)> = self
-            .state
-            .read(|s| s.sessions().map(|x| (x.id, x.ttl_ms)).collect());
-        let mut mem = self.memory();
-        let now_ms = self.ms(self.clock.now());
-        let known: HashSet<SessionId> = alive.iter().map(|(id, _)| *id).collect();
-        for (id, ttl) in &alive {
-            let settled = mem.expiring.contains_key(id) || mem.expired.contains(id);
-            if !settled && mem.deadlines.deadline_ms(*id).is_none() {
-                mem.deadlines.extend_to(*id, now_ms.saturating_add(*ttl));
-            }
-        }
-        if mem.deadlines.len() > known.len() {
-            let stale: Vec<SessionId> = mem
-                .deadlines
-                .due(u64::MAX, usize::MAX)
-                .into_iter()
-                .filter(|id| !known.contains(id))
-                .collect();
-            for id in stale {
-                mem.deadlines.remove(id);
-            }
-        }
-        mem.expired.retain(|id| known.contains(id));
+            (s.session_count(), grace_ms)
+        });
+        self.metrics.takeover();
+        tracing::info!(
+            node_id = self.node_id,
+            term,
+            sessions,
+            grace_ms,
+            "took over as leader"
+        );
     }
 
     /// Proposes one batch of expiries for sessions whose deadline passed.
     /// The proposal runs in its own task so a slow commit never holds up
     /// the heartbeat rounds that keep the leader lease.
     fn expire_due(self: &Arc<Self>) {
-        let batch: Vec<SessionId> = {
-            let mut mem = self.memory();
-            let now = self.clock.now();
-            let now_ms = self.ms(now);
-            let retry_before = now.checked_sub(EXPIRE_RETRY);
-            let due: Vec<SessionId> = mem
-                .deadlines
-                .due(now_ms, EXPIRE_BATCH_MAX * 2)
-                .into_iter()
-                .filter(|id| match mem.expiring.get(id) {
-                    None => true,
-                    Some(at) => retry_before.is_some_and(|r| *at < r),
-                })
-                .take(EXPIRE_BATCH_MAX)
-                .collect();
-            for id in &due {
-                mem.expiring.insert(*id, now);
-            }
-            due
+        let batch = {
+            let now_ms = self.cell.now_ms();
+            self.cell
+                .rules()
+                .due(now_ms, EXPIRE_BATCH_MAX, EXPIRE_RETRY_MS)
         };
         if batch.is_empty() {
             return;
         }
         let lessor = Arc::clone(self);
         tokio::spawn(async move {
-            let known: Vec<SessionId> = lessor.state.read(|s| {
-                batch
-                    .iter()
-                    .copied()
-                    .filter(|id| s.session(*id).is_some())
-                    .collect()
-            });
-            if !known.is_empty() {
-                tracing::info!(
-                    node_id = lessor.node_id,
-                    count = known.len(),
-                    "expiring sessions"
-                );
-                let write = lessor
-                    .raft
-                    .client_write(Command::ExpireSessions { sessions: known });
-                match write.await {
-                    Ok(r) => {
-                        if let Response::Expired { sessions } = &r.data {
-                            lessor.metrics.expired(sessions.len() as u64);
-                        }
-                    }
-                    Err(e) => {
-                        // It may still commit: the sessions stay marked (never
-                        // renewed) and are proposed again after EXPIRE_RETRY.
-                        tracing::warn!(node_id = lessor.node_id, %e, "expiry proposal failed");
-                        return;
+            tracing::info!(
+                node_id = lessor.node_id,
+                count = batch.len(),
+                "expiring sessions"
+            );
+            let write = lessor
+                .raft
+                .client_write(Command::ExpireSessions { sessions: batch });
+            match write.await {
+                Ok(r) => {
+                    if let Response::Expired { sessions } = &r.data {
+                        lessor.metrics.expired(sessions.len() as u64);
                     }
                 }
-            }
-            let mut mem = lessor.memory();
-            for id in batch {
-                mem.expiring.remove(&id);
-                mem.deadlines.remove(id);
-                mem.expired.insert(id);
+                // It may still commit: the sessions stay due (never renewed:
+                // their deadline passed) and are proposed again later.
+                Err(e) => tracing::warn!(node_id = lessor.node_id, %e, "expiry proposal failed"),
             }
         });
     }

@@ -10,7 +10,7 @@ use leasehold_raft::network::{
 };
 use leasehold_raft::store::{self, StateMachineStore};
 use leasehold_raft::{LeaseNode, NodeId, Raft};
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -151,7 +151,7 @@ impl Node {
             Arc::clone(&clock),
         );
         let gate_lessor = Arc::clone(&lessor);
-        let vote_gate: VoteGate = Arc::new(move || gate_lessor.serving().may_serve());
+        let vote_gate: VoteGate = Arc::new(move || gate_lessor.refuses_votes());
         let service = PeerService::new(raft.clone())
             .with_isolation(isolation.clone())
             .refuse_votes_while(vote_gate)
@@ -319,19 +319,8 @@ impl Node {
     /// Replicates `command` and returns the index it was applied at and the
     /// state machine's answer. Only the leader accepts proposals.
     pub async fn propose(&self, command: Command) -> Result<(LogIndex, Response), ProposeError> {
-        match self.raft.client_write(command).await {
-            Ok(written) => Ok((written.log_id.index, written.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader_id: f.leader_id,
-                    leader: f.leader_node,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ProposeError::Unavailable(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
-        }
+        let written = self.raft.client_write(command).await?;
+        Ok((written.log_id.index, written.data))
     }
 
     /// Stops the peer server and Raft, and waits until both are gone, so the

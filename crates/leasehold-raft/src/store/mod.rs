@@ -52,14 +52,18 @@ use std::path::Path;
 pub use db::CloseWatch;
 pub use error::StoreError;
 pub use log::LogStore;
-pub use state_machine::{AppliedEvents, StateMachineStore};
+pub use state_machine::{AppliedEvents, ApplyObserver, StateMachineStore};
 
 use db::Db;
 use flusher::Flusher;
 
 /// On-disk format this build reads and writes. A database recording any
-/// other version is refused.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+/// other version is refused. 2: sessions carry their owner secret and
+/// request id, leases the index of the wait they were granted to (the
+/// Raft log's commands changed with them); a version 1 database is
+/// refused with a clear error (no migration: no version 1 cluster was
+/// ever released).
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// Opens (or creates) the store in `dir` and loads the state machine.
 ///

@@ -3,9 +3,9 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use leasehold_core::{Event, LeaseState, Response, Touched};
+use leasehold_core::{Event, LeaseState, Response, SessionChange, Touched};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::broadcast;
@@ -36,6 +36,17 @@ pub struct AppliedEvents {
     pub snapshot_installed: bool,
 }
 
+/// Sees every change of the applied state as it happens, under the state
+/// machine's write lock: nothing else can read the state between an apply
+/// and its observer. Keep it short and never take the state lock inside.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// Entries applied: the sessions they opened and ended, in order, and
+    /// whether the configuration changed. `state` is the state after them.
+    fn applied(&self, state: &LeaseState, sessions: &[SessionChange], config_changed: bool);
+    /// An installed snapshot replaced the whole state.
+    fn replaced(&self, state: &LeaseState);
+}
+
 /// What the state machine holds in memory, always replaced as a whole.
 #[derive(Debug, Clone, Default)]
 struct Machine {
@@ -62,6 +73,9 @@ struct Shared {
     /// Serializes read-compare-write of the stored snapshot, so a slow build
     /// never replaces a newer installed snapshot.
     snapshot_lock: Mutex<()>,
+    /// Told of every applied change under the write lock (the leader's
+    /// session table); set once by the node.
+    observer: OnceLock<Arc<dyn ApplyObserver>>,
 }
 
 /// The lease state machine, persisted key by key in sled. Cheap to clone;
@@ -110,6 +124,7 @@ impl StateMachineStore {
                 events,
                 snapshot_seq: AtomicU64::new(snapshot_seq),
                 snapshot_lock: Mutex::new(()),
+                observer: OnceLock::new(),
             }),
         })
     }
@@ -123,6 +138,12 @@ impl StateMachineStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         f(&machine.lease)
+    }
+
+    /// Registers the observer of applied changes (once; a second call is
+    /// refused and returns false).
+    pub fn observe(&self, observer: Arc<dyn ApplyObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     /// The last applied log id.
@@ -258,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let mut touched = Touched::default();
+            let mut sessions: Vec<SessionChange> = Vec::new();
             for entry in entries {
                 let index = entry.log_id.index;
                 let applied = match entry.payload {
@@ -271,6 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 machine.last_applied = Some(entry.log_id);
                 touched.merge(applied.touched);
+                sessions.extend(applied.sessions);
                 if !applied.events.is_empty() {
                     published.push(AppliedEvents {
                         index,
@@ -285,6 +308,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             write_touched(&machine, &touched, &mut batch)
                 .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            if let Some(observer) = self.shared.observer.get() {
+                if !sessions.is_empty() || touched.config {
+                    observer.applied(&machine.lease, &sessions, touched.config);
+                }
+            }
             machine.last_applied
         };
         self.shared
@@ -355,11 +383,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .storage(subject(), ErrorVerb::Write)?;
 
         let sessions = machine.lease.session_count();
-        *self
-            .shared
-            .machine
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = machine;
+        {
+            let mut current = self
+                .shared
+                .machine
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            *current = machine;
+            if let Some(observer) = self.shared.observer.get() {
+                observer.replaced(&current.lease);
+            }
+        }
         self.shared
             .flusher
             .flush()

@@ -1,6 +1,6 @@
 //! API errors and their one mapping to gRPC statuses.
 
-use leasehold_core::{Mode, Rejection};
+use leasehold_core::{Mode, Rejection, SessionSecret};
 use leasehold_proto::LEADER_METADATA_KEY;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -22,6 +22,9 @@ pub enum ApiError {
     /// Unknown, closed or expired session.
     #[error("session {0} not found (closed or expired)")]
     SessionNotFound(u64),
+    /// The call named a session without presenting its secret.
+    #[error("session {0}: wrong or missing session secret")]
+    PermissionDenied(u64),
     /// A refusal that names the current state (conflict, not holder, mode).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -97,6 +100,7 @@ impl From<Rejection> for ApiError {
                 ApiError::InvalidArgument { field, reason }
             }
             Rejection::SessionNotFound(id) => ApiError::SessionNotFound(id),
+            Rejection::PermissionDenied(id) => ApiError::PermissionDenied(id),
             Rejection::LimitExceeded { .. } => ApiError::ResourceExhausted(r.to_string()),
             Rejection::Conflict { .. }
             | Rejection::NotHolder { .. }
@@ -109,10 +113,11 @@ impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
         match e {
             ProposeError::NotLeader { leader, .. } => ApiError::Unavailable {
-                reason: "not the leader".into(),
+                reason: "leadership changed; retry".into(),
                 leader_api_addr: leader.map(|n| n.api_addr),
             },
             ProposeError::Unavailable(m) => ApiError::unavailable(m),
+            ProposeError::Refused(m) => ApiError::FailedPrecondition(m),
             ProposeError::Fatal(m) => ApiError::unavailable(format!("node stopping: {m}")),
         }
     }
@@ -123,6 +128,7 @@ impl From<ApiError> for Status {
         let code = match &e {
             ApiError::InvalidArgument { .. } => Code::InvalidArgument,
             ApiError::SessionNotFound(_) => Code::NotFound,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::WaitTimedOut { .. } => Code::DeadlineExceeded,
@@ -142,6 +148,11 @@ impl From<ApiError> for Status {
         }
         status
     }
+}
+
+/// Parses a presented session secret (16 bytes).
+pub fn secret_from_proto(id: u64, bytes: &[u8]) -> Result<SessionSecret, ApiError> {
+    SessionSecret::from_slice(bytes).ok_or(ApiError::PermissionDenied(id))
 }
 
 /// Parses a proto mode (unspecified means exclusive).

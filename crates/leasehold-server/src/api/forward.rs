@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_proto::{FORWARD_HOPS_MAX, HOPS_METADATA_KEY};
-use leasehold_raft::{NodeId, Raft};
+use leasehold_raft::{LeaseNode, NodeId, Raft};
+use openraft::RaftMetrics;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
@@ -54,14 +55,10 @@ impl Forwarder {
     pub fn leader_api_addr(&self) -> Option<String> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let leader = m.current_leader?;
-        if leader == self.node_id {
-            return None;
+        match known_leader(&m) {
+            Some((leader, addr)) if leader != self.node_id && !addr.is_empty() => Some(addr),
+            _ => None,
         }
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.api_addr.clone())
     }
 
     /// Where a leader-only request goes.
@@ -110,6 +107,19 @@ impl Forwarder {
         clients.insert(addr.to_string(), client.clone());
         Ok(client)
     }
+}
+
+/// The current leader as Raft reports it, and its client address (empty
+/// when the membership does not name it): the one leader lookup.
+pub fn known_leader(m: &RaftMetrics<NodeId, LeaseNode>) -> Option<(NodeId, String)> {
+    let leader = m.current_leader?;
+    let addr = m
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.api_addr.clone())
+        .unwrap_or_default();
+    Some((leader, addr))
 }
 
 /// Builds a forwarded request carrying the hop count.

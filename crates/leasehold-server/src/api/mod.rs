@@ -1,16 +1,35 @@
 //! The client API (`leasehold.v1.Leasehold`).
 //!
 //! # Layout
-//! - [`service`]: the handlers; leader-only calls go through [`forward`].
+//! - [`service`]: the handlers' shared state, proposals, and the tonic
+//!   entry points; leader-only calls go through [`forward`].
+//! - [`session`]: `OpenSession`, `CloseSession`, the owner-secret check.
+//! - [`acquire`]: `Acquire` with its FIFO wait, `Release`.
+//! - [`keepalive`]: the `KeepAlive` stream.
+//! - [`watch`]: the `Watch` stream.
+//! - [`read`]: `Get`, `List`.
+//! - [`admin`]: `Recall`, `SetConfig`, `ChangeMembership`, `Status`.
+//! - [`convert`]: domain types to wire types.
 //! - [`forward`]: serve here, forward to the leader (hop limit), or refuse
-//!   with the leader's address.
+//!   with the leader's address; the one leader lookup.
 //! - [`error`]: [`ApiError`] and its single mapping to gRPC statuses.
 //! - [`history`]: recent events for resumable watches.
 
+pub mod acquire;
+pub mod admin;
+pub mod convert;
 pub mod error;
 pub mod forward;
 pub mod history;
+pub mod keepalive;
+pub mod read;
 pub mod service;
+pub mod session;
+pub mod watch;
 
+pub use acquire::WAIT_MS_MAX;
+pub use admin::VOTERS_MAX;
 pub use error::ApiError;
+pub use keepalive::KEEPALIVE_SESSIONS_MAX;
+pub use read::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
 pub use service::{LeaseApi, LeaseService};

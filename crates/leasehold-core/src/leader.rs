@@ -1,0 +1,466 @@
+//! The leader's rules, with time injected: its own leader lease, the
+//! in-memory session deadlines, renewal refusal, expiry scheduling,
+//! takeover with failover grace, and the vote gate.
+//!
+//! Only a leader keeps deadlines; they are never replicated. Every instant
+//! is milliseconds on the leader's monotonic clock, passed in by the
+//! caller. The table is fed by the sessions that applied entries open and
+//! end ([`SessionChange`]), under the same lock as the apply, so what it
+//! tracks is exactly the applied state's sessions while this node leads:
+//! a session whose `ExpireSessions` (or close) applied is gone from it, and
+//! no renewal can bring it back (docs/adr/0001-time-model.md §3, §4, §5).
+//!
+//! Leases may end late, never early: a deadline only moves forward while
+//! tracked, a session whose deadline passed is never renewed, and at
+//! takeover every session gets `T0 + TTL + grace + spread`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::config::LeaseConfig;
+use crate::outcome::SessionChange;
+use crate::time::leader_lease_validity_ms;
+use crate::types::{SessionId, SessionSecret};
+
+/// Whether and how the leader serves at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Leader lease valid, past failover grace.
+    Serving,
+    /// Leader lease valid; some session refreshed at takeover has not yet
+    /// reached its deadline.
+    FailoverGrace {
+        /// Until the last refreshed takeover deadline passes, in ms.
+        remaining_ms: u64,
+    },
+    /// Took over in this term, but no quorum confirmed it recently enough.
+    WaitingForQuorum,
+    /// Has not taken over (not the leader, or not confirmed in its term).
+    NotLeading,
+}
+
+impl Serving {
+    /// Whether grants and renewals may be answered.
+    pub fn may_serve(self) -> bool {
+        matches!(self, Serving::Serving | Serving::FailoverGrace { .. })
+    }
+}
+
+/// The answer to renewing one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed for `ttl_ms` from now.
+    Alive {
+        /// The session's TTL.
+        ttl_ms: u64,
+    },
+    /// Unknown, closed, expired, or its deadline passed: never renewed.
+    NotAlive,
+}
+
+/// The answer to one keepalive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// This node may not serve now: nothing was renewed.
+    NotServing,
+    /// This tracked session was named without its secret: nothing was
+    /// renewed (the whole keepalive is refused).
+    Denied(SessionId),
+    /// One answer per session, in order.
+    Renewed(Vec<Renewal>),
+}
+
+/// One tracked session.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    /// Renewals extend the deadline to `now + ttl_ms`.
+    ttl_ms: u64,
+    /// Never earlier than any promise made to its holder.
+    deadline_ms: u64,
+    /// What keepalives must present.
+    secret: SessionSecret,
+    /// When an expiry was last proposed for it (its deadline had passed).
+    expiry_proposed_ms: Option<u64>,
+}
+
+/// The leader's in-memory rules. Pure: no clock, no I/O.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    /// `W`: how long followers refuse to vote after hearing from a leader.
+    vote_window_ms: u64,
+    /// Scheduling margin subtracted from the leader lease.
+    margin_ms: u64,
+    /// ρ from the replicated configuration.
+    drift_ppm: u32,
+    /// g from the replicated configuration (added at takeover).
+    grace_margin_ms: u64,
+    /// Term in which this node took over (None: not leading).
+    term: Option<u64>,
+    /// `A`: start of the last round a quorum confirmed in `term`.
+    acked_at_ms: Option<u64>,
+    /// When the last deadline refreshed at takeover passes.
+    grace_until_ms: u64,
+    /// Votes are refused until then: the end of the longest leader lease
+    /// this node ever held. Kept across stepping down, so a node whose Raft
+    /// role changed (as the asynchronous metrics may show late or early)
+    /// never helps elect another leader while its own lease may still run.
+    votes_refused_until_ms: u64,
+    /// Tracked sessions (only while leading).
+    sessions: HashMap<SessionId, Tracked>,
+    /// The same, ordered by deadline, so due sessions are found in O(log n).
+    queue: BTreeSet<(u64, SessionId)>,
+}
+
+impl LeaderState {
+    /// A node that does not lead yet. `vote_window_ms` is `W`, `margin_ms`
+    /// the scheduling margin of the leader lease.
+    pub fn new(vote_window_ms: u64, margin_ms: u64, config: &LeaseConfig) -> Self {
+        LeaderState {
+            vote_window_ms,
+            margin_ms,
+            drift_ppm: config.drift_ppm,
+            grace_margin_ms: config.grace_margin_ms,
+            term: None,
+            acked_at_ms: None,
+            grace_until_ms: 0,
+            votes_refused_until_ms: 0,
+            sessions: HashMap::new(),
+            queue: BTreeSet::new(),
+        }
+    }
+
+    /// Adopts a newly applied configuration (ρ and g).
+    pub fn set_config(&mut self, config: &LeaseConfig) {
+        self.drift_ppm = config.drift_ppm;
+        self.grace_margin_ms = config.grace_margin_ms;
+    }
+
+    /// Adopts the cluster-wide vote window `W`. A shorter window shortens
+    /// the lease at once; the vote gate keeps what it promised.
+    pub fn set_vote_window_ms(&mut self, vote_window_ms: u64) {
+        self.vote_window_ms = vote_window_ms;
+    }
+
+    /// The vote window `W` in use.
+    pub fn vote_window_ms(&self) -> u64 {
+        self.vote_window_ms
+    }
+
+    /// How long after `A` the leader may serve: `W (1 − ρ) / (1 + ρ) − m`.
+    pub fn lease_validity_ms(&self) -> u64 {
+        leader_lease_validity_ms(self.vote_window_ms, self.drift_ppm, self.margin_ms)
+    }
+
+    /// The term this node took over in, if it leads.
+    pub fn term(&self) -> Option<u64> {
+        self.term
+    }
+
+    /// Whether this node serves at `now_ms`.
+    pub fn serving(&self, now_ms: u64) -> Serving {
+        let (Some(_), Some(acked)) = (self.term, self.acked_at_ms) else {
+            return Serving::NotLeading;
+        };
+        if now_ms >= acked.saturating_add(self.lease_validity_ms()) {
+            return Serving::WaitingForQuorum;
+        }
+        if now_ms < self.grace_until_ms {
+            Serving::FailoverGrace {
+                remaining_ms: self.grace_until_ms - now_ms,
+            }
+        } else {
+            Serving::Serving
+        }
+    }
+
+    /// Whether this node must refuse a vote request at `now_ms`: while any
+    /// leader lease it held may still be running, whatever its Raft role.
+    pub fn refuses_votes(&self, now_ms: u64) -> bool {
+        now_ms < self.votes_refused_until_ms
+    }
+
+    /// Takes over in `term` after a quorum confirmed the round started at
+    /// `asked_at_ms` and this term's first entry applied. `sessions` are
+    /// every open session of the applied state (read under the same lock
+    /// that apply takes, so none is missed). Every deadline becomes
+    /// `now + TTL + grace + spread(id)`, which covers every promise an
+    /// earlier leader made (its renewals all happened before now).
+    /// Returns the failover grace in ms.
+    pub fn takeover(
+        &mut self,
+        term: u64,
+        asked_at_ms: u64,
+        now_ms: u64,
+        sessions: impl IntoIterator<Item = (SessionId, u64, SessionSecret)>,
+    ) -> u64 {
+        self.sessions.clear();
+        self.queue.clear();
+        self.term = Some(term);
+        self.acked_at_ms = None;
+        let mut last = now_ms;
+        for (id, ttl_ms, secret) in sessions {
+            let deadline_ms = now_ms
+                .saturating_add(ttl_ms)
+                .saturating_add(self.grace_margin_ms)
+                .saturating_add(spread_ms(id, ttl_ms));
+            last = last.max(deadline_ms);
+            self.insert(id, ttl_ms, deadline_ms, secret);
+        }
+        self.grace_until_ms = last;
+        self.confirmed(term, asked_at_ms);
+        last - now_ms
+    }
+
+    /// A quorum confirmed, in `term`, the round started at `asked_at_ms`:
+    /// `A` moves forward. Ignored unless this node took over in `term`.
+    pub fn confirmed(&mut self, term: u64, asked_at_ms: u64) -> bool {
+        if self.term != Some(term) {
+            return false;
+        }
+        if self.acked_at_ms.is_none_or(|a| a < asked_at_ms) {
+            self.acked_at_ms = Some(asked_at_ms);
+        }
+        let until = asked_at_ms.saturating_add(self.lease_validity_ms());
+        self.votes_refused_until_ms = self.votes_refused_until_ms.max(until);
+        true
+    }
+
+    /// Stops leading: forgets every deadline. The vote gate stays shut until
+    /// the last lease this node held has run out.
+    pub fn step_down(&mut self) {
+        self.term = None;
+        self.acked_at_ms = None;
+        self.grace_until_ms = 0;
+        self.sessions = HashMap::new();
+        self.queue = BTreeSet::new();
+    }
+
+    /// Feeds the sessions one applied entry opened or ended, at `now_ms`.
+    /// A session opened while leading is tracked until `now + TTL` (the
+    /// apply is later than the request's arrival, so this is no earlier
+    /// than the promise). Ignored while not leading: takeover reads them.
+    pub fn apply(&mut self, change: SessionChange, now_ms: u64) {
+        if self.term.is_none() {
+            return;
+        }
+        match change {
+            SessionChange::Opened {
+                session,
+                ttl_ms,
+                secret,
+            } => {
+                let deadline_ms = now_ms.saturating_add(ttl_ms);
+                match self.sessions.get(&session) {
+                    Some(t) if t.deadline_ms >= deadline_ms => {}
+                    _ => self.insert(session, ttl_ms, deadline_ms, secret),
+                }
+            }
+            SessionChange::Ended { session } => self.remove(session),
+        }
+    }
+
+    /// Renews `sessions` (id and presented secret) for a keepalive received
+    /// at `now_ms`: all of them, or none when this node may not serve or a
+    /// tracked session's secret is wrong. A session whose deadline passed
+    /// is never renewed; an unknown one is not alive (whatever secret came
+    /// with it, so the answer tells nothing about other clients' sessions).
+    pub fn renew(&mut self, sessions: &[(SessionId, SessionSecret)], now_ms: u64) -> RenewOutcome {
+        if !self.serving(now_ms).may_serve() {
+            return RenewOutcome::NotServing;
+        }
+        for (id, secret) in sessions {
+            if let Some(t) = self.sessions.get(id) {
+                if !t.secret.matches(secret.as_bytes()) {
+                    return RenewOutcome::Denied(*id);
+                }
+            }
+        }
+        RenewOutcome::Renewed(
+            sessions
+                .iter()
+                .map(|(id, _)| self.renew_one(*id, now_ms))
+                .collect(),
+        )
+    }
+
+    fn renew_one(&mut self, id: SessionId, now_ms: u64) -> Renewal {
+        let Some(t) = self.sessions.get_mut(&id) else {
+            return Renewal::NotAlive;
+        };
+        if t.deadline_ms <= now_ms {
+            return Renewal::NotAlive;
+        }
+        let ttl_ms = t.ttl_ms;
+        let next = now_ms.saturating_add(ttl_ms);
+        if next > t.deadline_ms {
+            self.queue.remove(&(t.deadline_ms, id));
+            t.deadline_ms = next;
+            self.queue.insert((next, id));
+        }
+        Renewal::Alive { ttl_ms }
+    }
+
+    /// Sessions whose deadline passed at `now_ms`, oldest first, at most
+    /// `limit`, skipping those with an expiry proposed less than `retry_ms`
+    /// ago; they are marked as proposed now. Empty unless serving.
+    pub fn due(&mut self, now_ms: u64, limit: usize, retry_ms: u64) -> Vec<SessionId> {
+        if !self.serving(now_ms).may_serve() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &(deadline_ms, id) in &self.queue {
+            if deadline_ms > now_ms || out.len() >= limit {
+                break;
+            }
+            let Some(t) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let waiting = t
+                .expiry_proposed_ms
+                .is_some_and(|at| now_ms < at.saturating_add(retry_ms));
+            if !waiting {
+                t.expiry_proposed_ms = Some(now_ms);
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// A session's deadline, if tracked.
+    pub fn deadline_ms(&self, id: SessionId) -> Option<u64> {
+        self.sessions.get(&id).map(|t| t.deadline_ms)
+    }
+
+    /// Time left before a session's deadline at `now_ms`, if tracked.
+    pub fn remaining_ms(&self, id: SessionId, now_ms: u64) -> Option<u64> {
+        self.deadline_ms(id).map(|d| d.saturating_sub(now_ms))
+    }
+
+    /// Number of tracked sessions.
+    pub fn tracked(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn insert(&mut self, id: SessionId, ttl_ms: u64, deadline_ms: u64, secret: SessionSecret) {
+        if let Some(old) = self.sessions.get(&id) {
+            self.queue.remove(&(old.deadline_ms, id));
+        }
+        self.sessions.insert(
+            id,
+            Tracked {
+                ttl_ms,
+                deadline_ms,
+                secret,
+                expiry_proposed_ms: None,
+            },
+        );
+        self.queue.insert((deadline_ms, id));
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        if let Some(t) = self.sessions.remove(&id) {
+            self.queue.remove(&(t.deadline_ms, id));
+        }
+    }
+}
+
+/// A deterministic spread in `[0, ttl_ms / 4]` from the session id, so a
+/// failover does not make every session expire in the same instant.
+pub fn spread_ms(id: SessionId, ttl_ms: u64) -> u64 {
+    let span = ttl_ms / 4;
+    if span == 0 {
+        return 0;
+    }
+    // SplitMix64 finalizer: a well-mixed hash of the id.
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z % (span + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: SessionSecret = SessionSecret([7; 16]);
+
+    fn leading(now_ms: u64) -> LeaderState {
+        let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
+        l.takeover(1, now_ms, now_ms, []);
+        l
+    }
+
+    #[test]
+    fn renew_moves_forward_and_never_revives() {
+        let mut l = leading(0);
+        l.apply(
+            SessionChange::Opened {
+                session: 1,
+                ttl_ms: 1_000,
+                secret: S,
+            },
+            0,
+        );
+        assert_eq!(
+            l.renew(&[(1, S)], 400),
+            RenewOutcome::Renewed(vec![Renewal::Alive { ttl_ms: 1_000 }])
+        );
+        assert_eq!(l.deadline_ms(1), Some(1_400));
+        l.confirmed(1, 1_000);
+        assert_eq!(
+            l.renew(&[(2, S), (1, SessionSecret([0; 16]))], 1_000),
+            RenewOutcome::Denied(1)
+        );
+        assert_eq!(
+            l.deadline_ms(1),
+            Some(1_400),
+            "a refused keepalive renews nothing"
+        );
+        assert_eq!(l.due(1_399, 10, 5_000), Vec::<u64>::new());
+        assert_eq!(l.due(1_400, 10, 5_000), vec![1]);
+        // Proposed once; not again until the retry interval passed.
+        assert_eq!(l.due(1_401, 10, 5_000), Vec::<u64>::new());
+        assert_eq!(
+            l.renew(&[(1, S)], 1_401),
+            RenewOutcome::Renewed(vec![Renewal::NotAlive])
+        );
+        l.apply(SessionChange::Ended { session: 1 }, 1_402);
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn takeover_covers_ttl_plus_grace_and_spreads() {
+        let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
+        let sessions: Vec<_> = (1..=1_000).map(|id| (id, 10_000, S)).collect();
+        let grace = l.takeover(3, 90, 100, sessions.clone());
+        let mut distinct = BTreeSet::new();
+        for (id, ttl, _) in sessions {
+            let d = l.deadline_ms(id).expect("tracked");
+            assert!(d >= 100 + ttl + 500, "never earlier than now + ttl + grace");
+            assert!(d <= 100 + ttl + 500 + ttl / 4);
+            distinct.insert(d);
+        }
+        assert!(
+            distinct.len() > 500,
+            "deadlines are spread: {}",
+            distinct.len()
+        );
+        assert!(grace >= 10_500 && grace <= 13_000);
+        assert!(matches!(l.serving(100), Serving::FailoverGrace { .. }));
+        assert_eq!(l.serving(100 + grace), Serving::WaitingForQuorum);
+    }
+
+    #[test]
+    fn the_vote_gate_outlives_stepping_down() {
+        let mut l = leading(1_000);
+        let validity = l.lease_validity_ms();
+        assert!(l.refuses_votes(1_000 + validity - 1));
+        l.step_down();
+        assert_eq!(l.serving(1_001), Serving::NotLeading);
+        assert!(
+            l.refuses_votes(1_000 + validity - 1),
+            "still within the lease it held"
+        );
+        assert!(!l.refuses_votes(1_000 + validity));
+    }
+}

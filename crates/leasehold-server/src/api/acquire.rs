@@ -1,0 +1,262 @@
+//! `Acquire` (with its FIFO wait) and `Release`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::machine::{validate_client_name, validate_metadata, validate_resource};
+use leasehold_core::{
+    Acquire, Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
+    SessionTarget,
+};
+use leasehold_proto::v1 as pb;
+use leasehold_raft::store::AppliedEvents;
+use leasehold_raft::Raft;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::convert::lease_to_proto;
+use super::error::{mode_from_proto, ApiError};
+use super::service::LeaseApi;
+use super::session::new_secret;
+
+/// Longest wait an acquire may ask for (10 minutes).
+pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;
+
+/// A wait the state machine queued: who waits, and the entry that queued it.
+struct QueuedWait {
+    /// The waiting session.
+    session: SessionId,
+    /// Its secret (echoed in the answer).
+    secret: SessionSecret,
+    /// Log index of the entry that queued the wait.
+    queued_at: LogIndex,
+}
+
+impl LeaseApi {
+    pub(super) async fn acquire_local(
+        &self,
+        req: pb::AcquireRequest,
+    ) -> Result<pb::AcquireResponse, ApiError> {
+        validate_resource(&req.resource)?;
+        validate_metadata(&req.metadata)?;
+        let mode = mode_from_proto(req.mode)?;
+        if req.wait_timeout_ms > WAIT_MS_MAX {
+            return Err(ApiError::invalid(
+                "wait_timeout_ms",
+                format!(
+                    "{} ms exceeds the limit of {WAIT_MS_MAX} ms",
+                    req.wait_timeout_ms
+                ),
+            ));
+        }
+        let session = if req.session_id == 0 {
+            if req.ttl_ms == 0 {
+                return Err(ApiError::invalid(
+                    "session_id",
+                    "0 means a one-call lease, which needs ttl_ms",
+                ));
+            }
+            if req.wait_timeout_ms > req.ttl_ms {
+                // Nobody renews the private session while it waits, and the
+                // holder counts its deadline from before the request: a
+                // longer wait would expire the session under its own waiter.
+                return Err(ApiError::invalid(
+                    "wait_timeout_ms",
+                    format!(
+                        "{} ms exceeds the one-call lease's ttl_ms ({} ms); open a session \
+                         (kept alive while it waits) to wait longer",
+                        req.wait_timeout_ms, req.ttl_ms
+                    ),
+                ));
+            }
+            validate_client_name(&req.client_name)?;
+            self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
+            SessionTarget::Private {
+                client_name: req.client_name.clone(),
+                ttl_ms: req.ttl_ms,
+                secret: new_secret(),
+                request_id: req.request_id,
+            }
+        } else {
+            SessionTarget::Existing(self.owned_session(req.session_id, &req.session_secret)?)
+        };
+        let wait = req.wait_timeout_ms > 0;
+        let started = Instant::now();
+        // Subscribe before proposing so a grant cannot slip past unseen.
+        let mut events = self.state.subscribe();
+        let (_, resp) = self
+            .propose(Command::Acquire(Acquire {
+                session,
+                resource: req.resource.clone(),
+                mode,
+                wait,
+                metadata: req.metadata.to_vec(),
+            }))
+            .await?;
+        match resp {
+            CoreResponse::Acquired {
+                session,
+                secret,
+                grant,
+                ..
+            } => {
+                self.metrics.granted();
+                Ok(self.acquired(session, secret, &grant))
+            }
+            CoreResponse::Queued {
+                session,
+                secret,
+                queued_at,
+                ..
+            } => {
+                let deadline = started + Duration::from_millis(req.wait_timeout_ms);
+                let wait = QueuedWait {
+                    session,
+                    secret,
+                    queued_at,
+                };
+                self.wait_for_grant(wait, &req.resource, deadline, &mut events)
+                    .await
+            }
+            other => Err(ApiError::refused(other)),
+        }
+    }
+
+    fn acquired(
+        &self,
+        session: SessionId,
+        secret: SessionSecret,
+        grant: &Grant,
+    ) -> pb::AcquireResponse {
+        self.state.read(|s| pb::AcquireResponse {
+            lease: Some(lease_to_proto(s, &self.lessor, grant)),
+            session_id: session,
+            ttl_ms: s.session(session).map(|x| x.ttl_ms).unwrap_or(0),
+            session_secret: secret.as_bytes().to_vec().into(),
+        })
+    }
+
+    /// The lease `session` holds on `resource`, if any.
+    fn held(&self, session: SessionId, resource: &str) -> Option<Grant> {
+        self.state.read(|s| {
+            s.resource(resource)
+                .and_then(|r| r.holders.get(&session))
+                .map(|lease| Grant {
+                    resource: resource.to_string(),
+                    lease: lease.clone(),
+                })
+        })
+    }
+
+    /// Waits for a queued acquire to be granted, then cancels it on timeout.
+    async fn wait_for_grant(
+        &self,
+        wait: QueuedWait,
+        resource: &str,
+        deadline: Instant,
+        events: &mut broadcast::Receiver<Arc<AppliedEvents>>,
+    ) -> Result<pb::AcquireResponse, ApiError> {
+        let session = wait.session;
+        // If the caller goes away mid-wait, withdraw the wait anyway, and
+        // release the lease if the grant won that race: a lease its client
+        // never learned of would block the resource for as long as the
+        // session lives.
+        let mut guard = AbandonOnDrop {
+            raft: Some(self.raft.clone()),
+            session,
+            resource: resource.to_string(),
+            queued_at: wait.queued_at,
+        };
+        loop {
+            if let Some(grant) = self.held(session, resource) {
+                guard.raft = None;
+                self.metrics.granted();
+                return Ok(self.acquired(session, wait.secret, &grant));
+            }
+            if self.state.read(|s| s.session(session).is_none()) {
+                guard.raft = None;
+                return Err(ApiError::SessionNotFound(session));
+            }
+            tokio::select! {
+                got = events.recv() => match got {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(ApiError::unavailable("node shutting down"));
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Timed out: withdraw the wait. If the grant won the race, keep it:
+        // this caller is still here to learn of it.
+        guard.raft = None;
+        let (_, resp) = self
+            .propose(Command::CancelWait {
+                session,
+                resource: resource.to_string(),
+            })
+            .await?;
+        match resp {
+            CoreResponse::Acquired { grant, .. } => {
+                self.metrics.granted();
+                Ok(self.acquired(session, wait.secret, &grant))
+            }
+            CoreResponse::WaitCancelled => Err(ApiError::WaitTimedOut {
+                resource: resource.to_string(),
+                waited_ms: deadline.elapsed().as_millis() as u64,
+            }),
+            other => Err(ApiError::refused(other)),
+        }
+    }
+
+    pub(super) async fn release_local(
+        &self,
+        req: pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse, ApiError> {
+        validate_resource(&req.resource)?;
+        let session = self.owned_session(req.session_id, &req.session_secret)?;
+        let (_, resp) = self
+            .propose(Command::Release {
+                session,
+                resource: req.resource,
+            })
+            .await?;
+        match resp {
+            CoreResponse::Released { grant } => Ok(pb::ReleaseResponse {
+                fencing_token: grant.lease.token,
+            }),
+            other => Err(ApiError::refused(other)),
+        }
+    }
+}
+
+/// Withdraws a queued wait when dropped while armed (the waiting call was
+/// abandoned by its caller), releasing the lease if it was granted to that
+/// very wait in the meantime.
+struct AbandonOnDrop {
+    /// Set while the wait still needs withdrawing.
+    raft: Option<Raft>,
+    /// The waiting session.
+    session: SessionId,
+    /// The resource it waits for.
+    resource: String,
+    /// The entry that queued the wait (identifies it and its grant).
+    queued_at: LogIndex,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(raft) = self.raft.take() {
+            let command = Command::AbandonWait {
+                session: self.session,
+                resource: std::mem::take(&mut self.resource),
+                queued_at: self.queued_at,
+            };
+            tokio::spawn(async move {
+                if let Err(error) = raft.client_write(command).await {
+                    tracing::warn!(%error, "could not withdraw an abandoned wait");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The `KeepAlive` stream: renewals answered by the leader's rules, with
+//! recall notices.
+
+use std::sync::Arc;
+
+use leasehold_core::{SessionId, SessionSecret};
+use leasehold_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::error::{secret_from_proto, ApiError};
+use super::service::{BoxStream, LeaseApi};
+use crate::lessor::{KeepAlive, Serving};
+
+/// Most sessions one keepalive message may renew.
+pub const KEEPALIVE_SESSIONS_MAX: usize = 10_000;
+
+/// Starts answering a keepalive stream (leader only).
+pub(super) fn serve(
+    api: Arc<LeaseApi>,
+    mut inbound: Streaming<pb::KeepAliveRequest>,
+) -> Result<BoxStream<pb::KeepAliveResponse>, ApiError> {
+    match api.lessor.serving() {
+        Serving::Serving | Serving::FailoverGrace { .. } => {}
+        Serving::WaitingForQuorum => {
+            return Err(ApiError::unavailable("leader lease not valid; retry"))
+        }
+        Serving::Follower => {
+            return Err(ApiError::Unavailable {
+                reason: "keepalives are served by the leader only".into(),
+                leader_api_addr: api.forwarder.leader_api_addr(),
+            })
+        }
+    }
+    let (tx, rx) = mpsc::channel(16);
+    let stop = api.shutdown.clone();
+    tokio::spawn(async move {
+        let stop = stop.recv();
+        tokio::pin!(stop);
+        loop {
+            let msg = tokio::select! {
+                _ = &mut stop => {
+                    let _ = tx.send(Err(Status::unavailable("node shutting down"))).await;
+                    return;
+                }
+                m = inbound.message() => m,
+            };
+            let msg = match msg {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) => return,
+            };
+            let reply = api.keepalive_reply(&msg).map_err(Status::from);
+            let end = reply.is_err();
+            if tx.send(reply).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+impl LeaseApi {
+    /// Answers one keepalive message: every session renewed (or reported
+    /// not alive), or an error that ends the stream and renews nothing.
+    fn keepalive_reply(&self, msg: &pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, ApiError> {
+        let ids = &msg.session_ids;
+        if ids.len() > KEEPALIVE_SESSIONS_MAX {
+            return Err(ApiError::invalid(
+                "session_ids",
+                format!("more than {KEEPALIVE_SESSIONS_MAX} sessions in one keepalive"),
+            ));
+        }
+        if msg.session_secrets.len() != ids.len() {
+            return Err(ApiError::invalid(
+                "session_secrets",
+                format!(
+                    "{} secrets for {} sessions; send one per session, in order",
+                    msg.session_secrets.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        let named: Vec<(SessionId, SessionSecret)> = ids
+            .iter()
+            .zip(&msg.session_secrets)
+            .map(|(id, secret)| Ok((*id, secret_from_proto(*id, secret)?)))
+            .collect::<Result<_, ApiError>>()?;
+        let renewed = match self.lessor.renew(&named) {
+            KeepAlive::Renewed(r) => r,
+            KeepAlive::Denied(id) => return Err(ApiError::PermissionDenied(id)),
+            KeepAlive::NotServing => {
+                return Err(ApiError::Unavailable {
+                    reason: "this node no longer holds a valid leader lease".into(),
+                    leader_api_addr: self.forwarder.leader_api_addr(),
+                })
+            }
+        };
+        let sessions = self.state.read(|s| {
+            ids.iter()
+                .zip(renewed)
+                .map(|(id, ttl)| {
+                    let notices = match (ttl, s.session(*id)) {
+                        (Some(_), Some(session)) => session
+                            .held
+                            .iter()
+                            .filter_map(|name| {
+                                let lease = s.resource(name)?.holders.get(id)?;
+                                let recall = lease.recall.as_ref()?;
+                                Some(pb::Notice {
+                                    resource: name.clone(),
+                                    fencing_token: lease.token,
+                                    reason: recall.reason.clone(),
+                                    revision: recall.index,
+                                })
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    pb::SessionStatus {
+                        session_id: *id,
+                        alive: ttl.is_some(),
+                        ttl_ms: ttl.unwrap_or(0),
+                        notices,
+                    }
+                })
+                .collect()
+        });
+        Ok(pb::KeepAliveResponse { sessions })
+    }
+}

@@ -1,0 +1,74 @@
+//! `Get` and `List`: reads of the applied state on the serving leader.
+
+use leasehold_core::machine::validate_resource;
+use leasehold_proto::v1 as pb;
+
+use super::convert::resource_to_proto;
+use super::error::ApiError;
+use super::service::LeaseApi;
+
+/// Default page of `List`.
+pub const LIST_PAGE_DEFAULT: usize = 100;
+/// Largest page of `List`.
+pub const LIST_PAGE_MAX: usize = 1_000;
+
+impl LeaseApi {
+    pub(super) async fn get_local(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
+        validate_resource(&req.resource)?;
+        Ok(self.state.read(|s| pb::GetResponse {
+            state: Some(resource_to_proto(s, &self.lessor, &req.resource)),
+            revision: s.revision(),
+        }))
+    }
+
+    pub(super) async fn list_local(
+        &self,
+        req: pb::ListRequest,
+    ) -> Result<pb::ListResponse, ApiError> {
+        if req.prefix.len() > leasehold_core::limits::RESOURCE_NAME_BYTES_MAX {
+            return Err(ApiError::invalid(
+                "prefix",
+                "longer than a resource name may be",
+            ));
+        }
+        let page = match req.page_size as usize {
+            0 => LIST_PAGE_DEFAULT,
+            n if n > LIST_PAGE_MAX => {
+                return Err(ApiError::invalid(
+                    "page_size",
+                    format!("{n} exceeds the limit of {LIST_PAGE_MAX}"),
+                ))
+            }
+            n => n,
+        };
+        let after = req.page_token;
+        Ok(self.state.read(|s| {
+            let start = if after.as_str() > req.prefix.as_str() {
+                after.as_str()
+            } else {
+                req.prefix.as_str()
+            };
+            let mut names: Vec<&String> = s
+                .resources_from(start)
+                .map(|(n, _)| n)
+                .filter(|n| n.as_str() != after)
+                .take_while(|n| n.starts_with(&req.prefix))
+                .take(page + 1)
+                .collect();
+            let next = if names.len() > page {
+                names.truncate(page);
+                names.last().map(|n| n.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            pb::ListResponse {
+                resources: names
+                    .iter()
+                    .map(|n| resource_to_proto(s, &self.lessor, n))
+                    .collect(),
+                next_page_token: next,
+                revision: s.revision(),
+            }
+        }))
+    }
+}
