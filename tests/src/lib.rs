@@ -349,27 +349,73 @@ pub mod grpc {
         Ok(LeaseholdClient::connect(format!("http://{endpoint}")).await?)
     }
 
+    /// A session as the raw API names it: id and owner secret.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Sess {
+        /// The session id.
+        pub id: u64,
+        /// Its secret (all zeros for an id that names no session of ours).
+        pub secret: [u8; 16],
+    }
+
+    impl Sess {
+        /// The secret as wire bytes.
+        pub fn secret(&self) -> tonic::codegen::Bytes {
+            self.secret.to_vec().into()
+        }
+    }
+
+    impl From<u64> for Sess {
+        /// An id with no (a wrong) secret: unknown sessions, one-call leases.
+        fn from(id: u64) -> Self {
+            Sess {
+                id,
+                secret: [0; 16],
+            }
+        }
+    }
+
     /// Opens a session through `endpoint`.
-    pub async fn open(endpoint: &str, name: &str, ttl_ms: u64) -> anyhow::Result<u64> {
+    pub async fn open(endpoint: &str, name: &str, ttl_ms: u64) -> anyhow::Result<Sess> {
         let r = client(endpoint)
             .await?
             .open_session(pb::OpenSessionRequest {
                 client_name: name.into(),
                 ttl_ms,
+                request_id: 0,
             })
-            .await?;
-        Ok(r.into_inner().session_id)
+            .await?
+            .into_inner();
+        Ok(Sess {
+            id: r.session_id,
+            secret: r
+                .session_secret
+                .as_ref()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("the session secret is not 16 bytes"))?,
+        })
+    }
+
+    /// A keepalive message for `sessions`.
+    pub fn keepalive_req(sessions: &[Sess]) -> pb::KeepAliveRequest {
+        pb::KeepAliveRequest {
+            session_ids: sessions.iter().map(|s| s.id).collect(),
+            session_secrets: sessions.iter().map(|s| s.secret()).collect(),
+        }
     }
 
     /// An acquire request.
     pub fn acquire_req(
-        session: u64,
+        session: impl Into<Sess>,
         resource: &str,
         shared: bool,
         wait_ms: u64,
     ) -> pb::AcquireRequest {
+        let session = session.into();
         pb::AcquireRequest {
-            session_id: session,
+            session_id: session.id,
+            session_secret: session.secret(),
+            request_id: 0,
             resource: resource.into(),
             mode: if shared {
                 pb::Mode::Shared as i32
@@ -404,7 +450,7 @@ pub mod grpc {
     /// returned sender is dropped. Observations are published on the watch.
     pub fn keep_alive(
         endpoints: Vec<String>,
-        sessions: Vec<u64>,
+        sessions: Vec<Sess>,
         period: Duration,
     ) -> (watch::Receiver<KeepAliveView>, mpsc::Sender<()>) {
         let (view_tx, view_rx) = watch::channel(KeepAliveView::default());
@@ -420,13 +466,7 @@ pub mod grpc {
                 };
                 let (tx, rx) = mpsc::channel(4);
                 let first_sent = Instant::now();
-                if tx
-                    .send(pb::KeepAliveRequest {
-                        session_ids: sessions.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
+                if tx.send(keepalive_req(&sessions)).await.is_err() {
                     continue;
                 }
                 let mut inbound = match c.keep_alive(ReceiverStream::new(rx)).await {
@@ -462,13 +502,7 @@ pub mod grpc {
                         _ = tokio::time::sleep(period) => {}
                     }
                     sent_at = Instant::now();
-                    if tx
-                        .send(pb::KeepAliveRequest {
-                            session_ids: sessions.clone(),
-                        })
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(keepalive_req(&sessions)).await.is_err() {
                         break;
                     }
                 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use leasehold_proto::v1 as pb;
-use leasehold_tests::grpc::{acquire_req, client, keep_alive, open};
+use leasehold_tests::grpc::{acquire_req, client, keep_alive, keepalive_req, open, Sess};
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 use tokio::time::Instant;
 use tonic::Code;
@@ -52,8 +52,8 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
     let mut req = acquire_req(a, "db/primary", false, 0);
     req.metadata = b"10.0.0.1:5432".to_vec().into();
     let lease = api.acquire(req).await?.into_inner().lease.expect("lease");
-    assert_eq!(lease.session_id, a);
-    assert!(lease.fencing_token > a);
+    assert_eq!(lease.session_id, a.id);
+    assert!(lease.fencing_token > a.id);
 
     let err = api
         .acquire(acquire_req(b, "db/primary", false, 0))
@@ -61,7 +61,7 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
         .expect_err("conflict");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains(&format!("session {a}")),
+        err.message().contains(&format!("session {}", a.id)),
         "{}",
         err.message()
     );
@@ -92,7 +92,8 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
 
     let err = api
         .release(pb::ReleaseRequest {
-            session_id: b,
+            session_id: b.id,
+            session_secret: b.secret(),
             resource: "db/primary".into(),
         })
         .await
@@ -100,7 +101,8 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
     assert_eq!(err.code(), Code::FailedPrecondition);
     let r = api
         .release(pb::ReleaseRequest {
-            session_id: a,
+            session_id: a.id,
+            session_secret: a.secret(),
             resource: "db/primary".into(),
         })
         .await?
@@ -169,6 +171,7 @@ async fn invalid_inputs_get_their_codes() -> anyhow::Result<()> {
             .open_session(pb::OpenSessionRequest {
                 client_name: "x".into(),
                 ttl_ms: ttl,
+                request_id: 0,
             })
             .await
             .expect_err("bad ttl");
@@ -178,6 +181,7 @@ async fn invalid_inputs_get_their_codes() -> anyhow::Result<()> {
     let e = api
         .close_session(pb::CloseSessionRequest {
             session_id: 424_242,
+            session_secret: Default::default(),
         })
         .await
         .expect_err("unknown");
@@ -201,7 +205,7 @@ async fn invalid_inputs_get_their_codes() -> anyhow::Result<()> {
 async fn shared_exclusive_and_fifo_waiting() -> anyhow::Result<()> {
     let c = start().await?;
     let ep = c.api_endpoint(c.serving_leader().await?)?;
-    let ids: Vec<u64> = {
+    let ids: Vec<Sess> = {
         let mut v = Vec::new();
         for n in ["r1", "r2", "w", "r3", "late"] {
             v.push(open(&ep, n, 10_000).await?);
@@ -213,7 +217,7 @@ async fn shared_exclusive_and_fifo_waiting() -> anyhow::Result<()> {
     api.acquire(acquire_req(r1, "cfg", true, 0)).await?;
     api.acquire(acquire_req(r2, "cfg", true, 0)).await?;
 
-    let spawn_acquire = |session: u64, shared: bool, wait_ms: u64| {
+    let spawn_acquire = |session: Sess, shared: bool, wait_ms: u64| {
         let ep = ep.clone();
         tokio::spawn(async move {
             let mut api = client(&ep).await?;
@@ -242,17 +246,19 @@ async fn shared_exclusive_and_fifo_waiting() -> anyhow::Result<()> {
 
     for s in [r1, r2] {
         api.release(pb::ReleaseRequest {
-            session_id: s,
+            session_id: s.id,
+            session_secret: s.secret(),
             resource: "cfg".into(),
         })
         .await?;
     }
     let (w_res, w_at) = writer.await??;
     let w_lease = w_res?.into_inner().lease.expect("writer lease");
-    assert_eq!(w_lease.session_id, w);
+    assert_eq!(w_lease.session_id, w.id);
     assert!(!reader.is_finished(), "the reader waits for the writer");
     api.release(pb::ReleaseRequest {
-        session_id: w,
+        session_id: w.id,
+        session_secret: w.secret(),
         resource: "cfg".into(),
     })
     .await?;
@@ -291,7 +297,7 @@ async fn silent_holder_loses_its_lease_after_ttl_and_not_before() -> anyhow::Res
         .lease
         .expect("lease");
     let granted_after = before_open.elapsed();
-    assert_eq!(t.session_id, waiter);
+    assert_eq!(t.session_id, waiter.id);
     assert!(
         granted_after >= Duration::from_millis(TTL_MS),
         "granted {granted_after:?} after the holder's session opened, before its TTL"
@@ -302,7 +308,8 @@ async fn silent_holder_loses_its_lease_after_ttl_and_not_before() -> anyhow::Res
     );
     let e = api
         .release(pb::ReleaseRequest {
-            session_id: holder,
+            session_id: holder.id,
+            session_secret: holder.secret(),
             resource: "job".into(),
         })
         .await
@@ -366,7 +373,7 @@ async fn leader_killed_sessions_survive_and_dead_holders_keep_grace() -> anyhow:
         })
         .await?
         .into_inner();
-    assert_eq!(g.state.expect("state").holders[0].session_id, live);
+    assert_eq!(g.state.expect("state").holders[0].session_id, live.id);
     let quick = Instant::now();
     api.acquire(acquire_req(contender, "fresh", false, 0))
         .await?;
@@ -547,7 +554,7 @@ async fn recall_reaches_the_holder_and_watch_sees_it() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    assert_eq!(r.holders, vec![holder]);
+    assert_eq!(r.holders, vec![holder.id]);
     let notice = wait_until("the recall notice", WAIT, || {
         let v = view.borrow().clone();
         async move { v.notices.first().cloned() }
@@ -557,7 +564,8 @@ async fn recall_reaches_the_holder_and_watch_sees_it() -> anyhow::Result<()> {
     assert_eq!(notice.reason, "rebalance");
     assert_eq!(notice.fencing_token, lease.fencing_token);
     api.release(pb::ReleaseRequest {
-        session_id: holder,
+        session_id: holder.id,
+        session_secret: holder.secret(),
         resource: "chunk/42".into(),
     })
     .await?;
@@ -632,10 +640,7 @@ async fn follower_redirects_keepalives_and_list_pages() -> anyhow::Result<()> {
 
     // KeepAlive is leader-only: a follower answers UNAVAILABLE with the leader.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::KeepAliveRequest {
-        session_ids: vec![s],
-    })
-    .await?;
+    tx.send(keepalive_req(&[s])).await?;
     let e = api
         .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -711,6 +716,7 @@ async fn ttl_bounds_are_replicated_configuration() -> anyhow::Result<()> {
         .open_session(pb::OpenSessionRequest {
             client_name: "short".into(),
             ttl_ms: 2_000,
+            request_id: 0,
         })
         .await
         .expect_err("below the new minimum");
@@ -755,7 +761,8 @@ async fn membership_change_during_load_keeps_every_lease() -> anyhow::Result<()>
             anyhow::ensure!(token > last, "tokens must grow: {token} after {last}");
             last = token;
             api.release(pb::ReleaseRequest {
-                session_id: s,
+                session_id: s.id,
+                session_secret: s.secret(),
                 resource: r,
             })
             .await?;
@@ -839,7 +846,8 @@ async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
     waiters_become(&ep, "w/busy", 0).await?;
     // Releasing now grants nobody behind the holder's back.
     api.release(pb::ReleaseRequest {
-        session_id: holder,
+        session_id: holder.id,
+        session_secret: holder.secret(),
         resource: "w/busy".into(),
     })
     .await?;

@@ -1,7 +1,10 @@
 //! Three real nodes over real gRPC on 127.0.0.1: replication, leader loss,
 //! catch-up from the log and from a snapshot, whole-cluster restart.
 
-use leasehold_core::{Acquire, Command, Mode, Response, SessionTarget};
+use leasehold_core::{Acquire, Command, Mode, Response, SessionRef, SessionSecret, SessionTarget};
+
+/// The secret every session these tests open directly is given.
+const S: SessionSecret = SessionSecret([3; 16]);
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 
 /// Nobody keeps these sessions alive: their TTL outlasts any test here,
@@ -10,12 +13,17 @@ fn open(name: &str) -> Command {
     Command::OpenSession {
         client_name: name.into(),
         ttl_ms: 120_000,
+        secret: S,
+        request_id: 0,
     }
 }
 
 fn acquire(session: u64, resource: &str, mode: Mode, wait: bool) -> Command {
     Command::Acquire(Acquire {
-        session: SessionTarget::Existing(session),
+        session: SessionTarget::Existing(SessionRef {
+            id: session,
+            secret: S,
+        }),
         resource: resource.into(),
         mode,
         wait,
@@ -65,7 +73,7 @@ async fn commands_replicate_to_all_three() -> anyhow::Result<()> {
     assert!(matches!(queued, Response::Queued { position: 0, .. }));
     let (last, released) = c
         .propose(Command::Release {
-            session: a,
+            session: SessionRef { id: a, secret: S },
             resource: "db/primary".into(),
         })
         .await?;
@@ -196,7 +204,10 @@ async fn watch_on_a_node_that_installs_a_snapshot_reports_the_gap() -> anyhow::R
     let mut last = first;
     for _ in 0..60 {
         c.propose(Command::Release {
-            session,
+            session: SessionRef {
+                id: session,
+                secret: S,
+            },
             resource: "g/r".into(),
         })
         .await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leasehold_proto::v1 as pb;
-use leasehold_tests::grpc::{acquire_req, client, keep_alive, open};
+use leasehold_tests::grpc::{acquire_req, client, keep_alive, keepalive_req, open};
 use leasehold_tests::{wait_until, TestCluster, WAIT};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,7 +24,8 @@ pub async fn latency(c: &TestCluster, pairs: usize) -> anyhow::Result<()> {
         let t = Instant::now();
         api.acquire(acquire_req(s, &resource, false, 0)).await?;
         api.release(pb::ReleaseRequest {
-            session_id: s,
+            session_id: s.id,
+            session_secret: s.secret(),
             resource,
         })
         .await?;
@@ -57,7 +58,8 @@ pub async fn throughput(c: &TestCluster, clients: usize, seconds: u64) -> anyhow
                 let resource = format!("api-tp/{k}/{i}");
                 api.acquire(acquire_req(s, &resource, false, 0)).await?;
                 api.release(pb::ReleaseRequest {
-                    session_id: s,
+                    session_id: s.id,
+                    session_secret: s.secret(),
                     resource,
                 })
                 .await?;
@@ -106,10 +108,7 @@ pub async fn renewals(
             let (tx, rx) = mpsc::channel(64);
             // Keep a window of requests in flight, one session per message.
             for id in chunk.iter().cycle().take(32) {
-                tx.send(pb::KeepAliveRequest {
-                    session_ids: vec![*id],
-                })
-                .await?;
+                tx.send(keepalive_req(std::slice::from_ref(id))).await?;
             }
             let mut inbound = api.keep_alive(ReceiverStream::new(rx)).await?.into_inner();
             let mut next = chunk.iter().cycle().skip(32);
@@ -120,10 +119,7 @@ pub async fn renewals(
                     break;
                 }
                 if let Some(id) = next.next() {
-                    tx.send(pb::KeepAliveRequest {
-                        session_ids: vec![*id],
-                    })
-                    .await?;
+                    tx.send(keepalive_req(std::slice::from_ref(id))).await?;
                 }
             }
             anyhow::Ok(())
@@ -142,10 +138,7 @@ pub async fn renewals(
     // And batched: one message renews all sessions.
     let mut api = client(&ep).await?;
     let (tx, rx) = mpsc::channel(4);
-    tx.send(pb::KeepAliveRequest {
-        session_ids: ids.clone(),
-    })
-    .await?;
+    tx.send(keepalive_req(&ids)).await?;
     let mut inbound = api.keep_alive(ReceiverStream::new(rx)).await?.into_inner();
     let started = Instant::now();
     let mut rounds = 0u64;
@@ -155,10 +148,7 @@ pub async fn renewals(
         if started.elapsed() >= Duration::from_secs(seconds.min(5)) {
             break;
         }
-        tx.send(pb::KeepAliveRequest {
-            session_ids: ids.clone(),
-        })
-        .await?;
+        tx.send(keepalive_req(&ids)).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

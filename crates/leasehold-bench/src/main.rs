@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use leasehold_core::{Acquire, Command, Mode, Response, SessionTarget};
+use leasehold_core::{Acquire, Command, Mode, Response, SessionRef, SessionSecret, SessionTarget};
 use leasehold_tests::{ClusterOptions, TestCluster};
 
 /// Flags.
@@ -56,6 +56,8 @@ async fn open(c: &TestCluster, name: &str) -> anyhow::Result<u64> {
         .propose(Command::OpenSession {
             client_name: name.into(),
             ttl_ms: 60_000,
+            secret: SECRET,
+            request_id: 0,
         })
         .await?
     {
@@ -64,9 +66,16 @@ async fn open(c: &TestCluster, name: &str) -> anyhow::Result<u64> {
     }
 }
 
+/// The secret of every session this bench opens by proposal.
+const SECRET: SessionSecret = SessionSecret([5; 16]);
+
+fn owned(id: u64) -> SessionRef {
+    SessionRef { id, secret: SECRET }
+}
+
 fn acquire(session: u64, resource: String) -> Command {
     Command::Acquire(Acquire {
-        session: SessionTarget::Existing(session),
+        session: SessionTarget::Existing(owned(session)),
         resource,
         mode: Mode::Exclusive,
         wait: false,
@@ -96,7 +105,11 @@ async fn main() -> anyhow::Result<()> {
         node.propose(acquire(session, resource.clone())).await?;
         samples.push(t.elapsed());
         let t = Instant::now();
-        node.propose(Command::Release { session, resource }).await?;
+        node.propose(Command::Release {
+            session: owned(session),
+            resource,
+        })
+        .await?;
         samples.push(t.elapsed());
     }
     samples.sort();
@@ -125,7 +138,11 @@ async fn main() -> anyhow::Result<()> {
                 let resource = format!("tp/{c}/{i}");
                 let t = Instant::now();
                 node.propose(acquire(session, resource.clone())).await?;
-                node.propose(Command::Release { session, resource }).await?;
+                node.propose(Command::Release {
+                    session: owned(session),
+                    resource,
+                })
+                .await?;
                 lat.push(t.elapsed() / 2);
                 done.fetch_add(2, Ordering::Relaxed);
                 i += 1;

@@ -189,6 +189,8 @@ struct SessionView {
     dead: bool,
     /// Keepalives stop (a silent, "paused" holder, or a closing one).
     silent: bool,
+    /// The session's owner secret, presented with every call naming it.
+    secret: tonic::codegen::Bytes,
 }
 
 type View = Arc<Mutex<SessionView>>;
@@ -251,8 +253,10 @@ async fn keep_alive(cfg: WorkloadConfig, client: u32, session: u64, view: View, 
         session: Some(session),
         ..OpRef::new(client, "renew")
     };
+    let secret = lock(&view).secret.clone();
     let request = || pb::KeepAliveRequest {
         session_ids: vec![session],
+        session_secrets: vec![secret.clone()],
     };
     loop {
         if lock(&view).silent || lock(&view).dead {
@@ -308,11 +312,12 @@ async fn open_session(
         conn.client().open_session(pb::OpenSessionRequest {
             client_name: format!("chaos-{id}"),
             ttl_ms: cfg.ttl_ms,
+            request_id: 0,
         }),
     )
     .await;
-    let session = match sink.finish(o, sent_at, r) {
-        Ok(reply) => reply.session_id,
+    let (session, secret) = match sink.finish(o, sent_at, r) {
+        Ok(reply) => (reply.session_id, reply.session_secret),
         Err(_) => {
             conn.rotate();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,6 +333,7 @@ async fn open_session(
         Duration::from_millis(holder_validity_ms(cfg.ttl_ms, cfg.drift_ppm, cfg.margin_ms));
     let view = Arc::new(Mutex::new(SessionView {
         deadline: Some(sent_at + validity),
+        secret,
         ..SessionView::default()
     }));
     tokio::spawn(keep_alive(
@@ -349,7 +355,11 @@ async fn close_session(
     sink: &Sink,
     call_timeout: Duration,
 ) {
-    lock(view).silent = true;
+    let secret = {
+        let mut v = lock(view);
+        v.silent = true;
+        v.secret.clone()
+    };
     let o = OpRef {
         session: Some(session),
         ..OpRef::new(id, "close")
@@ -360,6 +370,7 @@ async fn close_session(
         call_timeout,
         conn.client().close_session(pb::CloseSessionRequest {
             session_id: session,
+            session_secret: secret,
         }),
     )
     .await;
@@ -384,6 +395,7 @@ async fn client_loop(
         else {
             continue;
         };
+        let secret = lock(&view).secret.clone();
         while Instant::now() < end && believes(&view) {
             let resource = format!("{}r{}", cfg.prefix, rng.gen_range(0..cfg.resources));
             let shared = rng.gen_bool(0.25);
@@ -399,6 +411,8 @@ async fn client_loop(
             let sent_at = Instant::now();
             let req = pb::AcquireRequest {
                 session_id: session,
+                session_secret: secret.clone(),
+                request_id: 0,
                 resource: resource.clone(),
                 mode: if shared {
                     pb::Mode::Shared as i32
@@ -511,6 +525,7 @@ async fn client_loop(
                 call_timeout,
                 conn.client().release(pb::ReleaseRequest {
                     session_id: session,
+                    session_secret: secret.clone(),
                     resource: resource.clone(),
                 }),
             )
@@ -554,6 +569,8 @@ async fn liveness(cfg: &WorkloadConfig, id: u32, sink: &Sink) {
                 metadata: Default::default(),
                 ttl_ms: cfg.ttl_ms,
                 client_name: format!("liveness-{id}"),
+                session_secret: Default::default(),
+                request_id: 0,
             }),
         )
         .await;
@@ -569,6 +586,7 @@ async fn liveness(cfg: &WorkloadConfig, id: u32, sink: &Sink) {
                 .client()
                 .close_session(pb::CloseSessionRequest {
                     session_id: r.session_id,
+                    session_secret: r.session_secret.clone(),
                 })
                 .await;
             return;

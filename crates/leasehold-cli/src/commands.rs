@@ -65,7 +65,8 @@ pub fn default_holder() -> String {
 #[command(after_help = "\
 Without --hold, acquire opens a session, acquires, prints the lease and exits: \
 nothing renews the session afterwards, so it and the lease expire after the TTL. \
-Release earlier with `leasehold release RESOURCE --session ID` (ID as printed). \
+Release earlier with `leasehold release RESOURCE --session HANDLE` (the SESSION \
+column as printed: `<id>.<secret>`). \
 With --hold, the lease is renewed until Ctrl-C, then released; a recall \
 releases it and exits 0.")]
 pub struct AcquireArgs {
@@ -160,7 +161,7 @@ pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
             lease.mode(),
             lease.fencing_token(),
             session.ttl(),
-            session.id(),
+            &session.handle(),
         )],
     )?;
     if !args.hold {
@@ -193,9 +194,10 @@ pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
 pub struct ReleaseArgs {
     /// The resource.
     pub resource: String,
-    /// The holding session's id (as `acquire` printed it).
+    /// The holding session's handle, `<id>.<secret>`, exactly as `acquire`
+    /// printed it (the secret proves the session is yours).
     #[arg(long)]
-    pub session: u64,
+    pub session: leasehold_client::SessionHandle,
     /// Connection and output.
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -204,16 +206,16 @@ pub struct ReleaseArgs {
 /// `leasehold release`.
 pub async fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
     let client = args.conn.connect(&default_holder()).await?;
-    let token = client.release(args.session, &args.resource).await?;
+    let token = client.release(&args.session, &args.resource).await?;
     let record = output::Record {
         cells: vec![
             args.resource.clone(),
-            args.session.to_string(),
+            args.session.id.to_string(),
             token.to_string(),
         ],
         json: serde_json::json!({
             "resource": args.resource,
-            "session_id": args.session,
+            "session_id": args.session.id,
             "fencing_token": token,
             "released": true,
         }),

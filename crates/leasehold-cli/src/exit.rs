@@ -19,6 +19,8 @@ pub const WAIT_TIMED_OUT: u8 = 5;
 pub const UNAVAILABLE: u8 = 6;
 /// A malformed or out-of-bounds argument (`INVALID_ARGUMENT`).
 pub const INVALID_ARGUMENT: u8 = 7;
+/// A session named without its secret (`PERMISSION_DENIED`).
+pub const PERMISSION_DENIED: u8 = 8;
 
 /// The help text listing the exit codes (shown by `--help`).
 pub const HELP: &str = "\
@@ -31,6 +33,7 @@ Exit codes:
   5  wait timed out (DEADLINE_EXCEEDED)
   6  unavailable: no node could serve the request (UNAVAILABLE)
   7  invalid argument (INVALID_ARGUMENT)
+  8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)
 `run` exits with the command's own code (128+N if a signal N killed it).";
 
 /// The exit code of a gRPC code.
@@ -42,6 +45,7 @@ pub fn for_code(code: Code) -> u8 {
         Code::DeadlineExceeded => WAIT_TIMED_OUT,
         Code::Unavailable => UNAVAILABLE,
         Code::InvalidArgument => INVALID_ARGUMENT,
+        Code::PermissionDenied => PERMISSION_DENIED,
         _ => OTHER,
     }
 }
@@ -69,7 +73,7 @@ mod tests {
             (Code::Unavailable, 6),
             (Code::InvalidArgument, 7),
             (Code::Internal, 1),
-            (Code::PermissionDenied, 1),
+            (Code::PermissionDenied, 8),
         ];
         for (code, exit) in cases {
             assert_eq!(for_code(code), exit, "{code:?}");

@@ -91,7 +91,7 @@ pub fn acquired(
     mode: leasehold_client::Mode,
     fencing_token: u64,
     ttl: std::time::Duration,
-    session_id: u64,
+    session: &leasehold_client::SessionHandle,
 ) -> Record {
     Record {
         cells: vec![
@@ -99,14 +99,15 @@ pub fn acquired(
             mode.to_string(),
             fencing_token.to_string(),
             format_duration(ttl),
-            session_id.to_string(),
+            session.to_string(),
         ],
         json: json!({
             "resource": resource,
             "mode": mode.as_str(),
             "fencing_token": fencing_token,
             "ttl_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            "session_id": session_id,
+            "session_id": session.id,
+            "session": session.to_string(),
         }),
     }
 }
@@ -337,12 +338,15 @@ mod tests {
             leasehold_client::Mode::Exclusive,
             42,
             Duration::from_secs(10),
-            7,
+            &leasehold_client::SessionHandle::new(7, leasehold_client::SessionSecret([1; 16])),
         );
         let t = render(Format::Table, ACQUIRED_HEADER, std::slice::from_ref(&r));
+        let handle = format!("7.{}", "01".repeat(16));
         assert_eq!(
             t,
-            "RESOURCE  MODE       TOKEN  TTL  SESSION\njobs/a    exclusive  42     10s  7\n"
+            format!(
+                "RESOURCE  MODE       TOKEN  TTL  SESSION\njobs/a    exclusive  42     10s  {handle}\n"
+            )
         );
         let j = render(Format::Json, ACQUIRED_HEADER, &[r.clone(), r]);
         let lines: Vec<&str> = j.lines().collect();
@@ -352,6 +356,7 @@ mod tests {
         assert_eq!(v["mode"], "exclusive");
         assert_eq!(v["ttl_ms"], 10_000);
         assert_eq!(v["session_id"], 7);
+        assert_eq!(v["session"], handle);
     }
 
     #[test]

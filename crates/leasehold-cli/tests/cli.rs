@@ -99,6 +99,8 @@ async fn acquire_get_release_and_exit_codes() -> anyhow::Result<()> {
     let v = json(&o)?;
     let token = v["fencing_token"].as_u64().context("token")?;
     let session = v["session_id"].as_u64().context("session")?;
+    let handle = v["session"].as_str().context("session handle")?.to_string();
+    assert!(handle.starts_with(&format!("{session}.")), "{handle}");
     assert!(token > 0);
     assert_eq!(v["resource"], "cli/b");
     assert_eq!(v["ttl_ms"], 5_000);
@@ -137,24 +139,31 @@ async fn acquire_get_release_and_exit_codes() -> anyhow::Result<()> {
     let out = stdout(&o);
     assert!(out.contains("cli/a") && out.contains("cli/b"), "{out}");
 
-    // release with the printed session id.
+    // Someone else's release: the id alone, or a forged secret, is refused
+    // with PERMISSION_DENIED (8) and the lease stays.
+    let forged = format!("{session}.{}", "00".repeat(16));
+    let o = output(cli(&cluster, &["release", "cli/b", "--session", &forged])).await?;
+    expect_code(&o, 8)?;
     let o = output(cli(
         &cluster,
         &["release", "cli/b", "--session", &session.to_string()],
     ))
     .await?;
+    expect_code(&o, 2)?;
+    let o = output(cli(&cluster, &["get", "cli/b"])).await?;
+    assert!(stdout(&o).contains("bob"), "{}", stdout(&o));
+
+    // release with the printed session handle.
+    let o = output(cli(&cluster, &["release", "cli/b", "--session", &handle])).await?;
     expect_code(&o, 0)?;
     let o = output(cli(&cluster, &["get", "cli/b"])).await?;
     assert!(stdout(&o).contains("free"), "{}", stdout(&o));
 
     // Releasing again: not held (3); an unknown session: not found (4).
-    let o = output(cli(
-        &cluster,
-        &["release", "cli/b", "--session", &session.to_string()],
-    ))
-    .await?;
+    let o = output(cli(&cluster, &["release", "cli/b", "--session", &handle])).await?;
     expect_code(&o, 3)?;
-    let o = output(cli(&cluster, &["release", "cli/b", "--session", "999999"])).await?;
+    let unknown = format!("999999.{}", "00".repeat(16));
+    let o = output(cli(&cluster, &["release", "cli/b", "--session", &unknown])).await?;
     expect_code(&o, 4)?;
 
     // Invalid argument (7), usage (2), unavailable (6).
@@ -280,7 +289,13 @@ async fn run_stops_the_command_when_recalled_or_lost() -> anyhow::Result<()> {
     .spawn()?;
     let session = holder_of(&client, "cli/lost").await?;
     let started = Instant::now();
-    client.close_session(session).await?;
+    // Its secret stays with `run`: the test ends the session the way the
+    // leader would (an expiry), not through the API.
+    cluster
+        .propose(leasehold_core::Command::ExpireSessions {
+            sessions: vec![session],
+        })
+        .await?;
     let status = tokio::time::timeout(WAIT, child.wait()).await??;
     assert_eq!(status.code(), Some(128 + 9), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::ClientConfig;
 use crate::deadline::HolderClock;
 use crate::error::ClientError;
+use crate::handle::SessionHandle;
 use crate::keepalive;
 use crate::session::{Lease, Registry, Session, SessionCore, SessionOwner};
 use crate::transport::{normalize_endpoint, Transport};
@@ -162,9 +163,12 @@ impl Client {
     pub async fn open_session(&self, name: &str, ttl: Duration) -> Result<Session, ClientError> {
         check_client_name(name)?;
         let ttl_ms = check_ttl(ttl)?;
+        // Retries (after an unknown outcome) carry the same request id, so
+        // they find the session a first attempt opened.
         let request = pb::OpenSessionRequest {
             client_name: name.to_string(),
             ttl_ms,
+            request_id: new_request_id(),
         };
         let (t_send, reply) = self
             .unary("open_session", |mut stub, _| {
@@ -183,8 +187,9 @@ impl Client {
         } else {
             ttl_ms
         };
+        let handle = SessionHandle::from_wire(reply.session_id, &reply.session_secret)?;
         let core = SessionCore::new(
-            reply.session_id,
+            handle,
             name.to_string(),
             ttl_ms,
             false,
@@ -216,6 +221,8 @@ impl Client {
             metadata: options.metadata.clone().into(),
             ttl_ms,
             client_name: self.config().client_name.clone(),
+            session_secret: Default::default(),
+            request_id: new_request_id(),
         };
         let (t_send, reply) = self
             .acquire_raw(request, options.wait.unwrap_or_default())
@@ -233,8 +240,9 @@ impl Client {
         } else {
             ttl_ms
         };
+        let handle = SessionHandle::from_wire(session_id, &reply.session_secret)?;
         let core = SessionCore::new(
-            session_id,
+            handle,
             self.config().client_name.clone(),
             ttl_ms,
             true,
@@ -271,15 +279,20 @@ impl Client {
             .await
     }
 
-    /// Releases the lease of session `session_id` on `resource` (any
-    /// session, e.g. one printed by the CLI); returns its fencing token.
-    /// Prefer [`Session::release`] or [`Lease::release`] for sessions of
-    /// this client: they also update the local status.
-    pub async fn release(&self, session_id: u64, resource: &str) -> Result<u64, ClientError> {
+    /// Releases the lease of `session` on `resource` (any session whose
+    /// handle the caller has, e.g. one printed by the CLI); returns its
+    /// fencing token. Prefer [`Session::release`] or [`Lease::release`] for
+    /// sessions of this client: they also update the local status.
+    pub async fn release(
+        &self,
+        session: &SessionHandle,
+        resource: &str,
+    ) -> Result<u64, ClientError> {
         check_resource(resource)?;
         let request = pb::ReleaseRequest {
-            session_id,
+            session_id: session.id,
             resource: resource.to_string(),
+            session_secret: session.secret_bytes().into(),
         };
         self.unary("release", |mut stub, _| {
             let request = request.clone();
@@ -292,14 +305,21 @@ impl Client {
         .await
     }
 
-    /// Closes session `session_id` (any session); returns the resources it
-    /// released. Prefer [`Session::close`] for sessions of this client.
-    pub async fn close_session(&self, session_id: u64) -> Result<Vec<String>, ClientError> {
-        let request = pb::CloseSessionRequest { session_id };
-        self.unary("close_session", |mut stub, _| async move {
-            stub.close_session(request)
-                .await
-                .map(|r| r.into_inner().released)
+    /// Closes `session` (any session whose handle the caller has); returns
+    /// the resources it released. Prefer [`Session::close`] for sessions of
+    /// this client.
+    pub async fn close_session(&self, session: &SessionHandle) -> Result<Vec<String>, ClientError> {
+        let request = pb::CloseSessionRequest {
+            session_id: session.id,
+            session_secret: session.secret_bytes().into(),
+        };
+        self.unary("close_session", |mut stub, _| {
+            let request = request.clone();
+            async move {
+                stub.close_session(request)
+                    .await
+                    .map(|r| r.into_inner().released)
+            }
         })
         .await
     }
@@ -500,6 +520,12 @@ fn check_ttl(ttl: Duration) -> Result<u64, ClientError> {
         )));
     }
     Ok(ms)
+}
+
+/// A random id for a request a retry must not repeat the effect of.
+fn new_request_id() -> u64 {
+    // 0 means "none" on the wire.
+    rand::random::<u64>().max(1)
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ pub enum ClientError {
     /// `NOT_FOUND`.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A call named a session without its secret (or with a wrong one):
+    /// nothing changed. Sessions belong to the client that opened them.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The resource is held in a conflicting mode and the call did not wait,
     /// or a release named a lease the session does not hold. The message
     /// names the holder and its token. `FAILED_PRECONDITION`.
@@ -71,6 +75,7 @@ impl ClientError {
         match self {
             ClientError::InvalidArgument(_) | ClientError::Config(_) => Code::InvalidArgument,
             ClientError::NotFound(_) => Code::NotFound,
+            ClientError::PermissionDenied(_) => Code::PermissionDenied,
             ClientError::Conflict(_) => Code::FailedPrecondition,
             ClientError::WaitTimedOut(_) => Code::DeadlineExceeded,
             ClientError::LimitExceeded(_) => Code::ResourceExhausted,
@@ -94,6 +99,7 @@ impl ClientError {
         match self {
             ClientError::InvalidArgument(_) => "invalid_argument",
             ClientError::NotFound(_) => "not_found",
+            ClientError::PermissionDenied(_) => "permission_denied",
             ClientError::Conflict(_) => "conflict",
             ClientError::WaitTimedOut(_) => "wait_timed_out",
             ClientError::LimitExceeded(_) => "limit_exceeded",
@@ -115,6 +121,7 @@ impl From<Status> for ClientError {
         match status.code() {
             Code::InvalidArgument => ClientError::InvalidArgument(message),
             Code::NotFound => ClientError::NotFound(message),
+            Code::PermissionDenied => ClientError::PermissionDenied(message),
             Code::FailedPrecondition => ClientError::Conflict(message),
             Code::DeadlineExceeded => ClientError::WaitTimedOut(message),
             Code::ResourceExhausted => ClientError::LimitExceeded(message),
@@ -165,7 +172,7 @@ mod tests {
             (Code::ResourceExhausted, "limit_exceeded", false),
             (Code::OutOfRange, "out_of_range", false),
             (Code::Unavailable, "unavailable", true),
-            (Code::PermissionDenied, "rpc", false),
+            (Code::PermissionDenied, "permission_denied", false),
         ];
         for (code, kind, retryable) in cases {
             let e = ClientError::from(Status::new(code, "why"));

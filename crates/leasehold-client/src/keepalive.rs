@@ -180,10 +180,7 @@ async fn stream_once(
     }
     let t_send = Instant::now();
     fifo.sent(t_send);
-    if tx
-        .try_send(pb::KeepAliveRequest { session_ids: ids })
-        .is_err()
-    {
+    if tx.try_send(registry.request(ids)).is_err() {
         return StreamEnd::Broken { retry_now: false };
     }
     let opened = tokio::select! {
@@ -221,7 +218,7 @@ async fn stream_once(
                 interval = registry.renew_interval().unwrap_or(interval);
                 let t_send = Instant::now();
                 fifo.sent(t_send);
-                if tx.send(pb::KeepAliveRequest { session_ids: ids }).await.is_err() {
+                if tx.send(registry.request(ids)).await.is_err() {
                     return StreamEnd::Broken { retry_now: false };
                 }
                 next_send = t_send + interval;
@@ -318,8 +315,22 @@ mod tests {
         let registry = Registry::default();
         let clock = HolderClock::new(0, Duration::ZERO);
         let t_open = Instant::now();
-        let a = SessionCore::new(1, "a".into(), 1_000, false, clock, t_open);
-        let b = SessionCore::new(2, "b".into(), 1_000, false, clock, t_open);
+        let a = SessionCore::new(
+            crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
+            "a".into(),
+            1_000,
+            false,
+            clock,
+            t_open,
+        );
+        let b = SessionCore::new(
+            crate::SessionHandle::new(2, leasehold_core::SessionSecret([0; 16])),
+            "b".into(),
+            1_000,
+            false,
+            clock,
+            t_open,
+        );
         registry.add(Arc::clone(&a));
         registry.add(Arc::clone(&b));
         let lease = b.lease_granted("r");

@@ -20,6 +20,8 @@
 //! - [`watch`]: [`WatchStream`], lease events resumed after failures.
 //! - [`types`]: plain values ([`AcquireOptions`], [`ResourceState`],
 //!   [`NodeStatus`], [`WatchEvent`], …).
+//! - [`handle`]: [`SessionHandle`]: a session's id and owner secret as
+//!   one string.
 //! - [`error`]: [`ClientError`] with its gRPC [`code`](ClientError::code).
 //!
 //! # The holder deadline
@@ -58,6 +60,7 @@ pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod handle;
 mod keepalive;
 pub mod session;
 pub mod transport;
@@ -68,7 +71,8 @@ pub use client::Client;
 pub use config::ClientBuilder;
 pub use deadline::HolderClock;
 pub use error::ClientError;
-pub use leasehold_core::Mode;
+pub use handle::SessionHandle;
+pub use leasehold_core::{Mode, SessionSecret};
 pub use session::{Lease, LeaseStatus, LostReason, Session, SessionStatus};
 pub use types::{
     AcquireOptions, EventKind, LeaseInfo, ListPage, Member, NodeStatus, ResourceState, Serving,

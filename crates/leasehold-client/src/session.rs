@@ -101,6 +101,8 @@ struct Belief {
 pub(crate) struct SessionCore {
     /// The session id (the log index of the entry that opened it).
     pub(crate) id: u64,
+    /// What every call naming the session presents.
+    pub(crate) secret: leasehold_core::SessionSecret,
     /// The client name it was opened with.
     pub(crate) name: String,
     /// The TTL the service granted.
@@ -121,7 +123,7 @@ impl SessionCore {
     /// A session granted for `ttl_ms` by a reply to a request sent after
     /// `t_send`.
     pub(crate) fn new(
-        id: u64,
+        handle: crate::SessionHandle,
         name: String,
         ttl_ms: u64,
         private: bool,
@@ -130,7 +132,8 @@ impl SessionCore {
     ) -> Arc<Self> {
         let (status, _) = watch::channel(SessionStatus::Alive);
         Arc::new(SessionCore {
-            id,
+            id: handle.id,
+            secret: handle.secret,
             name,
             ttl_ms,
             private,
@@ -142,6 +145,11 @@ impl SessionCore {
             status,
             leases: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The id and secret.
+    pub(crate) fn handle(&self) -> crate::SessionHandle {
+        crate::SessionHandle::new(self.id, self.secret)
     }
 
     fn belief(&self) -> MutexGuard<'_, Belief> {
@@ -337,6 +345,26 @@ impl Registry {
     }
 
     /// Ids of every session kept alive, ascending.
+    /// A keepalive message renewing `ids`, each with its secret (a
+    /// session removed meanwhile goes with an empty secret: the service
+    /// answers it as not alive).
+    pub(crate) fn request(&self, ids: Vec<u64>) -> pb::KeepAliveRequest {
+        let sessions = self.sessions();
+        let session_secrets = ids
+            .iter()
+            .map(|id| {
+                sessions
+                    .get(id)
+                    .map(|c| c.secret.as_bytes().to_vec().into())
+                    .unwrap_or_default()
+            })
+            .collect();
+        pb::KeepAliveRequest {
+            session_ids: ids,
+            session_secrets,
+        }
+    }
+
     pub(crate) fn ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.sessions().keys().copied().collect();
         ids.sort_unstable();
@@ -390,8 +418,7 @@ impl SessionOwner {
 
     /// Closes the session on the service.
     async fn close(&self) -> Result<Vec<String>, ClientError> {
-        let id = self.core.id;
-        let r = self.client.close_session(id).await;
+        let r = self.client.close_session(&self.core.handle()).await;
         match &r {
             Err(ClientError::NotFound(_)) => self.end(LostReason::SessionGone),
             _ => self.end(LostReason::Closed),
@@ -401,7 +428,7 @@ impl SessionOwner {
 
     /// Releases `resource` on the service and ends that lease locally.
     async fn release(&self, resource: &str) -> Result<u64, ClientError> {
-        let r = self.client.release(self.core.id, resource).await;
+        let r = self.client.release(&self.core.handle(), resource).await;
         match &r {
             Ok(_) | Err(ClientError::Conflict(_)) => {
                 self.core.lease_ended(resource, LostReason::Released)
@@ -431,9 +458,10 @@ impl Drop for SessionOwner {
         // Best effort: only if a runtime is still there to run it.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let client = self.client.clone();
-            let id = self.core.id;
+            let session = self.core.handle();
+            let id = session.id;
             handle.spawn(async move {
-                if let Err(e) = client.close_session(id).await {
+                if let Err(e) = client.close_session(&session).await {
                     tracing::debug!(session = id, error = %e, "close on drop failed");
                 }
             });
@@ -486,6 +514,12 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> u64 {
         self.owner.core.id
+    }
+
+    /// The session's id and owner secret, printable as one string: whoever
+    /// has it can release or close this session (treat it as a password).
+    pub fn handle(&self) -> crate::SessionHandle {
+        self.owner.core.handle()
     }
 
     /// The client name it was opened with.
@@ -563,6 +597,8 @@ impl Session {
             metadata: options.metadata.clone().into(),
             ttl_ms: 0,
             client_name: String::new(),
+            session_secret: core.secret.as_bytes().to_vec().into(),
+            request_id: 0,
         };
         let (t_send, reply) = match self
             .owner
@@ -792,7 +828,7 @@ mod tests {
 
     fn core(ttl_ms: u64) -> Arc<SessionCore> {
         SessionCore::new(
-            7,
+            crate::SessionHandle::new(7, leasehold_core::SessionSecret([0; 16])),
             "t".into(),
             ttl_ms,
             false,
@@ -836,7 +872,7 @@ mod tests {
     #[test]
     fn a_renewal_after_the_deadline_does_not_extend() {
         let c = SessionCore::new(
-            1,
+            crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
             "t".into(),
             10,
             false,
@@ -887,7 +923,7 @@ mod tests {
         assert_eq!(r.renew_interval(), None);
         r.add(core(9_000));
         r.add(SessionCore::new(
-            3,
+            crate::SessionHandle::new(3, leasehold_core::SessionSecret([0; 16])),
             "u".into(),
             3_000,
             false,

@@ -144,7 +144,7 @@ async fn session_closed_elsewhere_is_lost() -> anyhow::Result<()> {
     let session = client.open_session("x", Duration::from_secs(2)).await?;
     let lease = session.acquire("gone", AcquireOptions::default()).await?;
     let other = Client::connect(cluster.api_endpoints()).await?;
-    other.close_session(session.id()).await?;
+    other.close_session(&session.handle()).await?;
     let status = tokio::time::timeout(WAIT, lease.lost()).await?;
     assert_eq!(
         status,

@@ -445,7 +445,7 @@ mod tests {
             "deadlines are spread: {}",
             distinct.len()
         );
-        assert!(grace >= 10_500 && grace <= 13_000);
+        assert!((10_500..=13_000).contains(&grace));
         assert!(matches!(l.serving(100), Serving::FailoverGrace { .. }));
         assert_eq!(l.serving(100 + grace), Serving::WaitingForQuorum);
     }

@@ -55,12 +55,17 @@ fn open_session(name: &str) -> Command {
     Command::OpenSession {
         client_name: name.to_string(),
         ttl_ms: 10_000,
+        secret: leasehold_core::SessionSecret([2; 16]),
+        request_id: 0,
     }
 }
 
 fn acquire(session: u64, resource: &str, mode: Mode) -> Command {
     Command::Acquire(Acquire {
-        session: SessionTarget::Existing(session),
+        session: SessionTarget::Existing(leasehold_core::SessionRef {
+            id: session,
+            secret: leasehold_core::SessionSecret([2; 16]),
+        }),
         resource: resource.to_string(),
         mode,
         wait: true,
@@ -91,12 +96,24 @@ fn workload(term: u64) -> Vec<Entry> {
             term,
             9,
             Command::Release {
-                session: 3,
+                session: leasehold_core::SessionRef {
+                    id: 3,
+                    secret: leasehold_core::SessionSecret([2; 16]),
+                },
                 resource: "db/primary".to_string(),
             },
         ),
         command(term, 10, open_session("gamma")),
-        command(term, 11, Command::CloseSession { session: 10 }),
+        command(
+            term,
+            11,
+            Command::CloseSession {
+                session: leasehold_core::SessionRef {
+                    id: 10,
+                    secret: leasehold_core::SessionSecret([2; 16]),
+                },
+            },
+        ),
         command(
             term,
             12,

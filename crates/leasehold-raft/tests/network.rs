@@ -309,6 +309,8 @@ fn big_entries(count: u64, name_bytes: usize) -> Vec<Entry> {
             payload: EntryPayload::Normal(Command::OpenSession {
                 client_name: "n".repeat(name_bytes),
                 ttl_ms: 10_000,
+                secret: leasehold_core::SessionSecret([2; 16]),
+                request_id: 0,
             }),
         })
         .collect()
@@ -443,6 +445,8 @@ fn big_lease_state() -> Vec<u8> {
             &Command::OpenSession {
                 client_name: format!("client-{index:08}-{}", "x".repeat(84)),
                 ttl_ms: 10_000,
+                secret: leasehold_core::SessionSecret([2; 16]),
+                request_id: 0,
             },
         );
         assert!(
@@ -555,6 +559,8 @@ async fn two_nodes_replicate_and_ship_a_snapshot_over_the_transport() {
             .client_write(Command::OpenSession {
                 client_name: format!("holder-{s}"),
                 ttl_ms: 10_000,
+                secret: leasehold_core::SessionSecret([2; 16]),
+                request_id: 0,
             })
             .await
             .expect("open session");
@@ -573,7 +579,10 @@ async fn two_nodes_replicate_and_ship_a_snapshot_over_the_transport() {
             for i in (w..leases).step_by(writers) {
                 let written = raft
                     .client_write(Command::Acquire(Acquire {
-                        session: SessionTarget::Existing(sessions[i % sessions.len()]),
+                        session: SessionTarget::Existing(leasehold_core::SessionRef {
+                            id: sessions[i % sessions.len()],
+                            secret: leasehold_core::SessionSecret([2; 16]),
+                        }),
                         resource: format!("{i:08}{}", "r".repeat(492)),
                         mode: Mode::Exclusive,
                         wait: false,
@@ -660,6 +669,8 @@ async fn two_nodes_replicate_and_ship_a_snapshot_over_the_transport() {
         .client_write(Command::OpenSession {
             client_name: "after-snapshot".to_string(),
             ttl_ms: 10_000,
+            secret: leasehold_core::SessionSecret([2; 16]),
+            request_id: 0,
         })
         .await
         .expect("write after promotion");

@@ -107,6 +107,8 @@ mod tests {
                 payload: EntryPayload::Normal(leasehold_core::Command::OpenSession {
                     client_name: "worker-7".to_string(),
                     ttl_ms: 10_000,
+                    secret: leasehold_core::SessionSecret([2; 16]),
+                    request_id: 0,
                 }),
             },
             Entry {

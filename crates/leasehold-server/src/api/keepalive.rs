@@ -63,7 +63,10 @@ pub(super) fn serve(
 impl LeaseApi {
     /// Answers one keepalive message: every session renewed (or reported
     /// not alive), or an error that ends the stream and renews nothing.
-    fn keepalive_reply(&self, msg: &pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, ApiError> {
+    fn keepalive_reply(
+        &self,
+        msg: &pb::KeepAliveRequest,
+    ) -> Result<pb::KeepAliveResponse, ApiError> {
         let ids = &msg.session_ids;
         if ids.len() > KEEPALIVE_SESSIONS_MAX {
             return Err(ApiError::invalid(
