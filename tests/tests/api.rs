@@ -860,3 +860,133 @@ async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
     assert!(g.state.expect("state").holders.is_empty());
     c.shutdown().await
 }
+
+/// Every call naming a session must present its secret: a client that
+/// knows only the (sequential) id, or forges a secret, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_belong_to_their_owner() -> anyhow::Result<()> {
+    let c = start().await?;
+    let leader = c.serving_leader().await?;
+    let ep = follower_endpoint(&c, leader)?;
+    let owner = open(&ep, "owner", LONG_TTL_MS).await?;
+    let mut api = client(&ep).await?;
+    let lease = api
+        .acquire(acquire_req(owner, "own/r", false, 0))
+        .await?
+        .into_inner();
+    assert_eq!(lease.session_secret.as_ref(), &owner.secret[..]);
+    let before = api.status(pb::StatusRequest {}).await?.into_inner();
+    let thieves = [
+        Sess::from(owner.id),
+        Sess {
+            id: owner.id,
+            secret: [0xee; 16],
+        },
+    ];
+    for thief in thieves {
+        let e = api
+            .release(pb::ReleaseRequest {
+                session_id: thief.id,
+                session_secret: thief.secret(),
+                resource: "own/r".into(),
+            })
+            .await
+            .expect_err("release by a stranger");
+        assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+        assert!(
+            e.message().contains(&owner.id.to_string()),
+            "{}",
+            e.message()
+        );
+        let e = api
+            .close_session(pb::CloseSessionRequest {
+                session_id: thief.id,
+                session_secret: thief.secret(),
+            })
+            .await
+            .expect_err("close by a stranger");
+        assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+        let e = api
+            .acquire(acquire_req(thief, "own/other", false, 0))
+            .await
+            .expect_err("acquire in a stranger's session");
+        assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+        // A keepalive naming it ends with PERMISSION_DENIED and renews nothing.
+        let leader_ep = c.api_endpoint(leader)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(keepalive_req(&[thief])).await?;
+        let mut stream = client(&leader_ep)
+            .await?
+            .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let e = stream.message().await.expect_err("a stranger's keepalive");
+        assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    }
+    // Nothing changed: the owner still holds, and can release.
+    let after = api.status(pb::StatusRequest {}).await?.into_inner();
+    assert_eq!(
+        (after.sessions, after.resources),
+        (before.sessions, before.resources)
+    );
+    let g = api
+        .get(pb::GetRequest {
+            resource: "own/r".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(g.state.expect("state").holders[0].session_id, owner.id);
+    api.release(pb::ReleaseRequest {
+        session_id: owner.id,
+        session_secret: owner.secret(),
+        resource: "own/r".into(),
+    })
+    .await?;
+    drop(lease);
+    c.shutdown().await
+}
+
+/// A retried OpenSession or one-call Acquire (same request id, as after an
+/// unknown outcome) finds what the first attempt made; a one-call wait
+/// longer than its TTL is refused rather than left to expire under itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_with_a_request_id_are_idempotent() -> anyhow::Result<()> {
+    let c = start().await?;
+    let ep = c.api_endpoint(c.serving_leader().await?)?;
+    let mut api = client(&ep).await?;
+    let open_req = pb::OpenSessionRequest {
+        client_name: "retry".into(),
+        ttl_ms: LONG_TTL_MS,
+        request_id: 0x5eed,
+    };
+    let first = api.open_session(open_req.clone()).await?.into_inner();
+    let again = api.open_session(open_req).await?.into_inner();
+    assert_eq!(first.session_id, again.session_id);
+    assert_eq!(first.session_secret, again.session_secret);
+    let sessions = api
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner()
+        .sessions;
+
+    let mut one_call = acquire_req(0, "retry/job", false, 0);
+    one_call.ttl_ms = LONG_TTL_MS;
+    one_call.client_name = "one-call".into();
+    one_call.request_id = 0xbeef;
+    let a = api.acquire(one_call.clone()).await?.into_inner();
+    let b = api.acquire(one_call.clone()).await?.into_inner();
+    assert_eq!(a.session_id, b.session_id, "no orphan private session");
+    assert_eq!(
+        a.lease.as_ref().map(|l| l.fencing_token),
+        b.lease.as_ref().map(|l| l.fencing_token)
+    );
+    let st = api.status(pb::StatusRequest {}).await?.into_inner();
+    assert_eq!(st.sessions, sessions + 1);
+
+    let mut long_wait = acquire_req(0, "retry/wait", false, TTL_MS + 1);
+    long_wait.ttl_ms = TTL_MS;
+    let e = api.acquire(long_wait).await.expect_err("wait > ttl");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("wait_timeout_ms"), "{}", e.message());
+    c.shutdown().await
+}

@@ -269,7 +269,7 @@ async fn unknown_format_version_is_refused() -> anyhow::Result<()> {
     };
     ensure!(
         message.contains("unsupported on-disk format version 99")
-            && message.contains("reads version 1"),
+            && message.contains(&format!("reads version {STORE_FORMAT_VERSION}")),
         "unclear message: {message}"
     );
     Ok(())

@@ -290,6 +290,11 @@ impl Node {
         self.isolation.set(isolated);
     }
 
+    /// Whether [`Node::isolate`] cut this node off.
+    pub fn is_isolated(&self) -> bool {
+        self.isolation.is_on()
+    }
+
     /// **Test only**: jumps the clock of this node's lease decisions
     /// forward by `ms` (a stalled VM, a clock bug).
     pub fn unsafe_test_clock_jump(&self, ms: u64) {

@@ -4,7 +4,7 @@ use leasehold_core::machine::validate_client_name;
 use leasehold_core::{Command, Response as CoreResponse, SessionRef, SessionSecret};
 use leasehold_proto::v1 as pb;
 
-use super::error::{secret_from_proto, ApiError};
+use super::error::ApiError;
 use super::service::LeaseApi;
 
 impl LeaseApi {
@@ -51,14 +51,10 @@ impl LeaseApi {
     /// A session named by a client with its secret, checked against the
     /// applied state before anything is proposed (apply checks again).
     pub(super) fn owned_session(&self, id: u64, secret: &[u8]) -> Result<SessionRef, ApiError> {
-        let secret = secret_from_proto(id, secret)?;
-        match self
-            .state
-            .read(|s| s.session(id).map(|x| x.secret.matches(secret.as_bytes())))
-        {
+        match self.state.read(|s| s.session(id).map(|x| x.secret)) {
             None => Err(ApiError::SessionNotFound(id)),
-            Some(false) => Err(ApiError::PermissionDenied(id)),
-            Some(true) => Ok(SessionRef { id, secret }),
+            Some(stored) if !stored.matches(secret) => Err(ApiError::PermissionDenied(id)),
+            Some(stored) => Ok(SessionRef { id, secret: stored }),
         }
     }
 }
