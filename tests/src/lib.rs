@@ -268,7 +268,18 @@ impl TestCluster {
 
     /// Restarts a stopped node on its data directory and address.
     pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let config = self.config(id)?;
+        self.restart_with(id, |_| {}).await
+    }
+
+    /// Restarts a stopped node on its data with its configuration changed
+    /// by `change` (e.g. other Raft timing).
+    pub async fn restart_with(
+        &mut self,
+        id: NodeId,
+        change: impl FnOnce(&mut NodeConfig),
+    ) -> anyhow::Result<()> {
+        let mut config = self.config(id)?;
+        change(&mut config);
         let addr = config.raft_listen;
         let api_addr = config.api_listen;
         // The old socket may linger briefly after shutdown; retry the bind.

@@ -666,6 +666,7 @@ async fn ttl_bounds_are_replicated_configuration() -> anyhow::Result<()> {
             ttl_ms_max: max,
             drift_ppm: 20_000,
             grace_margin_ms: 250,
+            vote_window_ms: 0,
         }),
     };
     // Below 2 × election timeout (2 × 600 ms): refused, naming the field.
@@ -710,6 +711,8 @@ async fn ttl_bounds_are_replicated_configuration() -> anyhow::Result<()> {
             (got.ttl_ms_max, got.drift_ppm, got.grace_margin_ms),
             (60_000, 20_000, 250)
         );
+        // 0 kept the cluster-wide vote window the first leader set.
+        assert_eq!(got.vote_window_ms, 600);
         let _ = st;
     }
     let e = api

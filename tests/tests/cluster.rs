@@ -441,3 +441,78 @@ async fn a_serving_leader_refuses_votes() -> anyhow::Result<()> {
     assert!(node.serving().may_serve(), "the leader kept serving");
     c.shutdown().await
 }
+
+/// The vote window leader leases are computed from is cluster-wide: the
+/// first leader replicates its own, and a node restarted with a shorter
+/// one (it would grant votes while another leader's lease still runs)
+/// refuses every vote, never leads, and says why in Status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_shorter_vote_window_refuses_to_vote_and_lead() -> anyhow::Result<()> {
+    use leasehold_proto::v1 as pb;
+    use leasehold_raft::network::{PeerNetwork, PeerNetworkConfig};
+    use leasehold_tests::grpc::client;
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::VoteRequest;
+
+    let mut c = TestCluster::start(ClusterOptions::default()).await?;
+    // The first leader set W = its election_timeout_ms_max (600 ms).
+    for id in c.ids() {
+        wait_until("the cluster's vote window", WAIT, || async {
+            c.node(id)
+                .ok()?
+                .read(|s| s.config().vote_window_ms == 600)
+                .then_some(())
+        })
+        .await?;
+    }
+    let leader = c.leader().await?;
+    let short = c.other_than(leader)?;
+    c.stop(short).await?;
+    c.restart_with(short, |config| {
+        config.timing.election_timeout_ms_min = 150;
+        config.timing.election_timeout_ms_max = 300;
+    })
+    .await?;
+    let status = client(&c.api_endpoint(short)?)
+        .await?
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner();
+    assert!(
+        status.config_error.contains("300 ms") && status.config_error.contains("600 ms"),
+        "{:?}",
+        status.config_error
+    );
+    // Once its start-up refusal is over, it still refuses: naming the window.
+    let node = c.node(short)?;
+    let target = node.config().me().expect("member").node.clone();
+    let mut net = PeerNetwork::new(99, PeerNetworkConfig::default());
+    let mut peer = net.new_client(short, &target).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = node.raft().metrics().borrow().clone();
+        let ask = VoteRequest::new(openraft::Vote::new(m.current_term + 5, 99), m.last_applied);
+        match peer
+            .vote(ask, RPCOption::new(std::time::Duration::from_secs(1)))
+            .await
+        {
+            Err(openraft::error::RPCError::Unreachable(e))
+                if e.to_string().contains("vote window") =>
+            {
+                break
+            }
+            Err(openraft::error::RPCError::Unreachable(_)) => {}
+            other => panic!("a node with a short vote window answered a vote: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused for its window"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The cluster goes on without its vote; it never serves as leader.
+    let (index, _) = c.propose(open("after")).await?;
+    c.wait_all_applied(index).await?;
+    assert!(!c.node(short)?.serving().may_serve());
+    c.shutdown().await
+}

@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{DRIFT_PPM_MAX, GRACE_MARGIN_MS_MAX, TTL_MS_CEILING, TTL_MS_FLOOR};
+use crate::limits::{
+    DRIFT_PPM_MAX, GRACE_MARGIN_MS_MAX, TTL_MS_CEILING, TTL_MS_FLOOR, VOTE_WINDOW_MS_MAX,
+};
 use crate::rejection::Rejection;
 
-/// Bounds and margins every node applies identically.
-///
-/// The server additionally requires `ttl_ms_min >= 2 × election timeout`
-/// before proposing a change (the core does not know Raft timing).
+/// Bounds and margins every node applies identically, and the one timing
+/// of Raft that lease safety depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseConfig {
     /// Shortest TTL a session may ask for.
@@ -20,6 +20,13 @@ pub struct LeaseConfig {
     pub drift_ppm: u32,
     /// Margin g added to every session deadline refreshed at leader takeover.
     pub grace_margin_ms: u64,
+    /// `W`, the cluster-wide vote-refusal window: every leader computes its
+    /// leader lease from it, and every node must refuse votes for at least
+    /// this long after hearing from a leader, so each node's own
+    /// `election_timeout_ms_max` must be at least this (a node with less
+    /// refuses to vote or lead). 0: not set yet (the first leader sets it
+    /// from its own flag). `ttl_ms_min` must be at least `2 W`.
+    pub vote_window_ms: u64,
 }
 
 impl Default for LeaseConfig {
@@ -29,6 +36,7 @@ impl Default for LeaseConfig {
             ttl_ms_max: 300_000,
             drift_ppm: 10_000,
             grace_margin_ms: 500,
+            vote_window_ms: 0,
         }
     }
 }
@@ -58,6 +66,23 @@ impl LeaseConfig {
             return Err(Rejection::invalid(
                 "drift_ppm",
                 format!("must be at most {DRIFT_PPM_MAX} ppm"),
+            ));
+        }
+        if self.vote_window_ms > VOTE_WINDOW_MS_MAX {
+            return Err(Rejection::invalid(
+                "vote_window_ms",
+                format!("must be at most {VOTE_WINDOW_MS_MAX} ms"),
+            ));
+        }
+        if self.ttl_ms_min < self.vote_window_ms.saturating_mul(2) {
+            return Err(Rejection::invalid(
+                "ttl_ms_min",
+                format!(
+                    "{} ms is below 2 × the cluster's vote window ({} ms): sessions would \
+                     expire during elections",
+                    self.ttl_ms_min,
+                    self.vote_window_ms.saturating_mul(2)
+                ),
             ));
         }
         if self.grace_margin_ms > GRACE_MARGIN_MS_MAX {

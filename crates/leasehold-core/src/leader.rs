@@ -85,8 +85,12 @@ struct Tracked {
 /// The leader's in-memory rules. Pure: no clock, no I/O.
 #[derive(Debug, Clone)]
 pub struct LeaderState {
-    /// `W`: how long followers refuse to vote after hearing from a leader.
-    vote_window_ms: u64,
+    /// This node's own vote-refusal window (its `election_timeout_ms_max`):
+    /// how long its Raft refuses votes after hearing from a leader.
+    local_window_ms: u64,
+    /// `W`, the cluster-wide window from the replicated configuration (0:
+    /// not set yet, then the local one is used).
+    cluster_window_ms: u64,
     /// Scheduling margin subtracted from the leader lease.
     margin_ms: u64,
     /// ρ from the replicated configuration.
@@ -111,11 +115,13 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
-    /// A node that does not lead yet. `vote_window_ms` is `W`, `margin_ms`
-    /// the scheduling margin of the leader lease.
-    pub fn new(vote_window_ms: u64, margin_ms: u64, config: &LeaseConfig) -> Self {
+    /// A node that does not lead yet. `local_window_ms` is this node's own
+    /// vote-refusal window, `margin_ms` the scheduling margin of the leader
+    /// lease.
+    pub fn new(local_window_ms: u64, margin_ms: u64, config: &LeaseConfig) -> Self {
         LeaderState {
-            vote_window_ms,
+            local_window_ms,
+            cluster_window_ms: config.vote_window_ms,
             margin_ms,
             drift_ppm: config.drift_ppm,
             grace_margin_ms: config.grace_margin_ms,
@@ -128,26 +134,39 @@ impl LeaderState {
         }
     }
 
-    /// Adopts a newly applied configuration (ρ and g).
+    /// Adopts a newly applied configuration (ρ, g and the cluster's `W`).
+    /// A node whose own window is shorter than the cluster's stops leading
+    /// at once (see [`LeaderState::window_mismatch`]).
     pub fn set_config(&mut self, config: &LeaseConfig) {
         self.drift_ppm = config.drift_ppm;
         self.grace_margin_ms = config.grace_margin_ms;
+        self.cluster_window_ms = config.vote_window_ms;
+        if self.window_mismatch().is_some() {
+            self.step_down();
+        }
     }
 
-    /// Adopts the cluster-wide vote window `W`. A shorter window shortens
-    /// the lease at once; the vote gate keeps what it promised.
-    pub fn set_vote_window_ms(&mut self, vote_window_ms: u64) {
-        self.vote_window_ms = vote_window_ms;
-    }
-
-    /// The vote window `W` in use.
+    /// The vote window `W` leases are computed from: the cluster's, or
+    /// this node's own while the cluster has none yet.
     pub fn vote_window_ms(&self) -> u64 {
-        self.vote_window_ms
+        if self.cluster_window_ms == 0 {
+            self.local_window_ms
+        } else {
+            self.cluster_window_ms
+        }
+    }
+
+    /// `Some((local, cluster))` when this node refuses votes for less than
+    /// the cluster's `W`: it could help elect a leader while another's
+    /// lease still runs. Such a node refuses every vote and never leads.
+    pub fn window_mismatch(&self) -> Option<(u64, u64)> {
+        (self.cluster_window_ms != 0 && self.local_window_ms < self.cluster_window_ms)
+            .then_some((self.local_window_ms, self.cluster_window_ms))
     }
 
     /// How long after `A` the leader may serve: `W (1 − ρ) / (1 + ρ) − m`.
     pub fn lease_validity_ms(&self) -> u64 {
-        leader_lease_validity_ms(self.vote_window_ms, self.drift_ppm, self.margin_ms)
+        leader_lease_validity_ms(self.vote_window_ms(), self.drift_ppm, self.margin_ms)
     }
 
     /// The term this node took over in, if it leads.
@@ -175,7 +194,7 @@ impl LeaderState {
     /// Whether this node must refuse a vote request at `now_ms`: while any
     /// leader lease it held may still be running, whatever its Raft role.
     pub fn refuses_votes(&self, now_ms: u64) -> bool {
-        now_ms < self.votes_refused_until_ms
+        now_ms < self.votes_refused_until_ms || self.window_mismatch().is_some()
     }
 
     /// Takes over in `term` after a quorum confirmed the round started at
@@ -184,14 +203,18 @@ impl LeaderState {
     /// that apply takes, so none is missed). Every deadline becomes
     /// `now + TTL + grace + spread(id)`, which covers every promise an
     /// earlier leader made (its renewals all happened before now).
-    /// Returns the failover grace in ms.
+    /// Returns the failover grace in ms, or `None` when this node may not
+    /// lead ([`LeaderState::window_mismatch`]).
     pub fn takeover(
         &mut self,
         term: u64,
         asked_at_ms: u64,
         now_ms: u64,
         sessions: impl IntoIterator<Item = (SessionId, u64, SessionSecret)>,
-    ) -> u64 {
+    ) -> Option<u64> {
+        if self.window_mismatch().is_some() {
+            return None;
+        }
         self.sessions.clear();
         self.queue.clear();
         self.term = Some(term);
@@ -207,7 +230,7 @@ impl LeaderState {
         }
         self.grace_until_ms = last;
         self.confirmed(term, asked_at_ms);
-        last - now_ms
+        Some(last - now_ms)
     }
 
     /// A quorum confirmed, in `term`, the round started at `asked_at_ms`:
@@ -386,7 +409,7 @@ mod tests {
 
     fn leading(now_ms: u64) -> LeaderState {
         let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
-        l.takeover(1, now_ms, now_ms, []);
+        l.takeover(1, now_ms, now_ms, []).expect("may lead");
         l
     }
 
@@ -432,7 +455,7 @@ mod tests {
     fn takeover_covers_ttl_plus_grace_and_spreads() {
         let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
         let sessions: Vec<_> = (1..=1_000).map(|id| (id, 10_000, S)).collect();
-        let grace = l.takeover(3, 90, 100, sessions.clone());
+        let grace = l.takeover(3, 90, 100, sessions.clone()).expect("may lead");
         let mut distinct = BTreeSet::new();
         for (id, ttl, _) in sessions {
             let d = l.deadline_ms(id).expect("tracked");
@@ -462,5 +485,30 @@ mod tests {
             "still within the lease it held"
         );
         assert!(!l.refuses_votes(1_000 + validity));
+    }
+
+    #[test]
+    fn a_node_with_a_shorter_window_than_the_cluster_never_votes_or_leads() {
+        let mut config = LeaseConfig {
+            vote_window_ms: 600,
+            ..LeaseConfig::default()
+        };
+        let mut short = LeaderState::new(300, 10, &config);
+        assert_eq!(short.window_mismatch(), Some((300, 600)));
+        assert!(short.refuses_votes(0) && short.refuses_votes(u64::MAX - 1));
+        assert_eq!(short.takeover(1, 0, 0, []), None);
+        assert_eq!(short.serving(0), Serving::NotLeading);
+        // A leader whose window the cluster raises past its own steps down.
+        let mut l = leading(0);
+        assert!(l.serving(1).may_serve());
+        config.vote_window_ms = 900;
+        l.set_config(&config);
+        assert_eq!(l.serving(1), Serving::NotLeading);
+        assert!(l.refuses_votes(10_000));
+        // Lowered back: the lease is computed from the cluster's window.
+        config.vote_window_ms = 400;
+        l.set_config(&config);
+        assert_eq!(l.window_mismatch(), None);
+        assert_eq!(l.vote_window_ms(), 400);
     }
 }

@@ -25,3 +25,5 @@ pub const TTL_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
 pub const DRIFT_PPM_MAX: u32 = 100_000;
 /// Largest failover grace margin added on top of a TTL (one minute).
 pub const GRACE_MARGIN_MS_MAX: u64 = 60_000;
+/// Longest cluster-wide vote window `W` (the election timeout's maximum).
+pub const VOTE_WINDOW_MS_MAX: u64 = 60_000;

@@ -216,7 +216,7 @@ proptest! {
                     term += 1;
                     let asked = now.saturating_sub(5);
                     let sessions: Vec<_> = naive.applied.iter().map(|(id, ttl)| (*id, *ttl, secret_of(*id))).collect();
-                    real.takeover(term, asked, now, sessions);
+                    real.takeover(term, asked, now, sessions).expect("may lead");
                     naive.term = Some(term);
                     naive.acked = Some(asked);
                     naive.deadlines = naive

@@ -155,14 +155,18 @@ impl Lessor {
         if !state.observe(Arc::clone(&cell) as Arc<dyn ApplyObserver>) {
             tracing::error!(node_id, "the state machine already has an observer");
         }
-        Arc::new(Lessor {
+        let lessor = Arc::new(Lessor {
             node_id,
             raft,
             state,
             timing,
             cell,
             metrics,
-        })
+        });
+        if let Some(error) = lessor.config_error() {
+            tracing::error!(node_id, %error, "misconfigured vote window");
+        }
+        lessor
     }
 
     /// This node's Raft role as (is leader, vote), read without copying the
@@ -193,11 +197,31 @@ impl Lessor {
         }
     }
 
+    /// Why this node refuses to vote and lead, if it does: its own vote
+    /// window is shorter than the cluster's.
+    pub fn config_error(&self) -> Option<String> {
+        let (local, cluster) = self.cell.rules().window_mismatch()?;
+        Some(format!(
+            "this node's election_timeout_ms_max ({local} ms) is below the cluster's vote window \
+             ({cluster} ms): it refuses to vote and to lead; restart it with at least {cluster} ms"
+        ))
+    }
+
     /// Whether this node must refuse vote requests now: while any leader
-    /// lease it held may still run. Reads no Raft metrics.
+    /// lease it held may still run, or always when its own vote window is
+    /// shorter than the cluster's. Reads no Raft metrics.
     pub fn refuses_votes(&self) -> bool {
         let now_ms = self.cell.now_ms();
         self.cell.rules().refuses_votes(now_ms)
+    }
+
+    /// Why this node refuses vote requests now, if it does (the vote gate).
+    pub fn vote_refusal(&self) -> Option<String> {
+        if let Some(error) = self.config_error() {
+            return Some(error);
+        }
+        self.refuses_votes()
+            .then(|| "this node leads, or led, under a leader lease that may still run".to_string())
     }
 
     /// Renews sessions (id, presented secret) for a keepalive received now.
@@ -297,7 +321,7 @@ impl Lessor {
         // confirmation waited for this term's first entry). The sessions
         // are read under the state lock, so no apply slips between the
         // read and the rules taking them over.
-        let (sessions, grace_ms) = self.state.read(|s: &LeaseState| {
+        let (sessions, grace_ms, config) = self.state.read(|s: &LeaseState| {
             let now_ms = self.cell.now_ms();
             let mut rules = self.cell.rules();
             rules.set_config(s.config());
@@ -307,8 +331,17 @@ impl Lessor {
                 now_ms,
                 s.sessions().map(|x| (x.id, x.ttl_ms, x.secret)),
             );
-            (s.session_count(), grace_ms)
+            (s.session_count(), grace_ms, *s.config())
         });
+        let Some(grace_ms) = grace_ms else {
+            if let Some(error) = self.config_error() {
+                tracing::error!(node_id = self.node_id, term, %error, "refusing to lead");
+            }
+            return;
+        };
+        if config.vote_window_ms == 0 {
+            self.set_cluster_vote_window(config);
+        }
         self.metrics.takeover();
         tracing::info!(
             node_id = self.node_id,
@@ -317,6 +350,33 @@ impl Lessor {
             grace_ms,
             "took over as leader"
         );
+    }
+
+    /// The first leader of a cluster (or of one upgraded from a version
+    /// without it) replicates its own vote window as the cluster's `W`.
+    fn set_cluster_vote_window(&self, config: leasehold_core::LeaseConfig) {
+        let raft = self.raft.clone();
+        let node_id = self.node_id;
+        let w = self.timing.election_timeout_ms_max;
+        // Sessions must outlive an election: the TTL floor follows W.
+        let ttl_ms_min = config.ttl_ms_min.max(w.saturating_mul(2));
+        let config = leasehold_core::LeaseConfig {
+            vote_window_ms: w,
+            ttl_ms_min,
+            ttl_ms_max: config.ttl_ms_max.max(ttl_ms_min),
+            ..config
+        };
+        tokio::spawn(async move {
+            match raft.client_write(Command::SetConfig(config)).await {
+                Ok(r) => tracing::info!(
+                    node_id,
+                    vote_window_ms = config.vote_window_ms,
+                    answer = ?r.data,
+                    "set the cluster's vote window"
+                ),
+                Err(e) => tracing::warn!(node_id, %e, "could not set the cluster's vote window"),
+            }
+        });
     }
 
     /// Proposes one batch of expiries for sessions whose deadline passed.

@@ -151,7 +151,7 @@ impl Node {
             Arc::clone(&clock),
         );
         let gate_lessor = Arc::clone(&lessor);
-        let vote_gate: VoteGate = Arc::new(move || gate_lessor.refuses_votes());
+        let vote_gate: VoteGate = Arc::new(move || gate_lessor.vote_refusal());
         let service = PeerService::new(raft.clone())
             .with_isolation(isolation.clone())
             .refuse_votes_while(vote_gate)

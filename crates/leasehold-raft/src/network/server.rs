@@ -38,14 +38,15 @@ pub struct PeerService {
     votes_refused_until: Option<tokio::time::Instant>,
     /// Fault injection: while on, every RPC is refused as unavailable.
     isolation: super::Isolation,
-    /// Refuses votes while it answers true: a leader serving under its
+    /// Refuses votes while it answers a reason: a leader serving under its
     /// leader lease must not help elect another (openraft lets a leader
     /// grant a vote, since it does not refresh its own vote time).
     vote_gate: Option<VoteGate>,
 }
 
-/// A predicate that, while true, makes this node refuse every vote request.
-pub type VoteGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+/// While it answers a reason, this node refuses every vote request (the
+/// candidate sees the reason).
+pub type VoteGate = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl fmt::Debug for PeerService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,7 +72,7 @@ impl PeerService {
         self
     }
 
-    /// Refuses vote requests while `gate` answers true.
+    /// Refuses vote requests while `gate` answers a reason.
     pub fn refuse_votes_while(mut self, gate: VoteGate) -> Self {
         self.vote_gate = Some(gate);
         self
@@ -193,11 +194,9 @@ impl RaftPeer for PeerService {
                 )));
             }
         }
-        if self.vote_gate.as_ref().is_some_and(|gate| gate()) {
-            tracing::info!("refusing a vote request: serving under a valid leader lease");
-            return Err(Status::unavailable(
-                "this node leads under a valid leader lease; refusing votes",
-            ));
+        if let Some(why) = self.vote_gate.as_ref().and_then(|gate| gate()) {
+            tracing::info!(%why, "refusing a vote request");
+            return Err(Status::unavailable(format!("{why}; refusing votes")));
         }
         let rpc: VoteRpc = decode_request("vote request", request)?;
         let reply: VoteReply = self.raft.vote(rpc).await;

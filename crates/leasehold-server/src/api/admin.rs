@@ -47,22 +47,22 @@ impl LeaseApi {
         let c = req
             .config
             .ok_or_else(|| ApiError::invalid("config", "missing"))?;
+        // 0 keeps the cluster's window (or, before the first leader set
+        // one, takes this node's own).
+        let current = self.state.read(|s| s.config().vote_window_ms);
+        let vote_window_ms = match (c.vote_window_ms, current) {
+            (0, 0) => self.election_timeout_ms_max,
+            (0, w) => w,
+            (w, _) => w,
+        };
         let config = LeaseConfig {
             ttl_ms_min: c.ttl_ms_min,
             ttl_ms_max: c.ttl_ms_max,
             drift_ppm: c.drift_ppm,
             grace_margin_ms: c.grace_margin_ms,
+            vote_window_ms,
         };
-        let floor = 2 * self.election_timeout_ms_max;
-        if config.ttl_ms_min < floor {
-            return Err(ApiError::invalid(
-                "ttl_ms_min",
-                format!(
-                    "{} ms is below 2 × the election timeout ({floor} ms): sessions would expire during elections",
-                    config.ttl_ms_min
-                ),
-            ));
-        }
+        // Also checks ttl_ms_min ≥ 2 W against the cluster-wide W.
         config.validate()?;
         let (_, resp) = self.propose(Command::SetConfig(config)).await?;
         match resp {
@@ -206,6 +206,7 @@ impl LeaseApi {
             sessions,
             resources,
             config: Some(config),
+            config_error: self.lessor.config_error().unwrap_or_default(),
         }
     }
 }

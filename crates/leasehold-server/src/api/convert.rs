@@ -62,6 +62,7 @@ pub fn config_to_proto(c: &LeaseConfig) -> pb::LeaseConfig {
         ttl_ms_max: c.ttl_ms_max,
         drift_ppm: c.drift_ppm,
         grace_margin_ms: c.grace_margin_ms,
+        vote_window_ms: c.vote_window_ms,
     }
 }
 
