@@ -144,7 +144,7 @@ pub(crate) fn decide(me: NodeId, may_found: bool, views: &[PeerView]) -> Decisio
             Some(_) => Decision::AwaitMembership,
         };
     }
-    if views.iter().any(|v| *v == PeerView::Unreachable) || !may_found {
+    if views.contains(&PeerView::Unreachable) || !may_found {
         return Decision::Wait;
     }
     Decision::Found
