@@ -79,13 +79,15 @@ d_base_ppm() {
   echo "${!var:-0}"
 }
 be_skewed() { [ "$(d_ppm "$1")" != "$(d_base_ppm "$1")" ]; }
-# d_recreate N PPM: replace node N's container (graceful stop, same volume,
-# same address) by one whose lease clock runs at PPM.
+# d_recreate N PPM [join]: replace node N's container (graceful stop, same
+# volume, same address) by one whose lease clock runs at PPM; with `join`,
+# the new container runs `leasehold server --join` (LEASEHOLD_JOIN=true).
 d_recreate() {
-  local n="$1" ppm="$2"
+  local n="$1" ppm="$2" join=false
+  [ "${3:-}" != join ] || join=true
   if be_paused "$n"; then docker unpause "$(d_name "$n")" >/dev/null; fi
   (
-    export "LEASEHOLD_NODE${n}_CLOCK_RATE_PPM=$ppm"
+    export "LEASEHOLD_NODE${n}_CLOCK_RATE_PPM=$ppm" "LEASEHOLD_NODE${n}_JOIN=$join"
     d_compose up -d --no-deps --force-recreate "node$n" >&2
   )
 }
@@ -244,7 +246,10 @@ be_heal() {
 }
 
 # Wipe: kill, delete the container and its named volume, recreate both.
-# The node comes back pristine (it initializes from its --peer list).
+# The caller (nemesis.sh) removed the node from the membership first and
+# adds it back after. The node comes back pristine with --join
+# (LEASEHOLD_JOIN=true): it never initializes a cluster; it asks its peers,
+# finds a cluster that no longer lists it and waits to be added.
 be_wipe() {
   local n="$1" c vol ppm
   c="$(d_name "$n")"
@@ -256,10 +261,11 @@ be_wipe() {
   d_compose rm -f -v "node$n" >&2
   docker volume rm "$vol" >/dev/null
   # The new container keeps the old one's clock setting.
-  d_recreate "$n" "$ppm"
+  d_recreate "$n" "$ppm" join
   d_reapply "$n"
   echo "container=$c"
   echo "volume=$vol"
+  echo "join=true"
   echo "restarted=true"
 }
 

@@ -62,12 +62,15 @@ p_need_iptables() {
 # p_start I: runs node I's recorded command line in its own session, under
 # libfaketime if clock-I says so, and records its pid.
 p_start_node() {
-  local i="$1" args=() pre=() rate pid
+  local i="$1" args=() pre=(env) rate pid
   mapfile -t args <"$P_DATA/cmd-$i"
   if [ -f "$P_DATA/clock-$i" ]; then
     rate="$(cat "$P_DATA/clock-$i")"
-    pre=(env "LD_PRELOAD=$(p_faketime_lib)" "FAKETIME=+0 x$rate")
+    pre+=("LD_PRELOAD=$(p_faketime_lib)" "FAKETIME=+0 x$rate")
   fi
+  # p_start_node I join: `leasehold server --join` (never found a cluster),
+  # for a node whose data was just wiped.
+  [ "${2:-}" != join ] || pre+=("LEASEHOLD_JOIN=true")
   # setsid: not in the caller's process group, so a Ctrl-C of a schedule does
   # not reach restarted nodes. (setsid does not fork here: the child of `&`
   # in a shell without job control is no group leader, so $! is the node.)
@@ -237,7 +240,10 @@ be_wipe() {
   rm -rf "$P_DATA/node-$n"
   echo "old_pid=${pid:-null}"
   echo "data_dir=$P_DATA/node-$n"
-  echo "pid=$(p_start_node "$n")"
+  # Pristine, told to join: it waits to be added back (nemesis.sh removed
+  # it from the membership before and adds it after).
+  echo "pid=$(p_start_node "$n" join)"
+  echo "join=true"
   echo "restarted=true"
 }
 

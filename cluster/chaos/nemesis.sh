@@ -24,9 +24,10 @@
 #                                 its links to both sides
 #   heal                          remove every partition
 #   wipe TARGET                   remove TARGET from the membership, kill it, delete
-#                                 its data, start it pristine, add it back (it
-#                                 catches up as a learner, then votes again): a
-#                                 node that lost its log must not vote meanwhile
+#                                 its data, start it pristine with --join (it
+#                                 waits to be added), add it back (it catches up
+#                                 as a learner, then votes again): a node that
+#                                 lost its log must not vote meanwhile
 #   clock TARGET RATE             run the node's clocks RATE x real time (restarts
 #                                 the node; docker: its lease clock only); RATE 1 resets
 #   membership remove TARGET      make every node but TARGET the voters (during load)
@@ -41,7 +42,7 @@ set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 load_backend
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 fault="$1"
 shift

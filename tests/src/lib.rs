@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use leasehold_core::{Command, Response};
 use leasehold_raft::NodeId;
-use leasehold_server::{Node, NodeConfig, PeerSpec, ProposeError, RaftTiming};
+use leasehold_server::{Admission, Node, NodeConfig, PeerSpec, ProposeError, RaftTiming};
 use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
@@ -224,10 +224,13 @@ impl TestCluster {
             }
             let l = leader?;
             // A node cut off from its peers campaigns on its own and knows
-            // no leader; it has no say until it is reconnected.
+            // no leader: it has no say until reconnected. A pristine node
+            // that no leader has reached yet (waiting to be
+            // added, or quarantined after a wipe) knows no membership.
             let agree = self.nodes.values().filter(|n| !n.is_isolated()).all(|n| {
                 let m = n.raft().metrics().borrow().clone();
                 m.current_leader == Some(l)
+                    || m.membership_config.membership().nodes().next().is_none()
             });
             agree.then_some(l)
         })
@@ -296,6 +299,59 @@ impl TestCluster {
             .with_context(|| format!("restarting node {id}"))?;
         self.nodes.insert(id, node);
         Ok(())
+    }
+
+    /// Makes exactly `voters` the voters through the leader's client API
+    /// (`ChangeMembership`: ids the cluster does not know are added as
+    /// learners and caught up first), retrying through leader changes.
+    pub async fn change_voters(&self, voters: &[NodeId]) -> anyhow::Result<()> {
+        use leasehold_proto::v1 as pb;
+        let members: Vec<pb::Member> = voters
+            .iter()
+            .map(|id| {
+                let p = self
+                    .peers
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| anyhow!("no node {id}"))?;
+                Ok(pb::Member {
+                    node_id: *id,
+                    raft_addr: p.node.raft_addr.clone(),
+                    api_addr: p.node.api_addr.clone(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let deadline = Instant::now() + 3 * WAIT;
+        loop {
+            let leader = self.leader().await?;
+            let mut api = grpc::client(&self.api_endpoint(leader)?).await?;
+            match api
+                .change_membership(pb::ChangeMembershipRequest {
+                    voters: members.clone(),
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tracing::info!(%status, "retrying the membership change");
+                }
+                Err(status) => bail!("membership change to {voters:?} refused: {status}"),
+            }
+            if Instant::now() >= deadline {
+                bail!("membership change to {voters:?} did not commit");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until running node `id` reaches the `want` admission state
+    /// (the join rule of a pristine store).
+    pub async fn wait_admission(&self, id: NodeId, want: Admission) -> anyhow::Result<()> {
+        let node = self.node(id)?;
+        wait_until(&format!("node {id} to be {want:?}"), WAIT, || async {
+            (node.admission() == want).then_some(())
+        })
+        .await
     }
 
     /// Deletes a stopped node's data directory (a disk replaced or wiped).

@@ -2,6 +2,7 @@
 //! catch-up from the log and from a snapshot, whole-cluster restart.
 
 use leasehold_core::{Acquire, Command, Mode, Response, SessionRef, SessionSecret, SessionTarget};
+use leasehold_server::Admission;
 
 /// The secret every session these tests open directly is given.
 const S: SessionSecret = SessionSecret([3; 16]);
@@ -352,6 +353,12 @@ async fn restarted_node_refuses_votes_for_the_leader_lease_window() -> anyhow::R
     c.shutdown().await
 }
 
+/// The wipe procedure (docs/adr/0001-time-model.md §4): out of the
+/// membership, wiped, restarted pristine under the same id, added back. It
+/// needs no log reversion (openraft is built without
+/// `loosen-follower-log-revert`, and this debug build keeps openraft's
+/// `debug_assert!` on it): the leader dropped its progress for the id with
+/// the removal and starts a fresh one when it is added again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow::Result<()> {
     let options = ClusterOptions {
@@ -368,13 +375,27 @@ async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow:
     let victim = c.other_than(leader)?;
     c.wait_all_applied(last).await?;
     let before = assert_same_state(&c)?;
+    // 1. Out of the membership: no leader keeps its progress, and its
+    //    empty log will never count as a vote.
+    let others: Vec<_> = c.ids().into_iter().filter(|id| *id != victim).collect();
+    c.change_voters(&others).await?;
+    // 2. Wiped and restarted pristine under the same id: it finds a formed
+    //    cluster that does not list it, so it founds nothing and waits.
     c.stop(victim).await?;
     c.wipe(victim)?;
     c.restart(victim).await?;
-    // The cluster keeps working while the wiped node catches up.
+    c.wait_admission(victim, Admission::AwaitingMembership)
+        .await?;
+    assert!(
+        !c.node(victim)?.raft().is_initialized().await?,
+        "the wiped node initialized a cluster of its own"
+    );
+    // The cluster keeps working meanwhile.
     for i in 0..20 {
         last = c.propose(open(&format!("after-{i}"))).await?.0;
     }
+    // 3. Added back: learner, caught up from a snapshot, then voter.
+    c.change_voters(&c.ids()).await?;
     c.wait_all_applied(last).await?;
     let after = assert_same_state(&c)?;
     let restored = leasehold_core::LeaseState::decode(&after)?;
@@ -392,14 +413,97 @@ async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow:
         m.snapshot.is_some(),
         "the wiped node was rebuilt from a snapshot"
     );
-    // The leader's Raft core is still healthy (no log-reversion panic).
-    assert!(c
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow()
-        .running_state
-        .is_ok());
+    assert!(
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == victim),
+        "the wiped node votes again"
+    );
+    // Every Raft core is still healthy (no log-reversion panic).
+    for node in c.running() {
+        let m = node.raft().metrics().borrow().clone();
+        assert!(
+            m.running_state.is_ok(),
+            "node {}: {:?}",
+            node.id(),
+            m.running_state
+        );
+    }
+    c.shutdown().await
+}
+
+/// A wiped node restarted under its old id while the cluster still counts
+/// it as a voter (the procedure skipped) neither founds a cluster again nor
+/// answers the leader, which had matched its old log: it stays quarantined,
+/// the other two carry on, and once the operator removes the id it waits
+/// to be added back like any wiped node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wiped_member_restarted_under_its_old_id_stays_out_until_removed() -> anyhow::Result<()> {
+    let options = ClusterOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::start(options).await?;
+    let mut last = 0;
+    for i in 0..60 {
+        last = c.propose(open(&format!("before-{i}"))).await?.0;
+    }
+    let leader = c.leader().await?;
+    let victim = c.other_than(leader)?;
+    c.wait_all_applied(last).await?;
+    c.stop(victim).await?;
+    c.wipe(victim)?;
+    c.restart(victim).await?;
+    c.wait_admission(victim, Admission::Quarantined).await?;
+    // Commands still commit, on the two nodes that have the log.
+    for i in 0..20 {
+        last = c.propose(open(&format!("meanwhile-{i}"))).await?.0;
+    }
+    for id in c.ids() {
+        if id != victim {
+            c.wait_applied(id, last).await?;
+        }
+    }
+    {
+        let wiped = c.node(victim)?;
+        assert_eq!(wiped.admission(), Admission::Quarantined);
+        assert!(
+            !wiped.raft().is_initialized().await?,
+            "the wiped node initialized or was reached by a leader"
+        );
+        let m = wiped.raft().metrics().borrow().clone();
+        assert_eq!(m.last_log_index, None, "it took entries");
+    }
+    for node in c.running() {
+        let m = node.raft().metrics().borrow().clone();
+        assert!(
+            m.running_state.is_ok(),
+            "node {}: {:?}",
+            node.id(),
+            m.running_state
+        );
+    }
+    // The way out: remove the id, then add it back.
+    let others: Vec<_> = c.ids().into_iter().filter(|id| *id != victim).collect();
+    c.change_voters(&others).await?;
+    c.wait_admission(victim, Admission::AwaitingMembership)
+        .await?;
+    c.change_voters(&c.ids()).await?;
+    c.wait_all_applied(last).await?;
+    let state = assert_same_state(&c)?;
+    let restored = leasehold_core::LeaseState::decode(&state)?;
+    assert_eq!(restored.session_count(), 80);
+    for node in c.running() {
+        let m = node.raft().metrics().borrow().clone();
+        assert!(
+            m.running_state.is_ok(),
+            "node {}: {:?}",
+            node.id(),
+            m.running_state
+        );
+    }
     c.shutdown().await
 }
 

@@ -13,7 +13,7 @@ use crate::signal::wait_for_shutdown_signal;
 /// Flags of `leasehold server`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// This node's id (one of the --peer ids).
+    /// This node's id (one of the --peer ids, unless --join).
     #[arg(long)]
     id: u64,
     /// Listen address of the Raft peer service.
@@ -23,7 +23,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7001")]
     api_listen: SocketAddr,
     /// A cluster member, ID=RAFT_ADDR,API_ADDR; repeat for every member,
-    /// this node included.
+    /// this node included (a --join node may be absent: the list then only
+    /// names whom to ask).
     #[arg(long = "peer", required = true)]
     peers: Vec<PeerSpec>,
     /// Data directory (sled database); created if missing.
@@ -38,10 +39,15 @@ pub struct ServerArgs {
     /// Upper bound of the election timeout.
     #[arg(long, default_value_t = RaftTiming::default().election_timeout_ms_max)]
     election_timeout_ms_max: u64,
-    /// Do not initialize a cluster from a pristine data directory (for a
-    /// node that joins an existing cluster).
-    #[arg(long)]
-    no_bootstrap: bool,
+    /// Never initialize a cluster: with a pristine data directory, wait to
+    /// be added to an existing one (`leasehold membership`). Without it a
+    /// pristine node founds a cluster only when every --peer member answers
+    /// and none has committed anything; if the cluster exists and still
+    /// lists this id (its data was wiped), the node refuses all Raft
+    /// traffic until the id is removed from the membership. Also read from
+    /// LEASEHOLD_JOIN (true/false), so a recreated container can be told.
+    #[arg(long, alias = "no-bootstrap", env = "LEASEHOLD_JOIN")]
+    join: bool,
     /// UNSAFE, chaos tests only: make this node's lease clock run fast
     /// (positive) or slow (negative) by this many parts per million. Also
     /// read from the environment, so the container chaos backend can set it
@@ -73,7 +79,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         election_timeout_ms_min: args.election_timeout_ms_min,
         election_timeout_ms_max: args.election_timeout_ms_max,
     };
-    config.bootstrap = !args.no_bootstrap;
+    config.bootstrap = !args.join;
     config.unsafe_test_clock_rate_ppm = args.unsafe_test_clock_rate_ppm;
     config.validate()?;
     let node = std::sync::Arc::new(Node::start(config).await?);

@@ -64,7 +64,8 @@ impl Default for RaftTiming {
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's id; must be one of `peers`.
+    /// This node's id; must be one of `peers` unless the node joins
+    /// (`bootstrap` false), e.g. under a fresh id.
     pub node_id: NodeId,
     /// Where the Raft peer service listens.
     pub raft_listen: SocketAddr,
@@ -76,9 +77,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Raft timing.
     pub timing: RaftTiming,
-    /// Initialize the cluster with `peers` when this node's store is pristine.
-    /// Every member may do so with the same list: openraft accepts identical
-    /// initializations and refuses a second one.
+    /// Whether a pristine store may found a new cluster with `peers` (false
+    /// for `--join`). It does so only once every other member answered and
+    /// none has committed anything; a formed cluster is never initialized
+    /// again (see [`crate::admission`]). Every founding member initializes
+    /// with the same list: openraft accepts identical initializations.
     pub bootstrap: bool,
     /// Build a snapshot after this many applied entries.
     pub snapshot_every_entries: u64,
@@ -128,9 +131,9 @@ impl NodeConfig {
         if self.peers.is_empty() {
             return bad("peers: at least one member is needed".into());
         }
-        if self.me().is_none() {
+        if self.bootstrap && self.me().is_none() {
             return bad(format!(
-                "peers: this node's id {} is not in the peer list",
+                "peers: this node's id {} is not in the peer list (a node that is not a founding member needs --join)",
                 self.node_id
             ));
         }
@@ -205,6 +208,10 @@ mod tests {
         let mut c = NodeConfig::new(9, addr, addr, peers, "/tmp/x".into());
         let e = c.validate().expect_err("id not in peers").to_string();
         assert!(e.contains("peers"), "{e}");
+        // A joining node (a fresh id) needs only the members to ask.
+        c.bootstrap = false;
+        c.validate().expect("a joining node outside the peer list");
+        c.bootstrap = true;
         c.node_id = 1;
         c.validate().expect("valid");
         c.timing.election_timeout_ms_max = c.timing.election_timeout_ms_min;

@@ -4,8 +4,10 @@
 //! - [`config`]: what a node starts from (id, addresses, peers, data dir,
 //!   Raft timing) and the openraft configuration derived from it.
 //! - [`node`]: [`Node`]: opens the sled store, starts Raft and the peer
-//!   transport, bootstraps a fresh cluster once, proposes commands, shuts
-//!   down cleanly.
+//!   transport, proposes commands, shuts down cleanly.
+//! - [`admission`]: the join rule of a pristine store: found a new cluster,
+//!   wait to be added, or stay out while the cluster still counts this id
+//!   (a wiped node).
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
@@ -17,6 +19,7 @@
 //! Dependency direction: `leasehold-core` (pure) → `leasehold-raft`
 //! (storage, transport) → this crate → client and CLI.
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod node;
 pub mod shutdown;
 
+pub use admission::Admission;
 pub use config::{NodeConfig, PeerSpec, RaftTiming};
 pub use error::{ProposeError, ServerError};
 pub use lessor::Serving;

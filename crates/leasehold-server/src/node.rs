@@ -1,6 +1,5 @@
 //! [`Node`]: one running member of the Raft group.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,11 +8,11 @@ use leasehold_raft::network::{
     serve_peer_service, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
 };
 use leasehold_raft::store::{self, StateMachineStore};
-use leasehold_raft::{LeaseNode, NodeId, Raft};
-use openraft::error::{InitializeError, RaftError};
+use leasehold_raft::{NodeId, Raft};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::admission::{self, Admission};
 use crate::api::history::History;
 use crate::api::{LeaseApi, LeaseService};
 use crate::clock::Clock;
@@ -55,6 +54,11 @@ pub struct Node {
     api_task: JoinHandle<()>,
     /// The lessor's background loop (leader lease, expiry), awaited on shutdown.
     lessor_task: JoinHandle<()>,
+    /// The join rule of a pristine store (see [`crate::admission`]), awaited
+    /// on shutdown; `None` after an ordinary restart.
+    admission_task: Option<JoinHandle<()>>,
+    /// Where the node stands with the cluster.
+    admission: tokio::sync::watch::Receiver<Admission>,
     /// Resolves once every handle on the API state is gone (see
     /// `LeaseApi::_alive`).
     api_gone: tokio::sync::mpsc::Receiver<()>,
@@ -152,8 +156,14 @@ impl Node {
         );
         let gate_lessor = Arc::clone(&lessor);
         let vote_gate: VoteGate = Arc::new(move || gate_lessor.vote_refusal());
+        // A pristine store answers no peer until the join rule admits it
+        // (crate::admission): the cluster may still count this id as a
+        // member whose log it has seen.
+        let quarantine = Isolation::default();
+        quarantine.set(!restarted);
         let service = PeerService::new(raft.clone())
             .with_isolation(isolation.clone())
+            .with_quarantine(quarantine.clone())
             .refuse_votes_while(vote_gate)
             .refuse_votes_until(
                 tokio::time::Instant::now() + std::time::Duration::from_millis(refuse_ms),
@@ -201,6 +211,21 @@ impl Node {
             }
         });
 
+        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
+            Admission::Restarted
+        } else {
+            Admission::Probing
+        });
+        let admission_task = (!restarted).then(|| {
+            tokio::spawn(admission::admit(
+                config.clone(),
+                raft.clone(),
+                quarantine,
+                admission_tx,
+                shutdown.signal(),
+            ))
+        });
+
         let node = Node {
             config,
             raft,
@@ -209,6 +234,8 @@ impl Node {
             peer_task,
             api_task,
             lessor_task,
+            admission_task,
+            admission,
             api_gone,
             lessor,
             metrics,
@@ -218,40 +245,8 @@ impl Node {
             clock,
             store_closed,
         };
-        if node.config.bootstrap && !restarted {
-            node.bootstrap().await?;
-        }
         tracing::info!(node_id, %raft_addr, %api_addr, "node started");
         Ok(node)
-    }
-
-    /// Initializes a pristine store with the configured members; a store
-    /// that already holds a vote or log entries is left alone, so a restart
-    /// never re-initializes.
-    async fn bootstrap(&self) -> Result<(), ServerError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
-        if initialized {
-            return Ok(());
-        }
-        let members: BTreeMap<NodeId, LeaseNode> = self
-            .config
-            .peers
-            .iter()
-            .map(|p| (p.id, p.node.clone()))
-            .collect();
-        match self.raft.initialize(members).await {
-            Ok(()) => {
-                tracing::info!(node_id = self.config.node_id, "cluster initialized");
-                Ok(())
-            }
-            // Another member's identical initialization reached us first.
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(ServerError::Raft(e.to_string())),
-        }
     }
 
     /// This node's id.
@@ -272,6 +267,12 @@ impl Node {
     /// The bound client API address.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// Where this node stands with the cluster (the join rule of a pristine
+    /// store, [`crate::admission`]).
+    pub fn admission(&self) -> Admission {
+        *self.admission.borrow()
     }
 
     /// Whether this node serves leases now (leader lease, grace).
@@ -337,6 +338,9 @@ impl Node {
         // The tasks only end; their errors were logged inside.
         let _ = self.api_task.await;
         let _ = self.lessor_task.await;
+        if let Some(task) = self.admission_task {
+            let _ = task.await;
+        }
         // Stream tasks still holding the API state end on the same signal.
         let _ = api_gone.recv().await;
         let raft_result = self.raft.shutdown().await;

@@ -29,8 +29,9 @@ pub use server::{peer_service, serve_peer, serve_peer_service, PeerService, Vote
 
 /// A switch that cuts this node off from its peers, both ways: outgoing
 /// RPCs fail as unreachable and incoming ones are refused. For fault
-/// injection in tests and operations ("isolate this node"); it is never
-/// turned on by the node itself.
+/// injection in tests and operations ("isolate this node"). The same
+/// switch type serves as a node's own quarantine
+/// ([`PeerService::with_quarantine`]), a separate instance.
 #[derive(Debug, Clone, Default)]
 pub struct Isolation(std::sync::Arc<std::sync::atomic::AtomicBool>);
 

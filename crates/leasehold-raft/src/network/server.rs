@@ -38,6 +38,11 @@ pub struct PeerService {
     votes_refused_until: Option<tokio::time::Instant>,
     /// Fault injection: while on, every RPC is refused as unavailable.
     isolation: super::Isolation,
+    /// While on, every RPC is refused as unavailable, like `isolation`: the
+    /// node's store is pristine and it has not yet learnt that the cluster
+    /// may talk to it (a wiped node the leader still counts as a member
+    /// must not answer it; see leasehold-server's `Admission`).
+    quarantine: super::Isolation,
     /// Refuses votes while it answers a reason: a leader serving under its
     /// leader lease must not help elect another (openraft lets a leader
     /// grant a vote, since it does not refresh its own vote time).
@@ -61,6 +66,7 @@ impl PeerService {
             raft,
             votes_refused_until: None,
             isolation: super::Isolation::default(),
+            quarantine: super::Isolation::default(),
             vote_gate: None,
         }
     }
@@ -84,9 +90,23 @@ impl PeerService {
         self
     }
 
+    /// Refuses every RPC while `quarantine` is on. Unlike the fault
+    /// injection switch of [`PeerService::with_isolation`], the node turns
+    /// this one on itself: a pristine node keeps it on until it knows that
+    /// no leader counts it as a member whose log it has seen.
+    pub fn with_quarantine(mut self, quarantine: super::Isolation) -> Self {
+        self.quarantine = quarantine;
+        self
+    }
+
     fn check_isolation(&self) -> Result<(), Status> {
         if self.isolation.is_on() {
             return Err(Status::unavailable("this node is isolated"));
+        }
+        if self.quarantine.is_on() {
+            return Err(Status::unavailable(
+                "this node's store is pristine and it is not admitted to the cluster yet",
+            ));
         }
         Ok(())
     }
