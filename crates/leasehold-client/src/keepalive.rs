@@ -333,6 +333,7 @@ mod tests {
         fifo.sent(t2);
         let reply = |recall| pb::KeepAliveResponse {
             sessions: vec![status(1, true, 1_000, None), status(2, true, 1_000, recall)],
+            drift_ppm: 0,
         };
         apply_reply(&registry, fifo.answered().expect("pending"), reply(None));
         assert_eq!(a.deadline(), t1 + Duration::from_millis(1_000));
@@ -355,6 +356,7 @@ mod tests {
             Instant::now(),
             pb::KeepAliveResponse {
                 sessions: vec![status(1, false, 0, None)],
+                drift_ppm: 0,
             },
         );
         assert_eq!(a.lost(), Some(LostReason::SessionGone));

@@ -219,6 +219,7 @@ impl LeaseApi {
                 Ok(pb::OpenSessionResponse {
                     session_id: session,
                     ttl_ms,
+                    drift_ppm: self.state.read(|s| s.config().drift_ppm),
                 })
             }
             other => Err(ApiError::refused(other)),
@@ -314,6 +315,7 @@ impl LeaseApi {
             lease: Some(lease_to_proto(s, &self.lessor, grant)),
             session_id: session,
             ttl_ms: s.session(session).map(|x| x.ttl_ms).unwrap_or(0),
+            drift_ppm: s.config().drift_ppm,
         })
     }
 
@@ -655,7 +657,11 @@ impl LeaseApi {
                 })
                 .collect()
         });
-        Some(pb::KeepAliveResponse { sessions })
+        let drift_ppm = self.state.read(|s| s.config().drift_ppm);
+        Some(pb::KeepAliveResponse {
+            sessions,
+            drift_ppm,
+        })
     }
 
     async fn status_local(&self) -> pb::StatusResponse {
