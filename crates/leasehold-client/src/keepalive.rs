@@ -17,6 +17,7 @@ use leasehold_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::deadline::SharedClock;
 use crate::session::{LostReason, Registry};
 use crate::transport::{leader_hint, Backoff, Transport};
 
@@ -56,10 +57,18 @@ impl RenewalFifo {
     }
 }
 
-/// Applies one keepalive reply to the request sent at `t_send`: alive
-/// sessions are extended (and get their recall notices), dead ones are
-/// lost and no longer renewed.
-pub(crate) fn apply_reply(registry: &Registry, t_send: Instant, reply: pb::KeepAliveResponse) {
+/// Applies one keepalive reply to the request sent at `t_send`: first the
+/// cluster's drift bound it reports is adopted (so that nothing is believed
+/// with a smaller one), then alive sessions are extended (and get their
+/// recall notices), dead ones are lost and no longer renewed. Only the
+/// sessions the reply names are touched.
+pub(crate) fn apply_reply(
+    registry: &Registry,
+    clock: &SharedClock,
+    t_send: Instant,
+    reply: pb::KeepAliveResponse,
+) {
+    clock.observe(reply.drift_ppm);
     for s in reply.sessions {
         let Some(core) = registry.get(s.session_id) else {
             continue;
@@ -96,6 +105,7 @@ enum StreamEnd {
 pub(crate) async fn run(
     transport: Arc<Transport>,
     registry: Arc<Registry>,
+    clock: Arc<SharedClock>,
     mut stop: watch::Receiver<()>,
 ) {
     let config = transport.config.clone();
@@ -107,7 +117,7 @@ pub(crate) async fn run(
                 _ = registry.changed.notified() => {}
             }
         }
-        let end = stream_once(&transport, &registry, &mut stop).await;
+        let end = stream_once(&transport, &registry, &clock, &mut stop).await;
         match end {
             StreamEnd::Stop => return,
             StreamEnd::Idle => backoff.reset(config.backoff_initial),
@@ -157,6 +167,7 @@ async fn leader_address(transport: &Transport) -> String {
 async fn stream_once(
     transport: &Transport,
     registry: &Registry,
+    clock: &SharedClock,
     stop: &mut watch::Receiver<()>,
 ) -> StreamEnd {
     let config = &transport.config;
@@ -228,7 +239,7 @@ async fn stream_once(
             }
             message = inbound.message() => match message {
                 Ok(Some(reply)) => match fifo.answered() {
-                    Some(t_send) => apply_reply(registry, t_send, reply),
+                    Some(t_send) => apply_reply(registry, clock, t_send, reply),
                     None => tracing::warn!(node = %addr, "keepalive: reply without a request"),
                 },
                 Ok(None) => {
@@ -316,10 +327,10 @@ mod tests {
     #[tokio::test]
     async fn replies_extend_from_their_own_send_instant() {
         let registry = Registry::default();
-        let clock = HolderClock::new(0, Duration::ZERO);
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
         let t_open = Instant::now();
-        let a = SessionCore::new(1, "a".into(), 1_000, false, clock, t_open);
-        let b = SessionCore::new(2, "b".into(), 1_000, false, clock, t_open);
+        let a = SessionCore::new(1, "a".into(), 1_000, false, Arc::clone(&clock), t_open);
+        let b = SessionCore::new(2, "b".into(), 1_000, false, Arc::clone(&clock), t_open);
         registry.add(Arc::clone(&a));
         registry.add(Arc::clone(&b));
         let lease = b.lease_granted("r");
@@ -335,10 +346,16 @@ mod tests {
             sessions: vec![status(1, true, 1_000, None), status(2, true, 1_000, recall)],
             drift_ppm: 0,
         };
-        apply_reply(&registry, fifo.answered().expect("pending"), reply(None));
+        apply_reply(
+            &registry,
+            &clock,
+            fifo.answered().expect("pending"),
+            reply(None),
+        );
         assert_eq!(a.deadline(), t1 + Duration::from_millis(1_000));
         apply_reply(
             &registry,
+            &clock,
             fifo.answered().expect("pending"),
             reply(Some("r")),
         );
@@ -353,6 +370,7 @@ mod tests {
         // The service says session 1 is gone: lost, no longer renewed.
         apply_reply(
             &registry,
+            &clock,
             Instant::now(),
             pb::KeepAliveResponse {
                 sessions: vec![status(1, false, 0, None)],
@@ -361,5 +379,33 @@ mod tests {
         );
         assert_eq!(a.lost(), Some(LostReason::SessionGone));
         assert_eq!(registry.ids(), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_raising_the_drift_bound_applies_before_its_renewals() {
+        let registry = Registry::default();
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
+        let t_open = Instant::now();
+        let a = SessionCore::new(1, "a".into(), 1_000, false, Arc::clone(&clock), t_open);
+        let idle = SessionCore::new(2, "b".into(), 1_000, false, Arc::clone(&clock), t_open);
+        registry.add(Arc::clone(&a));
+        registry.add(Arc::clone(&idle));
+        assert_eq!(a.deadline(), t_open + Duration::from_millis(1_000));
+        let t1 = t_open + Duration::from_millis(100);
+        apply_reply(
+            &registry,
+            &clock,
+            t1,
+            pb::KeepAliveResponse {
+                sessions: vec![status(1, true, 1_000, None)],
+                drift_ppm: 100_000,
+            },
+        );
+        // 1 s × 0.9 / 1.1: the renewal counts with the raised bound, and
+        // the session the reply did not name is recomputed from its own
+        // t_send.
+        assert_eq!(clock.current().drift_ppm(), 100_000);
+        assert_eq!(a.deadline(), t1 + Duration::from_millis(818));
+        assert_eq!(idle.deadline(), t_open + Duration::from_millis(818));
     }
 }

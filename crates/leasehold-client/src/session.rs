@@ -11,7 +11,7 @@ use leasehold_proto::v1 as pb;
 use tokio::sync::{watch, Notify};
 
 use crate::client::Client;
-use crate::deadline::HolderClock;
+use crate::deadline::SharedClock;
 use crate::error::ClientError;
 use crate::types::{check_resource, mode_to_pb, AcquireOptions};
 
@@ -85,12 +85,20 @@ pub enum SessionStatus {
     },
 }
 
-/// The holder deadline and whether it was given up, under one lock so that
-/// "renew" and "the deadline passed" cannot both win.
+/// What the holder deadline rests on, and whether it was given up, under
+/// one lock so that "renew" and "the deadline passed" cannot both win.
+///
+/// The deadline itself is not stored: it is computed from the renewal it
+/// rests on with the client's drift bound in force at the moment it is
+/// read, so a raised bound applies to every session at once
+/// (docs/adr/0001-time-model.md §5a).
 #[derive(Debug)]
 struct Belief {
-    /// Until when the holder may believe the session.
-    deadline: Instant,
+    /// Instant read before sending the request whose answer the deadline
+    /// rests on (the latest-reaching grant or renewal).
+    t_send: Instant,
+    /// TTL that answer granted.
+    ttl_ms: u64,
     /// Set once; a lost session never comes back.
     lost: Option<LostReason>,
 }
@@ -107,8 +115,9 @@ pub(crate) struct SessionCore {
     pub(crate) ttl_ms: u64,
     /// A one-call lease's private session (lives and dies with the lease).
     pub(crate) private: bool,
-    /// Drift and margin rules.
-    clock: HolderClock,
+    /// Drift and margin rules, shared by the client's sessions (the drift
+    /// bound is raised to the cluster's when an answer reports a larger one).
+    clock: Arc<SharedClock>,
     /// Deadline and loss.
     belief: Mutex<Belief>,
     /// Session status, for [`Session::lost`].
@@ -125,7 +134,7 @@ impl SessionCore {
         name: String,
         ttl_ms: u64,
         private: bool,
-        clock: HolderClock,
+        clock: Arc<SharedClock>,
         t_send: Instant,
     ) -> Arc<Self> {
         let (status, _) = watch::channel(SessionStatus::Alive);
@@ -136,7 +145,8 @@ impl SessionCore {
             private,
             clock,
             belief: Mutex::new(Belief {
-                deadline: clock.deadline(t_send, ttl_ms),
+                t_send,
+                ttl_ms,
                 lost: None,
             }),
             status,
@@ -152,9 +162,16 @@ impl SessionCore {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The holder deadline.
+    /// The holder deadline: `t_send + validity(ttl_ms)` of the renewal it
+    /// rests on, with the drift bound in force now.
     pub(crate) fn deadline(&self) -> Instant {
-        self.belief().deadline
+        let b = self.belief();
+        self.deadline_of(&b)
+    }
+
+    /// The deadline `b` supports with the drift bound in force now.
+    fn deadline_of(&self, b: &Belief) -> Instant {
+        self.clock.current().deadline(b.t_send, b.ttl_ms)
     }
 
     /// Why the session is lost, if it is.
@@ -165,7 +182,7 @@ impl SessionCore {
     /// Whether the holder may believe the session now.
     pub(crate) fn is_valid_at(&self, now: Instant) -> bool {
         let b = self.belief();
-        b.lost.is_none() && now < b.deadline
+        b.lost.is_none() && now < self.deadline_of(&b)
     }
 
     /// A reply "alive for `ttl_ms`" to a request sent after `t_send`.
@@ -180,8 +197,17 @@ impl SessionCore {
             if b.lost.is_some() {
                 return false;
             }
-            if now < b.deadline {
-                b.deadline = self.clock.extend(b.deadline, t_send, ttl_ms);
+            // Both deadlines with the same rules (read once, after any
+            // raise the answer carried was adopted).
+            let clock = self.clock.current();
+            let current = clock.deadline(b.t_send, b.ttl_ms);
+            if now < current {
+                // Never moves the deadline back: a reply to an older
+                // request, or a duplicate, changes nothing.
+                if clock.deadline(t_send, ttl_ms) > current {
+                    b.t_send = t_send;
+                    b.ttl_ms = ttl_ms;
+                }
                 return true;
             }
         }
@@ -197,7 +223,7 @@ impl SessionCore {
             if b.lost.is_some() {
                 return true;
             }
-            now >= b.deadline
+            now >= self.deadline_of(&b)
         };
         if expired {
             self.lose(LostReason::DeadlinePassed);
@@ -283,12 +309,16 @@ fn set_lost(s: &mut LeaseStatus, why: LostReason) -> bool {
 }
 
 /// Fires the session's loss at its holder deadline (re-armed whenever the
-/// deadline moved), so that "lost" is signalled by a local timer before the
-/// service could grant the lease to anyone else. Ends when the session is
-/// lost.
+/// deadline moved: later by a renewal, earlier by a raised drift bound), so
+/// that "lost" is signalled by a local timer before the service could grant
+/// the lease to anyone else. Ends when the session is lost.
 pub(crate) async fn watchdog(core: Arc<SessionCore>) {
     let mut status = core.subscribe();
+    let mut raised = core.clock.subscribe();
     loop {
+        // Mark the bound seen *before* reading the deadline: a raise after
+        // this wakes the select below.
+        raised.borrow_and_update();
         let deadline = core.deadline();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -301,6 +331,8 @@ pub(crate) async fn watchdog(core: Arc<SessionCore>) {
                     return;
                 }
             }
+            // The drift bound was raised: the deadline moved earlier.
+            Ok(()) = raised.changed() => {}
         }
     }
 }
@@ -499,7 +531,9 @@ impl Session {
     }
 
     /// The holder deadline: until when this holder may believe the session
-    /// (and its leases) without another renewal.
+    /// (and its leases) without another renewal. Computed with the client's
+    /// drift bound in force now: a raise reported by the cluster moves it
+    /// earlier at once.
     pub fn deadline(&self) -> Instant {
         self.owner.core.deadline()
     }
@@ -683,7 +717,9 @@ impl Lease {
         Duration::from_millis(self.owner.core.ttl_ms)
     }
 
-    /// The holder deadline of the lease's session.
+    /// The holder deadline of the lease's session (with the client's drift
+    /// bound in force now: a raise reported by the cluster moves it earlier
+    /// at once).
     pub fn deadline(&self) -> Instant {
         self.owner.core.deadline()
     }
@@ -789,16 +825,14 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadline::HolderClock;
+
+    fn exact_clock() -> Arc<SharedClock> {
+        Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)))
+    }
 
     fn core(ttl_ms: u64) -> Arc<SessionCore> {
-        SessionCore::new(
-            7,
-            "t".into(),
-            ttl_ms,
-            false,
-            HolderClock::new(0, Duration::ZERO),
-            Instant::now(),
-        )
+        SessionCore::new(7, "t".into(), ttl_ms, false, exact_clock(), Instant::now())
     }
 
     #[test]
@@ -840,7 +874,7 @@ mod tests {
             "t".into(),
             10,
             false,
-            HolderClock::new(0, Duration::ZERO),
+            exact_clock(),
             Instant::now() - Duration::from_millis(100),
         );
         assert!(!c.renewed(Instant::now(), 10_000));
@@ -891,12 +925,87 @@ mod tests {
             "u".into(),
             3_000,
             false,
-            HolderClock::default(),
+            Arc::new(SharedClock::new(HolderClock::default())),
             Instant::now(),
         ));
         assert_eq!(r.renew_interval(), Some(Duration::from_millis(1_000)));
         assert_eq!(r.ids(), [3, 7]);
         r.remove(3);
         assert_eq!(r.renew_interval(), Some(Duration::from_millis(3_000)));
+    }
+
+    #[test]
+    fn a_raised_drift_bound_recomputes_deadlines_from_their_send_instant() {
+        let clock = Arc::new(SharedClock::new(HolderClock::new(
+            10_000,
+            Duration::from_millis(5),
+        )));
+        let t_send = Instant::now();
+        let c = SessionCore::new(1, "t".into(), 10_000, false, Arc::clone(&clock), t_send);
+        let other = SessionCore::new(2, "u".into(), 20_000, false, Arc::clone(&clock), t_send);
+        // 10 s × 0.99 / 1.01 − 5 ms.
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(9_796));
+        assert!(!clock.observe(10_000));
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(9_796));
+
+        // The cluster reports 10%: every session's deadline is recomputed
+        // from the same t_send, 10 s × 0.9 / 1.1 − 5 ms, at once.
+        assert!(clock.observe(100_000));
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(8_176));
+        assert_eq!(other.deadline(), t_send + Duration::from_millis(16_358));
+        assert!(c.is_valid_at(t_send + Duration::from_millis(8_175)));
+        assert!(!c.is_valid_at(t_send + Duration::from_millis(8_176)));
+
+        // Renewals count with the raised bound too; an older one moves
+        // nothing back.
+        let t1 = t_send + Duration::from_millis(1_000);
+        assert!(c.renewed(t1, 10_000));
+        assert_eq!(c.deadline(), t1 + Duration::from_millis(8_176));
+        assert!(c.renewed(t_send, 10_000));
+        assert_eq!(c.deadline(), t1 + Duration::from_millis(8_176));
+
+        // A raise that puts the deadline in the past: the next renewal
+        // finds it passed and the session is lost.
+        let old = SessionCore::new(
+            3,
+            "v".into(),
+            1_000,
+            false,
+            Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO))),
+            Instant::now() - Duration::from_millis(950),
+        );
+        old.clock.observe(100_000);
+        assert!(!old.renewed(Instant::now(), 1_000));
+        assert_eq!(old.lost(), Some(LostReason::DeadlinePassed));
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_fires_when_a_raise_moves_the_deadline_into_the_past() {
+        let clock = exact_clock();
+        // Believed for another second with ρ = 0; with ρ = 10% the
+        // deadline (8.18 s after t_send) is already past.
+        let t_send = Instant::now() - Duration::from_millis(9_000);
+        let c = SessionCore::new(1, "t".into(), 10_000, false, Arc::clone(&clock), t_send);
+        let old_deadline = c.deadline();
+        let rx = c.lease_granted("r");
+        let dog = tokio::spawn(watchdog(Arc::clone(&c)));
+        // Let the watchdog arm at the old deadline.
+        tokio::task::yield_now().await;
+        assert_eq!(c.lost(), None);
+        assert!(clock.observe(100_000));
+        tokio::time::timeout(Duration::from_secs(5), dog)
+            .await
+            .expect("watchdog ends")
+            .expect("no panic");
+        assert!(
+            Instant::now() < old_deadline,
+            "fired at the raised deadline, not the old one"
+        );
+        assert_eq!(
+            *rx.borrow(),
+            LeaseStatus::Lost {
+                why: LostReason::DeadlinePassed
+            }
+        );
     }
 }
