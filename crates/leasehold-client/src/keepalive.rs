@@ -1,5 +1,7 @@
 //! The keepalive task: one per client, renewing every session of the client
-//! with one request on one `KeepAlive` stream to the leader.
+//! on one `KeepAlive` stream to the leader, every period, in as few
+//! requests as the server's limit allows ([`KEEPALIVE_SESSIONS_MAX`]
+//! sessions per request).
 //!
 //! Replies come back one per request, in order, so a FIFO of the instants
 //! read before each send ([`RenewalFifo`]) pairs each reply with its
@@ -23,6 +25,22 @@ use crate::transport::{leader_hint, Backoff, Transport};
 
 /// Shortest time to wait for a reply before declaring the stream stuck.
 const REPLY_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+
+/// Most sessions one keepalive request may renew: the server's limit
+/// (`KEEPALIVE_SESSIONS_MAX` of `leasehold-server`'s API), which answers a
+/// larger request with `INVALID_ARGUMENT` and ends the stream. A client
+/// with more sessions renews them in several requests per period.
+pub(crate) const KEEPALIVE_SESSIONS_MAX: usize = 10_000;
+
+/// The requests of one renewal round: every id in `ids`, in order, at most
+/// `per_request` (at least 1) per request.
+pub(crate) fn round(ids: &[u64], per_request: usize) -> VecDeque<pb::KeepAliveRequest> {
+    ids.chunks(per_request.max(1))
+        .map(|chunk| pb::KeepAliveRequest {
+            session_ids: chunk.to_vec(),
+        })
+        .collect()
+}
 
 /// Renewals sent and not yet answered, oldest first: the instant read
 /// before each send. One per stream: when a stream breaks, its FIFO is
@@ -184,17 +202,16 @@ async fn stream_once(
     let mut fifo = RenewalFifo::default();
 
     // The first renewal goes out with the stream: right after a reconnect
-    // the sessions need one soonest.
+    // the sessions need one soonest. The rest of the round's requests
+    // follow as the stream takes them (below), while replies are read.
     let ids = registry.ids();
-    if ids.is_empty() {
+    let mut unsent = round(&ids, KEEPALIVE_SESSIONS_MAX);
+    let Some(first) = unsent.pop_front() else {
         return StreamEnd::Idle;
-    }
+    };
     let t_send = Instant::now();
     fifo.sent(t_send);
-    if tx
-        .try_send(pb::KeepAliveRequest { session_ids: ids })
-        .is_err()
-    {
+    if tx.try_send(first).is_err() {
         return StreamEnd::Broken { retry_now: false };
     }
     let opened = tokio::select! {
@@ -230,12 +247,25 @@ async fn stream_once(
                     return StreamEnd::Idle;
                 }
                 interval = registry.renew_interval().unwrap_or(interval);
-                let t_send = Instant::now();
-                fifo.sent(t_send);
-                if tx.send(pb::KeepAliveRequest { session_ids: ids }).await.is_err() {
+                // A new round replaces what the last one had not sent yet:
+                // it covers the same sessions, from a later instant.
+                unsent = round(&ids, KEEPALIVE_SESSIONS_MAX);
+                next_send = Instant::now() + interval;
+            }
+            // The round's next request, once the stream takes it. Sending
+            // here rather than all at once keeps replies being read, so a
+            // long round cannot stall on flow control.
+            permit = tx.reserve(), if !unsent.is_empty() => {
+                let Ok(permit) = permit else {
                     return StreamEnd::Broken { retry_now: false };
+                };
+                if let Some(request) = unsent.pop_front() {
+                    // Read before the request can leave: the holder counts
+                    // from here.
+                    let t_send = Instant::now();
+                    fifo.sent(t_send);
+                    permit.send(request);
                 }
-                next_send = t_send + interval;
             }
             message = inbound.message() => match message {
                 Ok(Some(reply)) => match fifo.answered() {
@@ -407,5 +437,72 @@ mod tests {
         assert_eq!(clock.current().drift_ppm(), 100_000);
         assert_eq!(a.deadline(), t1 + Duration::from_millis(818));
         assert_eq!(idle.deadline(), t_open + Duration::from_millis(818));
+    }
+
+    #[test]
+    fn a_round_splits_into_requests_of_at_most_the_servers_limit() {
+        let ids: Vec<u64> = (1..=25_000).collect();
+        let requests = round(&ids, KEEPALIVE_SESSIONS_MAX);
+        let sizes: Vec<usize> = requests.iter().map(|r| r.session_ids.len()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        let again: Vec<u64> = requests.into_iter().flat_map(|r| r.session_ids).collect();
+        assert_eq!(again, ids, "every session once, in order");
+        assert_eq!(round(&ids[..10_000], KEEPALIVE_SESSIONS_MAX).len(), 1);
+        assert!(round(&[], KEEPALIVE_SESSIONS_MAX).is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_to_the_requests_of_a_round_touch_only_their_sessions() {
+        let registry = Registry::default();
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
+        let t_open = Instant::now();
+        let cores: Vec<_> = (1..=5)
+            .map(|id| {
+                let c = SessionCore::new(id, "s".into(), 1_000, false, Arc::clone(&clock), t_open);
+                registry.add(Arc::clone(&c));
+                c
+            })
+            .collect();
+        // One round of three requests: [1, 2], [3, 4], [5].
+        let requests = round(&registry.ids(), 2);
+        assert_eq!(requests.len(), 3);
+        let mut fifo = RenewalFifo::default();
+        let sends: Vec<Instant> = (1..=3)
+            .map(|i| t_open + Duration::from_millis(10 * i))
+            .collect();
+        for t in &sends {
+            fifo.sent(*t);
+        }
+        // Each reply answers its own request: the second says session 3
+        // is gone.
+        for (request, t_expected) in requests.iter().zip(&sends) {
+            let t_send = fifo.answered().expect("pending");
+            assert_eq!(t_send, *t_expected);
+            let sessions = request
+                .session_ids
+                .iter()
+                .map(|id| status(*id, *id != 3, 1_000, None))
+                .collect();
+            apply_reply(
+                &registry,
+                &clock,
+                t_send,
+                pb::KeepAliveResponse {
+                    sessions,
+                    drift_ppm: 0,
+                },
+            );
+        }
+        assert_eq!(cores[2].lost(), Some(LostReason::SessionGone));
+        assert_eq!(registry.ids(), [1, 2, 4, 5]);
+        for (core, t_send) in cores
+            .iter()
+            .zip([sends[0], sends[0], sends[1], sends[1], sends[2]])
+        {
+            if core.id != 3 {
+                assert_eq!(core.lost(), None);
+                assert_eq!(core.deadline(), t_send + Duration::from_millis(1_000));
+            }
+        }
     }
 }
