@@ -381,7 +381,7 @@ async fn one_client_keeps_25_000_sessions_alive() -> anyhow::Result<()> {
             let client = client.clone();
             async move { client.open_session(&format!("many-{i}"), ttl).await }
         })
-        .buffer_unordered(64)
+        .buffer_unordered(256)
         .try_collect()
         .await?;
     let opened = Instant::now();
