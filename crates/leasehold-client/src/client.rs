@@ -40,8 +40,8 @@ struct Inner {
 /// A connection to a Leasehold cluster.
 ///
 /// Cheap to clone; every clone shares the connections and one keepalive
-/// task, which renews all sessions opened through the client with one
-/// request per period on one stream to the leader. Unary calls go to the
+/// task, which renews all sessions opened through the client every period
+/// on one stream to the leader, in one request per 10,000 sessions. Unary calls go to the
 /// known leader (any node works: followers forward) and are retried across
 /// nodes on `UNAVAILABLE` or connection failures, with capped backoff,
 /// within a per-call deadline.

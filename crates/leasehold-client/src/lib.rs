@@ -15,7 +15,8 @@
 //!   recalled" signal.
 //! - [`deadline`]: [`HolderClock`]: the holder side of the time model.
 //! - [`keepalive`] (private): the task renewing every session on one
-//!   `KeepAlive` stream, pairing replies to sends through a FIFO.
+//!   `KeepAlive` stream, at most 10,000 sessions per request (the server's
+//!   limit), pairing replies to sends through a FIFO.
 //! - [`transport`]: endpoint normalization, leader hints, channels, retries.
 //! - [`watch`]: [`WatchStream`], lease events resumed after failures.
 //! - [`types`]: plain values ([`AcquireOptions`], [`ResourceState`],
