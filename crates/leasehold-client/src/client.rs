@@ -9,7 +9,7 @@ use leasehold_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::config::ClientConfig;
-use crate::deadline::HolderClock;
+use crate::deadline::{HolderClock, SharedClock};
 use crate::error::ClientError;
 use crate::handle::SessionHandle;
 use crate::keepalive;
@@ -31,6 +31,9 @@ struct Inner {
     transport: Arc<Transport>,
     /// Sessions kept alive.
     registry: Arc<Registry>,
+    /// Holder deadline rules of every session: the configured ones, the
+    /// drift bound raised to the cluster's.
+    clock: Arc<SharedClock>,
     /// Dropping it stops the keepalive task.
     _stop: watch::Sender<()>,
 }
@@ -38,8 +41,8 @@ struct Inner {
 /// A connection to a Leasehold cluster.
 ///
 /// Cheap to clone; every clone shares the connections and one keepalive
-/// task, which renews all sessions opened through the client with one
-/// request per period on one stream to the leader. Unary calls go to the
+/// task, which renews all sessions opened through the client every period
+/// on one stream to the leader, in one request per 10,000 sessions. Unary calls go to the
 /// known leader (any node works: followers forward) and are retried across
 /// nodes on `UNAVAILABLE` or connection failures, with capped backoff,
 /// within a per-call deadline.
@@ -103,16 +106,19 @@ impl Client {
         check_client_name(&config.client_name)?;
         let transport = Arc::new(Transport::new(config)?);
         let registry = Arc::new(Registry::default());
+        let clock = Arc::new(SharedClock::new(transport.config.clock));
         let (stop, stopped) = watch::channel(());
         tokio::spawn(keepalive::run(
             Arc::clone(&transport),
             Arc::clone(&registry),
+            Arc::clone(&clock),
             stopped,
         ));
         Ok(Client {
             inner: Arc::new(Inner {
                 transport,
                 registry,
+                clock,
                 _stop: stop,
             }),
         })
@@ -140,9 +146,21 @@ impl Client {
         self.transport().leader()
     }
 
-    /// The drift and margin rules of holder deadlines.
+    /// The drift and margin rules of holder deadlines in force now: the
+    /// configured margin, and the larger of the configured drift bound and
+    /// the largest the cluster reported in any answer so far.
     pub fn holder_clock(&self) -> HolderClock {
-        self.config().clock
+        self.inner.clock.current()
+    }
+
+    /// The shared holder clock, for new sessions.
+    fn shared_clock(&self) -> Arc<SharedClock> {
+        Arc::clone(&self.inner.clock)
+    }
+
+    /// Adopts the drift bound an answer of the cluster reported.
+    fn observe_drift(&self, drift_ppm: u32) {
+        self.inner.clock.observe(drift_ppm);
     }
 
     /// Runs a unary call with the default budget.
@@ -182,6 +200,7 @@ impl Client {
                 }
             })
             .await?;
+        self.observe_drift(reply.drift_ppm);
         let ttl_ms = if reply.ttl_ms > 0 {
             reply.ttl_ms
         } else {
@@ -193,7 +212,7 @@ impl Client {
             name.to_string(),
             ttl_ms,
             false,
-            self.config().clock,
+            self.shared_clock(),
             t_send,
         );
         tracing::debug!(session = reply.session_id, ttl_ms, "session opened");
@@ -246,22 +265,24 @@ impl Client {
             self.config().client_name.clone(),
             ttl_ms,
             true,
-            self.config().clock,
+            self.shared_clock(),
             t_send,
         );
         let owner = SessionOwner::start(core, self.clone());
         Ok(Lease::new(owner, lease))
     }
 
-    /// Sends an acquire, retried within the call timeout plus the wait.
-    /// Returns the instant read before the attempt that succeeded.
+    /// Sends an acquire, retried within the call timeout plus the wait, and
+    /// adopts the drift bound its answer reports. Returns the instant read
+    /// before the attempt that succeeded.
     pub(crate) async fn acquire_raw(
         &self,
         request: pb::AcquireRequest,
         wait: Duration,
     ) -> Result<(Instant, pb::AcquireResponse), ClientError> {
         let c = self.config();
-        self.transport()
+        let answer = self
+            .transport()
             .call(
                 "acquire",
                 c.call_timeout.saturating_add(wait),
@@ -276,7 +297,9 @@ impl Client {
                     }
                 },
             )
-            .await
+            .await?;
+        self.observe_drift(answer.1.drift_ppm);
+        Ok(answer)
     }
 
     /// Releases the lease of `session` on `resource` (any session whose
@@ -465,15 +488,18 @@ impl Client {
     }
 
     /// The status of some node, the leader when known; records the leader
-    /// it names.
+    /// it names and adopts the cluster's drift bound it reports.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
-        let status = self
+        let (status, drift_ppm) = self
             .unary("status", |mut stub, addr| async move {
-                stub.status(pb::StatusRequest {})
-                    .await
-                    .map(|r| NodeStatus::from_pb(addr, r.into_inner()))
+                stub.status(pb::StatusRequest {}).await.map(|r| {
+                    let r = r.into_inner();
+                    let drift_ppm = r.config.as_ref().map_or(0, |c| c.drift_ppm);
+                    (NodeStatus::from_pb(addr, r), drift_ppm)
+                })
             })
             .await?;
+        self.observe_drift(drift_ppm);
         if status.is_leader() {
             self.transport().set_leader(Some(status.endpoint.clone()));
         } else if let Some(l) = status
@@ -487,13 +513,17 @@ impl Client {
     }
 
     /// The status of the node at `endpoint`, in one attempt (no retry, no
-    /// forwarding): that node's own view.
+    /// forwarding): that node's own view. Adopts the drift bound it reports.
     pub async fn status_of(&self, endpoint: &str) -> Result<NodeStatus, ClientError> {
         let addr = normalize_endpoint(endpoint)?;
         let mut stub = self.transport().stub(&addr)?;
         let timeout = self.config().attempt_timeout;
         match tokio::time::timeout(timeout, stub.status(pb::StatusRequest {})).await {
-            Ok(Ok(r)) => Ok(NodeStatus::from_pb(addr, r.into_inner())),
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                self.observe_drift(r.config.as_ref().map_or(0, |c| c.drift_ppm));
+                Ok(NodeStatus::from_pb(addr, r))
+            }
             Ok(Err(status)) => Err(status.into()),
             Err(_) => Err(ClientError::Unavailable {
                 message: format!("{addr}: no answer within {timeout:?}"),

@@ -90,7 +90,8 @@ impl ClientBuilder {
     }
 
     /// Drift bound ρ of holder deadlines, in parts per million (default
-    /// 10,000 = 1%; clamped to 100,000). Must be at least the service's.
+    /// 10,000 = 1%; clamped to 100,000). The client raises it to the
+    /// cluster's `drift_ppm` whenever an answer reports a larger one.
     pub fn drift_ppm(mut self, drift_ppm: u32) -> Self {
         self.config.clock = HolderClock::new(drift_ppm, self.config.clock.margin());
         self

@@ -1,10 +1,13 @@
-//! The holder side of the time model (docs/adr/0001-time-model.md §3): how
-//! long a holder may believe a session, counted from before its request.
+//! The holder side of the time model (docs/adr/0001-time-model.md §3, §5a):
+//! how long a holder may believe a session, counted from before its
+//! request, with a drift bound at least the cluster's.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use leasehold_core::limits::DRIFT_PPM_MAX;
 use leasehold_core::time::holder_validity_ms;
+use tokio::sync::watch;
 
 /// Default bound on clock drift: 1% (10,000 ppm), the service's default.
 pub const DRIFT_PPM_DEFAULT: u32 = 10_000;
@@ -77,6 +80,65 @@ impl HolderClock {
     }
 }
 
+/// The holder clock every session of one client computes its deadlines
+/// with: the configured [`HolderClock`], its drift bound raised to the
+/// largest the cluster reported (`drift_ppm` in the answers to OpenSession,
+/// Acquire, KeepAlive and Status). The bound only grows, so deadlines
+/// computed with it only move earlier.
+#[derive(Debug)]
+pub(crate) struct SharedClock {
+    /// Drift bound and margin the client was configured with.
+    configured: HolderClock,
+    /// max(configured ρ, largest ρ the cluster reported), in ppm.
+    drift_ppm: AtomicU32,
+    /// Tells the watchdogs about every raise (carries the raised ρ), so
+    /// that they re-arm at the earlier deadline.
+    raised: watch::Sender<u32>,
+}
+
+impl SharedClock {
+    /// Starts from the configured rules.
+    pub(crate) fn new(configured: HolderClock) -> Self {
+        let (raised, _) = watch::channel(configured.drift_ppm());
+        SharedClock {
+            configured,
+            drift_ppm: AtomicU32::new(configured.drift_ppm()),
+            raised,
+        }
+    }
+
+    /// The rules in force now: the configured margin and the effective ρ.
+    pub(crate) fn current(&self) -> HolderClock {
+        HolderClock::new(
+            self.drift_ppm.load(Ordering::SeqCst),
+            self.configured.margin(),
+        )
+    }
+
+    /// Adopts the drift bound an answer of the cluster reported (0: a
+    /// server that does not report it, which changes nothing). Returns
+    /// whether the effective bound was raised.
+    pub(crate) fn observe(&self, cluster_drift_ppm: u32) -> bool {
+        let ppm = cluster_drift_ppm.min(DRIFT_PPM_MAX);
+        let previous = self.drift_ppm.fetch_max(ppm, Ordering::SeqCst);
+        if ppm <= previous {
+            return false;
+        }
+        tracing::info!(
+            from_ppm = previous,
+            to_ppm = ppm,
+            "adopting the cluster's larger drift bound: holder deadlines move earlier"
+        );
+        self.raised.send_modify(|v| *v = (*v).max(ppm));
+        true
+    }
+
+    /// A receiver that sees every raise of the bound.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u32> {
+        self.raised.subscribe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +196,30 @@ mod tests {
                 assert!(v * (1_000_000 + rho) <= u128::from(ttl) * (1_000_000 - rho));
             }
         }
+    }
+
+    #[test]
+    fn the_shared_clock_takes_the_larger_bound_and_never_lowers_it() {
+        let shared = SharedClock::new(HolderClock::new(10_000, Duration::from_millis(5)));
+        let mut raised = shared.subscribe();
+        // A cluster bound at or below the configured one changes nothing;
+        // 0 is a server that does not report it.
+        for ppm in [0, 5_000, 10_000] {
+            assert!(!shared.observe(ppm));
+        }
+        assert!(!raised.has_changed().expect("sender alive"));
+        assert_eq!(shared.current().drift_ppm(), 10_000);
+        assert!(shared.observe(100_000));
+        assert!(raised.has_changed().expect("sender alive"));
+        assert_eq!(*raised.borrow_and_update(), 100_000);
+        assert_eq!(
+            shared.current(),
+            HolderClock::new(100_000, Duration::from_millis(5))
+        );
+        // Never lowered; clamped to the service's maximum.
+        assert!(!shared.observe(20_000));
+        assert!(!shared.observe(u32::MAX));
+        assert_eq!(shared.current().drift_ppm(), DRIFT_PPM_MAX);
+        assert!(!raised.has_changed().expect("sender alive"));
     }
 }

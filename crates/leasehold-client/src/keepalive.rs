@@ -1,5 +1,7 @@
 //! The keepalive task: one per client, renewing every session of the client
-//! with one request on one `KeepAlive` stream to the leader.
+//! on one `KeepAlive` stream to the leader, every period, in as few
+//! requests as the server's limit allows ([`KEEPALIVE_SESSIONS_MAX`]
+//! sessions per request).
 //!
 //! Replies come back one per request, in order, so a FIFO of the instants
 //! read before each send ([`RenewalFifo`]) pairs each reply with its
@@ -17,11 +19,30 @@ use leasehold_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::deadline::SharedClock;
 use crate::session::{LostReason, Registry};
 use crate::transport::{leader_hint, Backoff, Transport};
 
 /// Shortest time to wait for a reply before declaring the stream stuck.
 const REPLY_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+
+/// Most sessions one keepalive request may renew: the server's limit
+/// (`KEEPALIVE_SESSIONS_MAX` of `leasehold-server`'s API), which answers a
+/// larger request with `INVALID_ARGUMENT` and ends the stream. A client
+/// with more sessions renews them in several requests per period.
+pub(crate) const KEEPALIVE_SESSIONS_MAX: usize = 10_000;
+
+/// The requests of one renewal round: every id in `ids`, in order, at most
+/// `per_request` (at least 1) per request.
+pub(crate) fn round(
+    registry: &Registry,
+    ids: &[u64],
+    per_request: usize,
+) -> VecDeque<pb::KeepAliveRequest> {
+    ids.chunks(per_request.max(1))
+        .map(|chunk| registry.request(chunk.to_vec()))
+        .collect()
+}
 
 /// Renewals sent and not yet answered, oldest first: the instant read
 /// before each send. One per stream: when a stream breaks, its FIFO is
@@ -56,10 +77,18 @@ impl RenewalFifo {
     }
 }
 
-/// Applies one keepalive reply to the request sent at `t_send`: alive
-/// sessions are extended (and get their recall notices), dead ones are
-/// lost and no longer renewed.
-pub(crate) fn apply_reply(registry: &Registry, t_send: Instant, reply: pb::KeepAliveResponse) {
+/// Applies one keepalive reply to the request sent at `t_send`: first the
+/// cluster's drift bound it reports is adopted (so that nothing is believed
+/// with a smaller one), then alive sessions are extended (and get their
+/// recall notices), dead ones are lost and no longer renewed. Only the
+/// sessions the reply names are touched.
+pub(crate) fn apply_reply(
+    registry: &Registry,
+    clock: &SharedClock,
+    t_send: Instant,
+    reply: pb::KeepAliveResponse,
+) {
+    clock.observe(reply.drift_ppm);
     for s in reply.sessions {
         let Some(core) = registry.get(s.session_id) else {
             continue;
@@ -96,6 +125,7 @@ enum StreamEnd {
 pub(crate) async fn run(
     transport: Arc<Transport>,
     registry: Arc<Registry>,
+    clock: Arc<SharedClock>,
     mut stop: watch::Receiver<()>,
 ) {
     let config = transport.config.clone();
@@ -107,7 +137,7 @@ pub(crate) async fn run(
                 _ = registry.changed.notified() => {}
             }
         }
-        let end = stream_once(&transport, &registry, &mut stop).await;
+        let end = stream_once(&transport, &registry, &clock, &mut stop).await;
         match end {
             StreamEnd::Stop => return,
             StreamEnd::Idle => backoff.reset(config.backoff_initial),
@@ -157,6 +187,7 @@ async fn leader_address(transport: &Transport) -> String {
 async fn stream_once(
     transport: &Transport,
     registry: &Registry,
+    clock: &SharedClock,
     stop: &mut watch::Receiver<()>,
 ) -> StreamEnd {
     let config = &transport.config;
@@ -173,14 +204,16 @@ async fn stream_once(
     let mut fifo = RenewalFifo::default();
 
     // The first renewal goes out with the stream: right after a reconnect
-    // the sessions need one soonest.
+    // the sessions need one soonest. The rest of the round's requests
+    // follow as the stream takes them (below), while replies are read.
     let ids = registry.ids();
-    if ids.is_empty() {
+    let mut unsent = round(registry, &ids, KEEPALIVE_SESSIONS_MAX);
+    let Some(first) = unsent.pop_front() else {
         return StreamEnd::Idle;
-    }
+    };
     let t_send = Instant::now();
     fifo.sent(t_send);
-    if tx.try_send(registry.request(ids)).is_err() {
+    if tx.try_send(first).is_err() {
         return StreamEnd::Broken { retry_now: false };
     }
     let opened = tokio::select! {
@@ -216,16 +249,29 @@ async fn stream_once(
                     return StreamEnd::Idle;
                 }
                 interval = registry.renew_interval().unwrap_or(interval);
-                let t_send = Instant::now();
-                fifo.sent(t_send);
-                if tx.send(registry.request(ids)).await.is_err() {
+                // A new round replaces what the last one had not sent yet:
+                // it covers the same sessions, from a later instant.
+                unsent = round(registry, &ids, KEEPALIVE_SESSIONS_MAX);
+                next_send = Instant::now() + interval;
+            }
+            // The round's next request, once the stream takes it. Sending
+            // here rather than all at once keeps replies being read, so a
+            // long round cannot stall on flow control.
+            permit = tx.reserve(), if !unsent.is_empty() => {
+                let Ok(permit) = permit else {
                     return StreamEnd::Broken { retry_now: false };
+                };
+                if let Some(request) = unsent.pop_front() {
+                    // Read before the request can leave: the holder counts
+                    // from here.
+                    let t_send = Instant::now();
+                    fifo.sent(t_send);
+                    permit.send(request);
                 }
-                next_send = t_send + interval;
             }
             message = inbound.message() => match message {
                 Ok(Some(reply)) => match fifo.answered() {
-                    Some(t_send) => apply_reply(registry, t_send, reply),
+                    Some(t_send) => apply_reply(registry, clock, t_send, reply),
                     None => tracing::warn!(node = %addr, "keepalive: reply without a request"),
                 },
                 Ok(None) => {
@@ -313,14 +359,14 @@ mod tests {
     #[tokio::test]
     async fn replies_extend_from_their_own_send_instant() {
         let registry = Registry::default();
-        let clock = HolderClock::new(0, Duration::ZERO);
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
         let t_open = Instant::now();
         let a = SessionCore::new(
             crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
             "a".into(),
             1_000,
             false,
-            clock,
+            Arc::clone(&clock),
             t_open,
         );
         let b = SessionCore::new(
@@ -328,7 +374,7 @@ mod tests {
             "b".into(),
             1_000,
             false,
-            clock,
+            Arc::clone(&clock),
             t_open,
         );
         registry.add(Arc::clone(&a));
@@ -344,11 +390,18 @@ mod tests {
         fifo.sent(t2);
         let reply = |recall| pb::KeepAliveResponse {
             sessions: vec![status(1, true, 1_000, None), status(2, true, 1_000, recall)],
+            drift_ppm: 0,
         };
-        apply_reply(&registry, fifo.answered().expect("pending"), reply(None));
+        apply_reply(
+            &registry,
+            &clock,
+            fifo.answered().expect("pending"),
+            reply(None),
+        );
         assert_eq!(a.deadline(), t1 + Duration::from_millis(1_000));
         apply_reply(
             &registry,
+            &clock,
             fifo.answered().expect("pending"),
             reply(Some("r")),
         );
@@ -363,12 +416,133 @@ mod tests {
         // The service says session 1 is gone: lost, no longer renewed.
         apply_reply(
             &registry,
+            &clock,
             Instant::now(),
             pb::KeepAliveResponse {
                 sessions: vec![status(1, false, 0, None)],
+                drift_ppm: 0,
             },
         );
         assert_eq!(a.lost(), Some(LostReason::SessionGone));
         assert_eq!(registry.ids(), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_raising_the_drift_bound_applies_before_its_renewals() {
+        let registry = Registry::default();
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
+        let t_open = Instant::now();
+        let a = SessionCore::new(
+            crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
+            "a".into(),
+            1_000,
+            false,
+            Arc::clone(&clock),
+            t_open,
+        );
+        let idle = SessionCore::new(
+            crate::SessionHandle::new(2, leasehold_core::SessionSecret([0; 16])),
+            "b".into(),
+            1_000,
+            false,
+            Arc::clone(&clock),
+            t_open,
+        );
+        registry.add(Arc::clone(&a));
+        registry.add(Arc::clone(&idle));
+        assert_eq!(a.deadline(), t_open + Duration::from_millis(1_000));
+        let t1 = t_open + Duration::from_millis(100);
+        apply_reply(
+            &registry,
+            &clock,
+            t1,
+            pb::KeepAliveResponse {
+                sessions: vec![status(1, true, 1_000, None)],
+                drift_ppm: 100_000,
+            },
+        );
+        // 1 s × 0.9 / 1.1: the renewal counts with the raised bound, and
+        // the session the reply did not name is recomputed from its own
+        // t_send.
+        assert_eq!(clock.current().drift_ppm(), 100_000);
+        assert_eq!(a.deadline(), t1 + Duration::from_millis(818));
+        assert_eq!(idle.deadline(), t_open + Duration::from_millis(818));
+    }
+
+    #[test]
+    fn a_round_splits_into_requests_of_at_most_the_servers_limit() {
+        let ids: Vec<u64> = (1..=25_000).collect();
+        let requests = round(&Registry::default(), &ids, KEEPALIVE_SESSIONS_MAX);
+        let sizes: Vec<usize> = requests.iter().map(|r| r.session_ids.len()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        let again: Vec<u64> = requests.into_iter().flat_map(|r| r.session_ids).collect();
+        assert_eq!(again, ids, "every session once, in order");
+        assert_eq!(
+            round(&Registry::default(), &ids[..10_000], KEEPALIVE_SESSIONS_MAX).len(),
+            1
+        );
+        assert!(round(&Registry::default(), &[], KEEPALIVE_SESSIONS_MAX).is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_to_the_requests_of_a_round_touch_only_their_sessions() {
+        let registry = Registry::default();
+        let clock = Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)));
+        let t_open = Instant::now();
+        let cores: Vec<_> = (1..=5)
+            .map(|id| {
+                let c = SessionCore::new(
+                    crate::SessionHandle::new(id, leasehold_core::SessionSecret([0; 16])),
+                    "s".into(),
+                    1_000,
+                    false,
+                    Arc::clone(&clock),
+                    t_open,
+                );
+                registry.add(Arc::clone(&c));
+                c
+            })
+            .collect();
+        // One round of three requests: [1, 2], [3, 4], [5].
+        let requests = round(&registry, &registry.ids(), 2);
+        assert_eq!(requests.len(), 3);
+        let mut fifo = RenewalFifo::default();
+        let sends: Vec<Instant> = (1..=3)
+            .map(|i| t_open + Duration::from_millis(10 * i))
+            .collect();
+        for t in &sends {
+            fifo.sent(*t);
+        }
+        // Each reply answers its own request: the second says session 3
+        // is gone.
+        for (request, t_expected) in requests.iter().zip(&sends) {
+            let t_send = fifo.answered().expect("pending");
+            assert_eq!(t_send, *t_expected);
+            let sessions = request
+                .session_ids
+                .iter()
+                .map(|id| status(*id, *id != 3, 1_000, None))
+                .collect();
+            apply_reply(
+                &registry,
+                &clock,
+                t_send,
+                pb::KeepAliveResponse {
+                    sessions,
+                    drift_ppm: 0,
+                },
+            );
+        }
+        assert_eq!(cores[2].lost(), Some(LostReason::SessionGone));
+        assert_eq!(registry.ids(), [1, 2, 4, 5]);
+        for (core, t_send) in cores
+            .iter()
+            .zip([sends[0], sends[0], sends[1], sends[1], sends[2]])
+        {
+            if core.id != 3 {
+                assert_eq!(core.lost(), None);
+                assert_eq!(core.deadline(), t_send + Duration::from_millis(1_000));
+            }
+        }
     }
 }

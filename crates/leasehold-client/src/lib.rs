@@ -15,7 +15,8 @@
 //!   recalled" signal.
 //! - [`deadline`]: [`HolderClock`]: the holder side of the time model.
 //! - [`keepalive`] (private): the task renewing every session on one
-//!   `KeepAlive` stream, pairing replies to sends through a FIFO.
+//!   `KeepAlive` stream, at most 10,000 sessions per request (the server's
+//!   limit), pairing replies to sends through a FIFO.
 //! - [`transport`]: endpoint normalization, leader hints, channels, retries.
 //! - [`watch`]: [`WatchStream`], lease events resumed after failures.
 //! - [`types`]: plain values ([`AcquireOptions`], [`ResourceState`],
@@ -29,7 +30,9 @@
 //! grants or renews (open, acquire, keepalive) and, on a reply "alive for
 //! TTL", believes the session until
 //! `t_send + TTL × (1 − ρ) / (1 + ρ) − margin` (ρ defaults to 1%, the margin
-//! to 5 ms; see `docs/adr/0001-time-model.md`). A local timer fires at that
+//! to 5 ms; see `docs/adr/0001-time-model.md`). ρ is never smaller than the
+//! cluster's: every answer reports the cluster's drift bound, and a larger
+//! one is adopted at once, moving existing deadlines earlier. A local timer fires at that
 //! deadline: [`Lease::lost`] resolves before the service could grant the
 //! lease to anyone else. Check [`Lease::is_valid`] before each use of the
 //! protected resource and send it [`Lease::fencing_token`].

@@ -1,7 +1,7 @@
 //! Sessions and leases as the holder sees them: the holder deadline, the
 //! "lost or recalled" signal, release on close and (best effort) on drop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use leasehold_proto::v1 as pb;
 use tokio::sync::{watch, Notify};
 
 use crate::client::Client;
-use crate::deadline::HolderClock;
+use crate::deadline::SharedClock;
 use crate::error::ClientError;
 use crate::types::{check_resource, mode_to_pb, AcquireOptions};
 
@@ -85,12 +85,20 @@ pub enum SessionStatus {
     },
 }
 
-/// The holder deadline and whether it was given up, under one lock so that
-/// "renew" and "the deadline passed" cannot both win.
+/// What the holder deadline rests on, and whether it was given up, under
+/// one lock so that "renew" and "the deadline passed" cannot both win.
+///
+/// The deadline itself is not stored: it is computed from the renewal it
+/// rests on with the client's drift bound in force at the moment it is
+/// read, so a raised bound applies to every session at once
+/// (docs/adr/0001-time-model.md §5a).
 #[derive(Debug)]
 struct Belief {
-    /// Until when the holder may believe the session.
-    deadline: Instant,
+    /// Instant read before sending the request whose answer the deadline
+    /// rests on (the latest-reaching grant or renewal).
+    t_send: Instant,
+    /// TTL that answer granted.
+    ttl_ms: u64,
     /// Set once; a lost session never comes back.
     lost: Option<LostReason>,
 }
@@ -109,8 +117,9 @@ pub(crate) struct SessionCore {
     pub(crate) ttl_ms: u64,
     /// A one-call lease's private session (lives and dies with the lease).
     pub(crate) private: bool,
-    /// Drift and margin rules.
-    clock: HolderClock,
+    /// Drift and margin rules, shared by the client's sessions (the drift
+    /// bound is raised to the cluster's when an answer reports a larger one).
+    clock: Arc<SharedClock>,
     /// Deadline and loss.
     belief: Mutex<Belief>,
     /// Session status, for [`Session::lost`].
@@ -127,7 +136,7 @@ impl SessionCore {
         name: String,
         ttl_ms: u64,
         private: bool,
-        clock: HolderClock,
+        clock: Arc<SharedClock>,
         t_send: Instant,
     ) -> Arc<Self> {
         let (status, _) = watch::channel(SessionStatus::Alive);
@@ -139,7 +148,8 @@ impl SessionCore {
             private,
             clock,
             belief: Mutex::new(Belief {
-                deadline: clock.deadline(t_send, ttl_ms),
+                t_send,
+                ttl_ms,
                 lost: None,
             }),
             status,
@@ -160,9 +170,16 @@ impl SessionCore {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The holder deadline.
+    /// The holder deadline: `t_send + validity(ttl_ms)` of the renewal it
+    /// rests on, with the drift bound in force now.
     pub(crate) fn deadline(&self) -> Instant {
-        self.belief().deadline
+        let b = self.belief();
+        self.deadline_of(&b)
+    }
+
+    /// The deadline `b` supports with the drift bound in force now.
+    fn deadline_of(&self, b: &Belief) -> Instant {
+        self.clock.current().deadline(b.t_send, b.ttl_ms)
     }
 
     /// Why the session is lost, if it is.
@@ -173,7 +190,7 @@ impl SessionCore {
     /// Whether the holder may believe the session now.
     pub(crate) fn is_valid_at(&self, now: Instant) -> bool {
         let b = self.belief();
-        b.lost.is_none() && now < b.deadline
+        b.lost.is_none() && now < self.deadline_of(&b)
     }
 
     /// A reply "alive for `ttl_ms`" to a request sent after `t_send`.
@@ -188,8 +205,17 @@ impl SessionCore {
             if b.lost.is_some() {
                 return false;
             }
-            if now < b.deadline {
-                b.deadline = self.clock.extend(b.deadline, t_send, ttl_ms);
+            // Both deadlines with the same rules (read once, after any
+            // raise the answer carried was adopted).
+            let clock = self.clock.current();
+            let current = clock.deadline(b.t_send, b.ttl_ms);
+            if now < current {
+                // Never moves the deadline back: a reply to an older
+                // request, or a duplicate, changes nothing.
+                if clock.deadline(t_send, ttl_ms) > current {
+                    b.t_send = t_send;
+                    b.ttl_ms = ttl_ms;
+                }
                 return true;
             }
         }
@@ -205,7 +231,7 @@ impl SessionCore {
             if b.lost.is_some() {
                 return true;
             }
-            now >= b.deadline
+            now >= self.deadline_of(&b)
         };
         if expired {
             self.lose(LostReason::DeadlinePassed);
@@ -291,12 +317,16 @@ fn set_lost(s: &mut LeaseStatus, why: LostReason) -> bool {
 }
 
 /// Fires the session's loss at its holder deadline (re-armed whenever the
-/// deadline moved), so that "lost" is signalled by a local timer before the
-/// service could grant the lease to anyone else. Ends when the session is
-/// lost.
+/// deadline moved: later by a renewal, earlier by a raised drift bound), so
+/// that "lost" is signalled by a local timer before the service could grant
+/// the lease to anyone else. Ends when the session is lost.
 pub(crate) async fn watchdog(core: Arc<SessionCore>) {
     let mut status = core.subscribe();
+    let mut raised = core.clock.subscribe();
     loop {
+        // Mark the bound seen *before* reading the deadline: a raise after
+        // this wakes the select below.
+        raised.borrow_and_update();
         let deadline = core.deadline();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -309,6 +339,30 @@ pub(crate) async fn watchdog(core: Arc<SessionCore>) {
                     return;
                 }
             }
+            // The drift bound was raised: the deadline moved earlier.
+            Ok(()) = raised.changed() => {}
+        }
+    }
+}
+
+/// The sessions kept alive, and how many of them have each TTL (so that
+/// the shortest is known without a scan: a client may keep many).
+#[derive(Debug, Default)]
+struct Kept {
+    /// Sessions by id.
+    by_id: HashMap<u64, Arc<SessionCore>>,
+    /// Number of sessions kept with each TTL (in ms).
+    ttls_ms: BTreeMap<u64, usize>,
+}
+
+impl Kept {
+    /// Counts one session fewer with TTL `ttl_ms`.
+    fn forget_ttl(&mut self, ttl_ms: u64) {
+        if let Some(n) = self.ttls_ms.get_mut(&ttl_ms) {
+            *n -= 1;
+            if *n == 0 {
+                self.ttls_ms.remove(&ttl_ms);
+            }
         }
     }
 }
@@ -316,35 +370,43 @@ pub(crate) async fn watchdog(core: Arc<SessionCore>) {
 /// Every session the client keeps alive, for the keepalive task.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    /// Sessions by id.
-    sessions: Mutex<HashMap<u64, Arc<SessionCore>>>,
+    /// Sessions, with their TTLs counted.
+    sessions: Mutex<Kept>,
     /// Woken when a session is added (the renewal period may shrink).
     pub(crate) changed: Notify,
 }
 
 impl Registry {
-    fn sessions(&self) -> MutexGuard<'_, HashMap<u64, Arc<SessionCore>>> {
+    fn sessions(&self) -> MutexGuard<'_, Kept> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts keeping `core` alive and arms its watchdog.
     pub(crate) fn add(&self, core: Arc<SessionCore>) {
-        self.sessions().insert(core.id, Arc::clone(&core));
+        {
+            let mut kept = self.sessions();
+            *kept.ttls_ms.entry(core.ttl_ms).or_insert(0) += 1;
+            if let Some(old) = kept.by_id.insert(core.id, Arc::clone(&core)) {
+                kept.forget_ttl(old.ttl_ms);
+            }
+        }
         tokio::spawn(watchdog(core));
         self.changed.notify_one();
     }
 
     /// Stops keeping session `id` alive.
     pub(crate) fn remove(&self, id: u64) {
-        self.sessions().remove(&id);
+        let mut kept = self.sessions();
+        if let Some(old) = kept.by_id.remove(&id) {
+            kept.forget_ttl(old.ttl_ms);
+        }
     }
 
     /// The session `id`, if kept alive.
     pub(crate) fn get(&self, id: u64) -> Option<Arc<SessionCore>> {
-        self.sessions().get(&id).cloned()
+        self.sessions().by_id.get(&id).cloned()
     }
 
-    /// Ids of every session kept alive, ascending.
     /// A keepalive message renewing `ids`, each with its secret (a
     /// session removed meanwhile goes with an empty secret: the service
     /// answers it as not alive).
@@ -354,6 +416,7 @@ impl Registry {
             .iter()
             .map(|id| {
                 sessions
+                    .by_id
                     .get(id)
                     .map(|c| c.secret.as_bytes().to_vec().into())
                     .unwrap_or_default()
@@ -365,24 +428,25 @@ impl Registry {
         }
     }
 
+    /// Ids of every session kept alive, ascending.
     pub(crate) fn ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.sessions().keys().copied().collect();
+        let mut ids: Vec<u64> = self.sessions().by_id.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     /// Whether no session is kept alive.
     pub(crate) fn is_empty(&self) -> bool {
-        self.sessions().is_empty()
+        self.sessions().by_id.is_empty()
     }
 
     /// How often to renew: a third of the shortest TTL (at least 10 ms);
     /// `None` when there is nothing to renew.
     pub(crate) fn renew_interval(&self) -> Option<Duration> {
         self.sessions()
-            .values()
-            .map(|s| s.ttl_ms)
-            .min()
+            .ttls_ms
+            .keys()
+            .next()
             .map(|ttl| Duration::from_millis(ttl / 3).max(Duration::from_millis(10)))
     }
 }
@@ -533,7 +597,9 @@ impl Session {
     }
 
     /// The holder deadline: until when this holder may believe the session
-    /// (and its leases) without another renewal.
+    /// (and its leases) without another renewal. Computed with the client's
+    /// drift bound in force now: a raise reported by the cluster moves it
+    /// earlier at once.
     pub fn deadline(&self) -> Instant {
         self.owner.core.deadline()
     }
@@ -719,7 +785,9 @@ impl Lease {
         Duration::from_millis(self.owner.core.ttl_ms)
     }
 
-    /// The holder deadline of the lease's session.
+    /// The holder deadline of the lease's session (with the client's drift
+    /// bound in force now: a raise reported by the cluster moves it earlier
+    /// at once).
     pub fn deadline(&self) -> Instant {
         self.owner.core.deadline()
     }
@@ -825,6 +893,11 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadline::HolderClock;
+
+    fn exact_clock() -> Arc<SharedClock> {
+        Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO)))
+    }
 
     fn core(ttl_ms: u64) -> Arc<SessionCore> {
         SessionCore::new(
@@ -832,7 +905,7 @@ mod tests {
             "t".into(),
             ttl_ms,
             false,
-            HolderClock::new(0, Duration::ZERO),
+            exact_clock(),
             Instant::now(),
         )
     }
@@ -876,7 +949,7 @@ mod tests {
             "t".into(),
             10,
             false,
-            HolderClock::new(0, Duration::ZERO),
+            exact_clock(),
             Instant::now() - Duration::from_millis(100),
         );
         assert!(!c.renewed(Instant::now(), 10_000));
@@ -927,12 +1000,115 @@ mod tests {
             "u".into(),
             3_000,
             false,
-            HolderClock::default(),
+            Arc::new(SharedClock::new(HolderClock::default())),
             Instant::now(),
         ));
         assert_eq!(r.renew_interval(), Some(Duration::from_millis(1_000)));
         assert_eq!(r.ids(), [3, 7]);
         r.remove(3);
         assert_eq!(r.renew_interval(), Some(Duration::from_millis(3_000)));
+        // Removing twice, or an unknown id, counts nothing twice.
+        r.remove(3);
+        r.remove(99);
+        assert_eq!(r.renew_interval(), Some(Duration::from_millis(3_000)));
+        r.remove(7);
+        assert_eq!(r.renew_interval(), None);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_raised_drift_bound_recomputes_deadlines_from_their_send_instant() {
+        let clock = Arc::new(SharedClock::new(HolderClock::new(
+            10_000,
+            Duration::from_millis(5),
+        )));
+        let t_send = Instant::now();
+        let c = SessionCore::new(
+            crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
+            "t".into(),
+            10_000,
+            false,
+            Arc::clone(&clock),
+            t_send,
+        );
+        let other = SessionCore::new(
+            crate::SessionHandle::new(2, leasehold_core::SessionSecret([0; 16])),
+            "u".into(),
+            20_000,
+            false,
+            Arc::clone(&clock),
+            t_send,
+        );
+        // 10 s × 0.99 / 1.01 − 5 ms.
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(9_796));
+        assert!(!clock.observe(10_000));
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(9_796));
+
+        // The cluster reports 10%: every session's deadline is recomputed
+        // from the same t_send, 10 s × 0.9 / 1.1 − 5 ms, at once.
+        assert!(clock.observe(100_000));
+        assert_eq!(c.deadline(), t_send + Duration::from_millis(8_176));
+        assert_eq!(other.deadline(), t_send + Duration::from_millis(16_358));
+        assert!(c.is_valid_at(t_send + Duration::from_millis(8_175)));
+        assert!(!c.is_valid_at(t_send + Duration::from_millis(8_176)));
+
+        // Renewals count with the raised bound too; an older one moves
+        // nothing back.
+        let t1 = t_send + Duration::from_millis(1_000);
+        assert!(c.renewed(t1, 10_000));
+        assert_eq!(c.deadline(), t1 + Duration::from_millis(8_176));
+        assert!(c.renewed(t_send, 10_000));
+        assert_eq!(c.deadline(), t1 + Duration::from_millis(8_176));
+
+        // A raise that puts the deadline in the past: the next renewal
+        // finds it passed and the session is lost.
+        let old = SessionCore::new(
+            crate::SessionHandle::new(3, leasehold_core::SessionSecret([0; 16])),
+            "v".into(),
+            1_000,
+            false,
+            Arc::new(SharedClock::new(HolderClock::new(0, Duration::ZERO))),
+            Instant::now() - Duration::from_millis(950),
+        );
+        old.clock.observe(100_000);
+        assert!(!old.renewed(Instant::now(), 1_000));
+        assert_eq!(old.lost(), Some(LostReason::DeadlinePassed));
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_fires_when_a_raise_moves_the_deadline_into_the_past() {
+        let clock = exact_clock();
+        // Believed for another second with ρ = 0; with ρ = 10% the
+        // deadline (8.18 s after t_send) is already past.
+        let t_send = Instant::now() - Duration::from_millis(9_000);
+        let c = SessionCore::new(
+            crate::SessionHandle::new(1, leasehold_core::SessionSecret([0; 16])),
+            "t".into(),
+            10_000,
+            false,
+            Arc::clone(&clock),
+            t_send,
+        );
+        let old_deadline = c.deadline();
+        let rx = c.lease_granted("r");
+        let dog = tokio::spawn(watchdog(Arc::clone(&c)));
+        // Let the watchdog arm at the old deadline.
+        tokio::task::yield_now().await;
+        assert_eq!(c.lost(), None);
+        assert!(clock.observe(100_000));
+        tokio::time::timeout(Duration::from_secs(5), dog)
+            .await
+            .expect("watchdog ends")
+            .expect("no panic");
+        assert!(
+            Instant::now() < old_deadline,
+            "fired at the raised deadline, not the old one"
+        );
+        assert_eq!(
+            *rx.borrow(),
+            LeaseStatus::Lost {
+                why: LostReason::DeadlinePassed
+            }
+        );
     }
 }

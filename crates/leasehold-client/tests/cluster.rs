@@ -2,9 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use leasehold_client::{
-    AcquireOptions, Client, ClientBuilder, ClientError, EventKind, LeaseStatus, LostReason, Mode,
+    AcquireOptions, Client, ClientBuilder, ClientError, EventKind, HolderClock, LeaseStatus,
+    LostReason, Mode,
 };
+use leasehold_proto::v1 as pb;
 use leasehold_tests::{ClusterOptions, TestCluster, WAIT};
 
 async fn start() -> anyhow::Result<(TestCluster, Client)> {
@@ -259,4 +262,95 @@ async fn watch_status_and_unavailable() -> anyhow::Result<()> {
         .expect_err("nothing listens");
     assert!(matches!(e, ClientError::Unavailable { .. }), "{e}");
     Ok(())
+}
+
+/// Sets the cluster's drift bound ρ with `SetConfig`, keeping the rest of
+/// its lease configuration.
+async fn set_cluster_drift_ppm(cluster: &TestCluster, drift_ppm: u32) -> anyhow::Result<()> {
+    let endpoint = cluster.api_endpoint(cluster.serving_leader().await?)?;
+    let mut api = leasehold_tests::grpc::client(&endpoint).await?;
+    let mut config = api
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner()
+        .config
+        .context("status without a config")?;
+    config.drift_ppm = drift_ppm;
+    let set = api
+        .set_config(pb::SetConfigRequest {
+            config: Some(config),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(set.config.map(|c| c.drift_ppm), Some(drift_ppm));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_raised_cluster_drift_bound_moves_holder_deadlines_earlier() -> anyhow::Result<()> {
+    const RAISED_PPM: u32 = 100_000;
+    let (cluster, client) = start().await?;
+    let margin = client.holder_clock().margin();
+    let raised = HolderClock::new(RAISED_PPM, margin);
+
+    // A holder with a long TTL (renewed every 10 s), after its first renewal.
+    let other = Client::connect(cluster.api_endpoints()).await?;
+    let long_ttl = Duration::from_secs(30);
+    let slow = other.open_session("slow", long_ttl).await?;
+    let slow_lease = slow
+        .acquire("drift/slow", AcquireOptions::default())
+        .await?;
+    let opened = slow_lease.deadline();
+    leasehold_tests::wait_until("the first renewal", WAIT, || async {
+        (slow_lease.deadline() != opened).then_some(())
+    })
+    .await?;
+    let slow_before = slow_lease.deadline();
+
+    // A holder renewed every 2 s.
+    let ttl = Duration::from_secs(6);
+    let session = client.open_session("fast", ttl).await?;
+    let lease = session
+        .acquire("drift/fast", AcquireOptions::default())
+        .await?;
+
+    set_cluster_drift_ppm(&cluster, RAISED_PPM).await?;
+
+    // Any answer carries the raised bound: opening another session makes
+    // the slow holder recompute its lease's deadline from the same t_send
+    // with ρ = 10% at once, long before its next renewal.
+    let configured = other.holder_clock();
+    other.open_session("probe", long_ttl).await?.detach();
+    let shift = configured.validity(30_000) - raised.validity(30_000);
+    assert_eq!(
+        slow_lease.deadline(),
+        slow_before - shift,
+        "moved {shift:?} earlier"
+    );
+    assert_eq!(other.holder_clock().drift_ppm(), RAISED_PPM);
+    assert!(slow_lease.is_valid());
+
+    // The next keepalive reply: the deadline counts from a t_send read
+    // before the reply was seen, with TTL × 0.9 / 1.1 − m.
+    let before = lease.deadline();
+    let seen = leasehold_tests::wait_until("the next keepalive reply", WAIT, || async {
+        (lease.deadline() != before).then(Instant::now)
+    })
+    .await?;
+    let bound = seen + raised.validity(6_000);
+    assert!(
+        lease.deadline() <= bound,
+        "deadline {:?} after t_send + TTL × 0.9 / 1.1 − m",
+        lease.deadline() - bound
+    );
+    assert_eq!(client.holder_clock().drift_ppm(), RAISED_PPM);
+    assert!(lease.is_valid());
+
+    // A client connecting now starts from the cluster's bound (Status).
+    let late = Client::connect(cluster.api_endpoints()).await?;
+    assert_eq!(late.holder_clock().drift_ppm(), RAISED_PPM);
+
+    session.close().await?;
+    slow.close().await?;
+    cluster.shutdown().await
 }

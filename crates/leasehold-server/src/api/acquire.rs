@@ -133,6 +133,7 @@ impl LeaseApi {
             session_id: session,
             ttl_ms: s.session(session).map(|x| x.ttl_ms).unwrap_or(0),
             session_secret: secret.as_bytes().to_vec().into(),
+            drift_ppm: s.config().drift_ppm,
         })
     }
 

@@ -99,8 +99,9 @@ impl LeaseApi {
                 })
             }
         };
-        let sessions = self.state.read(|s| {
-            ids.iter()
+        let (sessions, drift_ppm) = self.state.read(|s| {
+            let sessions = ids
+                .iter()
                 .zip(renewed)
                 .map(|(id, ttl)| {
                     let notices = match (ttl, s.session(*id)) {
@@ -127,8 +128,12 @@ impl LeaseApi {
                         notices,
                     }
                 })
-                .collect()
+                .collect();
+            (sessions, s.config().drift_ppm)
         });
-        Ok(pb::KeepAliveResponse { sessions })
+        Ok(pb::KeepAliveResponse {
+            sessions,
+            drift_ppm,
+        })
     }
 }

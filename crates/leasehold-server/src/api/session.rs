@@ -31,6 +31,7 @@ impl LeaseApi {
                 session_id: session,
                 ttl_ms,
                 session_secret: secret.as_bytes().to_vec().into(),
+                drift_ppm: self.state.read(|s| s.config().drift_ppm),
             }),
             other => Err(ApiError::refused(other)),
         }
