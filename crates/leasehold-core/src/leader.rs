@@ -451,6 +451,55 @@ mod tests {
         assert_eq!(l.tracked(), 0);
     }
 
+    /// The race a review found in the old lessor: a keepalive read the
+    /// session's TTL from the state, the `ExpireSessions` entry applied,
+    /// and the keepalive then tracked the session again as unknown and
+    /// answered alive. Here the keepalive reads nothing but this table, and
+    /// the expiry's apply removes the session from it under the same lock:
+    /// whichever order they take, an expired session is never alive again.
+    #[test]
+    fn a_renewal_racing_an_expiry_never_revives_the_session() {
+        let mut l = leading(0);
+        let opened = SessionChange::Opened {
+            session: 9,
+            ttl_ms: 1_000,
+            secret: S,
+        };
+        l.apply(opened, 0);
+        l.confirmed(1, 900);
+        // The deadline passes; the expiry loop proposes it.
+        assert_eq!(l.due(1_000, 10, 5_000), vec![9]);
+        // A keepalive arriving before the expiry applied: not renewed.
+        assert_eq!(
+            l.renew(&[(9, S)], 1_001),
+            RenewOutcome::Renewed(vec![Renewal::NotAlive])
+        );
+        // The expiry applies; a keepalive after it: still not alive, and
+        // nothing tracks the session again.
+        l.apply(SessionChange::Ended { session: 9 }, 1_002);
+        assert_eq!(
+            l.renew(&[(9, S)], 1_003),
+            RenewOutcome::Renewed(vec![Renewal::NotAlive])
+        );
+        assert_eq!(l.tracked(), 0);
+        assert_eq!(l.deadline_ms(9), None);
+        // Even a keepalive racing an expiry applied early (another leader's
+        // entry, before the deadline here) finds nothing to renew.
+        l.apply(
+            SessionChange::Opened {
+                session: 10,
+                ttl_ms: 1_000,
+                secret: S,
+            },
+            1_004,
+        );
+        l.apply(SessionChange::Ended { session: 10 }, 1_005);
+        assert_eq!(
+            l.renew(&[(10, S)], 1_006),
+            RenewOutcome::Renewed(vec![Renewal::NotAlive])
+        );
+    }
+
     #[test]
     fn takeover_covers_ttl_plus_grace_and_spreads() {
         let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
