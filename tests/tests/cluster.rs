@@ -353,6 +353,28 @@ async fn restarted_node_refuses_votes_for_the_leader_lease_window() -> anyhow::R
     c.shutdown().await
 }
 
+/// A cluster that snapshots every 50 entries (keeping 5), with `sessions`
+/// sessions opened and applied everywhere; returns it, a follower, and the
+/// index of the last open.
+async fn snapshotting_cluster_with_sessions(
+    sessions: usize,
+) -> anyhow::Result<(TestCluster, u64, u64)> {
+    let options = ClusterOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let c = TestCluster::start(options).await?;
+    let mut last = 0;
+    for i in 0..sessions {
+        last = c.propose(open(&format!("before-{i}"))).await?.0;
+    }
+    let leader = c.leader().await?;
+    let follower = c.other_than(leader)?;
+    c.wait_all_applied(last).await?;
+    Ok((c, follower, last))
+}
+
 /// The wipe procedure (docs/adr/0001-time-model.md §4): out of the
 /// membership, wiped, restarted pristine under the same id, added back. It
 /// needs no log reversion (openraft is built without
@@ -361,19 +383,7 @@ async fn restarted_node_refuses_votes_for_the_leader_lease_window() -> anyhow::R
 /// the removal and starts a fresh one when it is added again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow::Result<()> {
-    let options = ClusterOptions {
-        snapshot_every_entries: 50,
-        log_entries_kept: 5,
-        ..ClusterOptions::default()
-    };
-    let mut c = TestCluster::start(options).await?;
-    let mut last = 0;
-    for i in 0..150 {
-        last = c.propose(open(&format!("before-{i}"))).await?.0;
-    }
-    let leader = c.leader().await?;
-    let victim = c.other_than(leader)?;
-    c.wait_all_applied(last).await?;
+    let (mut c, victim, mut last) = snapshotting_cluster_with_sessions(150).await?;
     let before = assert_same_state(&c)?;
     // 1. Out of the membership: no leader keeps its progress, and its
     //    empty log will never count as a vote.
@@ -440,19 +450,7 @@ async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow:
 /// to be added back like any wiped node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wiped_member_restarted_under_its_old_id_stays_out_until_removed() -> anyhow::Result<()> {
-    let options = ClusterOptions {
-        snapshot_every_entries: 50,
-        log_entries_kept: 5,
-        ..ClusterOptions::default()
-    };
-    let mut c = TestCluster::start(options).await?;
-    let mut last = 0;
-    for i in 0..60 {
-        last = c.propose(open(&format!("before-{i}"))).await?.0;
-    }
-    let leader = c.leader().await?;
-    let victim = c.other_than(leader)?;
-    c.wait_all_applied(last).await?;
+    let (mut c, victim, mut last) = snapshotting_cluster_with_sessions(60).await?;
     c.stop(victim).await?;
     c.wipe(victim)?;
     c.restart(victim).await?;
