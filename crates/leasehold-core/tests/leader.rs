@@ -98,7 +98,7 @@ impl Naive {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, .. ProptestConfig::default() })]
 
     #[test]
     fn leader_rules_match_the_naive_model(ops in prop::collection::vec(op(), 1..200)) {
