@@ -40,8 +40,8 @@ pub struct RunArgs {
     /// Session time-to-live.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub ttl: Duration,
-    /// Wait at most this long for the resource; without it a held resource
-    /// fails at once (exit 3).
+    /// Wait at most this long for the resource (exit 5 when it stays held);
+    /// without it, or with 0s, a held resource fails at once (exit 3).
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
     /// Shared (reader) lease instead of exclusive.
