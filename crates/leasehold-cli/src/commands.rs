@@ -68,7 +68,7 @@ nothing renews the session afterwards, so it and the lease expire after the TTL.
 Release earlier with `leasehold release RESOURCE --session HANDLE` (the SESSION \
 column as printed: `<id>.<secret>`). \
 With --hold, the lease is renewed until Ctrl-C, then released; a recall \
-releases it and exits 0.")]
+releases it and exits 0; losing it (the session expired or was closed) exits 9.")]
 pub struct AcquireArgs {
     /// The resource to lease.
     pub resource: String,
@@ -79,7 +79,8 @@ pub struct AcquireArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub ttl: Duration,
     /// Wait (queued, first come first served) at most this long for the
-    /// resource; without it a held resource fails at once (exit 3).
+    /// resource (exit 5 when it stays held); without it, or with 0s, a held
+    /// resource fails at once (exit 3).
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
     /// Client name of the session (shown to others). Default:
@@ -116,16 +117,62 @@ pub async fn open_and_acquire(
         .open_session(&holder, ttl)
         .await
         .context("opening a session")?;
+    let asked = std::time::Instant::now();
     match session.acquire(resource, options).await {
         Ok(lease) => Ok((client, session, lease)),
         Err(e) => {
+            let waited = asked.elapsed();
             let _ = session.close().await;
-            Err(e.into())
+            match e {
+                leasehold_client::ClientError::WaitTimedOut(_) => {
+                    Err(wait_timed_out(&client, resource, waited).await.into())
+                }
+                e => Err(e.into()),
+            }
         }
     }
 }
 
-/// Options of an acquire from its flags.
+/// The error of a wait that timed out after `waited`: the time really
+/// waited, and who holds `resource` now (asked after the timeout: the
+/// service's own message names neither).
+async fn wait_timed_out(client: &Client, resource: &str, waited: Duration) -> exit::Coded {
+    // Whole milliseconds: the finer digits are noise.
+    let waited = Duration::from_millis(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
+    let holders = match client.get(resource).await {
+        Ok(state) if state.holders.is_empty() => format!(
+            "held until the wait ended, free now ({} waiting)",
+            state.waiters
+        ),
+        Ok(state) => format!("still held by {}", describe_holders(&state.holders)),
+        Err(e) => format!("still held (who holds it is unknown: {e})"),
+    };
+    exit::Coded {
+        code: exit::WAIT_TIMED_OUT,
+        message: format!(
+            "waited {} for {resource}; {holders}",
+            crate::duration::format_duration(waited)
+        ),
+    }
+}
+
+/// Holders as a conflict names them: `session 12 ("bob", exclusive,
+/// token 13)`, comma separated.
+fn describe_holders(holders: &[leasehold_client::LeaseInfo]) -> String {
+    holders
+        .iter()
+        .map(|h| {
+            format!(
+                "session {} ({:?}, {}, token {})",
+                h.session_id, h.client_name, h.mode, h.fencing_token
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Options of an acquire from its flags. A zero `wait` means "do not
+/// wait", as no `wait` does (the service would queue for a millisecond).
 pub fn acquire_options(
     shared: bool,
     wait: Option<Duration>,
@@ -137,7 +184,7 @@ pub fn acquire_options(
         } else {
             Mode::Exclusive
         },
-        wait,
+        wait: wait.filter(|w| !w.is_zero()),
         metadata: metadata.unwrap_or_default().as_bytes().to_vec(),
     }
 }
@@ -178,7 +225,9 @@ pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
                 exit::OK
             }
             LeaseStatus::Lost { why } => {
-                anyhow::bail!("lease on {} lost: {why}", args.resource);
+                // Nothing left to release: the session expires on its own.
+                eprintln!("leasehold: lease on {} lost: {why}", args.resource);
+                return Ok(exit::LEASE_LOST);
             }
             LeaseStatus::Held => exit::OK,
         },
@@ -412,4 +461,41 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_wait_means_no_wait() {
+        assert_eq!(
+            acquire_options(false, Some(Duration::ZERO), None).wait,
+            None
+        );
+        assert_eq!(acquire_options(false, None, None).wait, None);
+        assert_eq!(
+            acquire_options(true, Some(Duration::from_millis(300)), None).wait,
+            Some(Duration::from_millis(300))
+        );
+    }
+
+    #[test]
+    fn holders_are_named_like_a_conflict() {
+        let holder = |session_id, client_name: &str, fencing_token| leasehold_client::LeaseInfo {
+            resource: "r".into(),
+            session_id,
+            mode: Mode::Shared,
+            fencing_token,
+            metadata: vec![],
+            client_name: client_name.into(),
+            remaining_ttl: None,
+            recalled: false,
+            recall_reason: None,
+        };
+        assert_eq!(
+            describe_holders(&[holder(12, "bob", 13), holder(14, "eve", 13)]),
+            "session 12 (\"bob\", shared, token 13), session 14 (\"eve\", shared, token 13)"
+        );
+    }
 }

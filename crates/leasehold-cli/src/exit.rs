@@ -21,6 +21,11 @@ pub const UNAVAILABLE: u8 = 6;
 pub const INVALID_ARGUMENT: u8 = 7;
 /// A session named without its secret (`PERMISSION_DENIED`).
 pub const PERMISSION_DENIED: u8 = 8;
+/// The lease was lost while held: its session expired, was closed, or
+/// its holder deadline passed unrenewed (`run`, `acquire --hold`).
+pub const LEASE_LOST: u8 = 9;
+/// The lease was recalled while held (`run`).
+pub const LEASE_RECALLED: u8 = 10;
 
 /// The help text listing the exit codes (shown by `--help`).
 pub const HELP: &str = "\
@@ -34,7 +39,30 @@ Exit codes:
   6  unavailable: no node could serve the request (UNAVAILABLE)
   7  invalid argument (INVALID_ARGUMENT)
   8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)
-`run` exits with the command's own code (128+N if a signal N killed it).";
+  9  the lease was lost while held: its session expired or was closed
+     (`run`, `acquire --hold`)
+ 10  the lease was recalled while held (`run`)
+`run` exits with the command's own code (128+N if a signal N killed it), unless
+the lease was lost (9) or recalled (10) before the command ended: then with
+that code, whatever the command's own.";
+
+/// An error the CLI words itself, with the exit code it exits with (e.g. a
+/// wait that timed out, reworded with the time waited and the holder).
+#[derive(Debug)]
+pub struct Coded {
+    /// The exit code.
+    pub code: u8,
+    /// The message (one line).
+    pub message: String,
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
 
 /// The exit code of a gRPC code.
 pub fn for_code(code: Code) -> u8 {
@@ -50,9 +78,13 @@ pub fn for_code(code: Code) -> u8 {
     }
 }
 
-/// The exit code of an error: by the gRPC code of the first
-/// [`ClientError`] in its chain, else [`OTHER`].
+/// The exit code of an error: that of the first [`Coded`] or, failing
+/// that, the gRPC code of the first [`ClientError`] in its chain, else
+/// [`OTHER`].
 pub fn for_error(error: &anyhow::Error) -> u8 {
+    if let Some(coded) = error.chain().find_map(|e| e.downcast_ref::<Coded>()) {
+        return coded.code;
+    }
     error
         .chain()
         .find_map(|e| e.downcast_ref::<ClientError>())
@@ -79,6 +111,22 @@ mod tests {
             assert_eq!(for_code(code), exit, "{code:?}");
             assert!(HELP.contains(&format!("  {exit}  ")), "{exit} undocumented");
         }
+        for exit in [LEASE_LOST, LEASE_RECALLED] {
+            assert!(
+                HELP.contains(&format!("\n{exit:>3}  ")),
+                "{exit} undocumented"
+            );
+        }
+    }
+
+    #[test]
+    fn coded_errors_keep_their_code() {
+        let e = anyhow::Error::new(Coded {
+            code: WAIT_TIMED_OUT,
+            message: "waited 1s for r; still held by session 1".into(),
+        });
+        assert_eq!(for_error(&e), WAIT_TIMED_OUT);
+        assert_eq!(format!("{e:#}"), "waited 1s for r; still held by session 1");
     }
 
     #[test]

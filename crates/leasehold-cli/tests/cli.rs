@@ -46,6 +46,39 @@ fn expect_code(o: &Output, code: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses a duration as the CLI prints it (`312ms`, `1s5ms`, `2m`).
+fn leasehold_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut digits = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            unit.push('s');
+        }
+        let n: u64 = digits
+            .parse()
+            .with_context(|| format!("bad duration {text:?}"))?;
+        digits.clear();
+        total += match unit.as_str() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(60 * n),
+            "h" => Duration::from_secs(3_600 * n),
+            _ => bail!("bad duration {text:?}"),
+        };
+    }
+    if !digits.is_empty() {
+        bail!("bad duration {text:?}");
+    }
+    Ok(total)
+}
+
 /// The single JSON object a `--output json` command printed.
 fn json(o: &Output) -> anyhow::Result<serde_json::Value> {
     let out = stdout(o);
@@ -116,9 +149,36 @@ async fn acquire_get_release_and_exit_codes() -> anyhow::Result<()> {
         "{err}"
     );
 
-    // Waiting for it times out: exit 5.
+    // Waiting for it times out: exit 5, with the time really waited and
+    // the holder named.
+    let asked = Instant::now();
     let o = output(cli(&cluster, &["acquire", "cli/b", "--wait", "300ms"])).await?;
+    let bound = asked.elapsed();
     expect_code(&o, 5)?;
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let waited = err
+        .strip_prefix("leasehold: waited ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(d, _)| d)
+        .with_context(|| format!("no waited time in {err:?}"))?;
+    let waited = leasehold_duration(waited)?;
+    assert!(
+        waited >= Duration::from_millis(300) && waited <= bound,
+        "waited {waited:?} (asked 300ms, the command took {bound:?}): {err}"
+    );
+    let held_by =
+        format!("for cli/b; still held by session {session} (\"bob\", exclusive, token {token})");
+    assert!(err.contains(&held_by), "{err}");
+
+    // --wait 0s does not wait: a conflict at once (exit 3), like no --wait.
+    let o = output(cli(&cluster, &["acquire", "cli/b", "--wait", "0s"])).await?;
+    expect_code(&o, 3)?;
+    let err = stderr(&o);
+    assert!(
+        err.contains(&session.to_string()) && err.contains("bob"),
+        "{err}"
+    );
 
     // get shows the holder.
     let o = output(cli(&cluster, &["get", "cli/b"])).await?;
@@ -265,9 +325,42 @@ async fn run_stops_the_command_when_recalled_or_lost() -> anyhow::Result<()> {
     let o = output(cli(&cluster, &["recall", "cli/recall", "--reason", "test"])).await?;
     expect_code(&o, 0)?;
     let status = tokio::time::timeout(WAIT, child.wait()).await??;
-    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    // The recall code (10), not the command's 143.
+    assert_eq!(status.code(), Some(10), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(client.get("cli/recall").await?.holders.is_empty());
+
+    // A command that traps SIGTERM and exits 0 after the recall: `run`
+    // still exits with the recall code.
+    let mut run = cli(
+        &cluster,
+        &[
+            "run",
+            "cli/trap",
+            "--ttl",
+            "3s",
+            "--kill-after",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; sleep 60 & wait",
+        ],
+    );
+    // stderr to a file, not a pipe: a pipe stays open as long as any
+    // process of the command (the sleep) is alive.
+    let dir = tempfile::tempdir()?;
+    let err_file = dir.path().join("stderr");
+    run.stderr(std::fs::File::create(&err_file)?);
+    let mut child = run.spawn()?;
+    holder_of(&client, "cli/trap").await?;
+    let o = output(cli(&cluster, &["recall", "cli/trap", "--reason", "drain"])).await?;
+    expect_code(&o, 0)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    let err = std::fs::read_to_string(&err_file)?;
+    assert_eq!(status.code(), Some(10), "{status:?}: {err}");
+    assert!(err.contains("recalled (drain)"), "{err}");
+    assert!(client.get("cli/trap").await?.holders.is_empty());
 
     // Lost: the session is closed behind its back; a command ignoring
     // SIGTERM is killed after --kill-after.
@@ -297,8 +390,130 @@ async fn run_stops_the_command_when_recalled_or_lost() -> anyhow::Result<()> {
         })
         .await?;
     let status = tokio::time::timeout(WAIT, child.wait()).await??;
-    assert_eq!(status.code(), Some(128 + 9), "{status:?}");
+    // The lost code (9), not the command's 137.
+    assert_eq!(status.code(), Some(9), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+
+    // acquire --hold whose lease is lost exits with the same code.
+    let mut hold = cli(
+        &cluster,
+        &["acquire", "cli/hold-lost", "--hold", "--ttl", "3s"],
+    );
+    hold.stdout(std::process::Stdio::null());
+    hold.stderr(std::process::Stdio::piped());
+    let child = hold.spawn()?;
+    let session = holder_of(&client, "cli/hold-lost").await?;
+    cluster
+        .propose(leasehold_core::Command::ExpireSessions {
+            sessions: vec![session],
+        })
+        .await?;
+    let o = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
+    expect_code(&o, 9)?;
+    assert!(stderr(&o).contains("lost"), "{}", stderr(&o));
+    cluster.shutdown().await
+}
+
+/// Whether process `pid` no longer runs: gone, or a zombie not yet reaped.
+fn not_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Waits until `file` holds a pid; returns it.
+async fn pid_in(file: &std::path::Path) -> anyhow::Result<i32> {
+    wait_until("a pid in the file", WAIT, || async {
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    })
+    .await
+}
+
+/// Kills a leftover process (cleanup after a failed assertion).
+fn kill_leftover(pid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_stops_the_commands_whole_process_group() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let client = leasehold_client::Client::connect(cluster.api_endpoints()).await?;
+    let dir = tempfile::tempdir()?;
+
+    // sh forks sleep in the background and waits for it: SIGTERM to sh
+    // alone would leave the sleep running without the lease.
+    let file = dir.path().join("grandchild");
+    let script = format!("sleep 60 & echo $! > {}; wait", file.display());
+    let mut child = cli(
+        &cluster,
+        &[
+            "run",
+            "cli/group",
+            "--ttl",
+            "3s",
+            "--kill-after",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .spawn()?;
+    let grandchild = pid_in(&file).await?;
+    holder_of(&client, "cli/group").await?;
+    let o = output(cli(&cluster, &["recall", "cli/group"])).await?;
+    expect_code(&o, 0)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    let gone = wait_until("the grandchild to stop", WAIT, || async {
+        not_running(grandchild).then_some(())
+    })
+    .await;
+    kill_leftover(grandchild);
+    gone?;
+    assert_eq!(status.code(), Some(10), "{status:?}");
+
+    // A grandchild that ignores SIGTERM gets SIGKILL after --kill-after,
+    // even though the command itself exited on SIGTERM.
+    let file = dir.path().join("stubborn");
+    let script = format!(
+        "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 60' & wait",
+        file.display()
+    );
+    let mut child = cli(
+        &cluster,
+        &[
+            "run",
+            "cli/group2",
+            "--ttl",
+            "3s",
+            "--kill-after",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .spawn()?;
+    let grandchild = pid_in(&file).await?;
+    holder_of(&client, "cli/group2").await?;
+    let o = output(cli(&cluster, &["recall", "cli/group2"])).await?;
+    expect_code(&o, 0)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    let gone = wait_until("the stubborn grandchild to stop", WAIT, || async {
+        not_running(grandchild).then_some(())
+    })
+    .await;
+    kill_leftover(grandchild);
+    gone?;
+    assert_eq!(status.code(), Some(10), "{status:?}");
     cluster.shutdown().await
 }
 
