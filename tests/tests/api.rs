@@ -878,7 +878,10 @@ async fn sessions_belong_to_their_owner() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(lease.session_secret.as_ref(), &owner.secret[..]);
-    let before = api.status(pb::StatusRequest {}).await?.into_inner();
+    // Counts from the leader: it applied the acquire before answering (a
+    // follower's Status may lag behind).
+    let mut on_leader = client(&c.api_endpoint(leader)?).await?;
+    let before = on_leader.status(pb::StatusRequest {}).await?.into_inner();
     let thieves = [
         Sess::from(owner.id),
         Sess {
@@ -927,7 +930,7 @@ async fn sessions_belong_to_their_owner() -> anyhow::Result<()> {
         assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
     }
     // Nothing changed: the owner still holds, and can release.
-    let after = api.status(pb::StatusRequest {}).await?.into_inner();
+    let after = on_leader.status(pb::StatusRequest {}).await?.into_inner();
     assert_eq!(
         (after.sessions, after.resources),
         (before.sessions, before.resources)
