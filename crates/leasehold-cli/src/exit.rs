@@ -78,6 +78,43 @@ pub fn for_code(code: Code) -> u8 {
     }
 }
 
+/// A stable name of an exit code, for scripts (`"conflict"`, …).
+pub fn name(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        USAGE => "usage",
+        CONFLICT => "conflict",
+        NOT_FOUND => "not_found",
+        WAIT_TIMED_OUT => "wait_timed_out",
+        UNAVAILABLE => "unavailable",
+        INVALID_ARGUMENT => "invalid_argument",
+        PERMISSION_DENIED => "permission_denied",
+        LEASE_LOST => "lease_lost",
+        LEASE_RECALLED => "lease_recalled",
+        _ => "error",
+    }
+}
+
+/// The `code` an error reports in JSON: the kind of the first
+/// [`ClientError`] in its chain (`"conflict"`, `"not_found"`, …,
+/// [`ClientError::kind`]) unless a [`Coded`] words it, else the name of its
+/// exit code.
+pub fn code_name(error: &anyhow::Error) -> &'static str {
+    if let Some(coded) = error.chain().find_map(|e| e.downcast_ref::<Coded>()) {
+        return name(coded.code);
+    }
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<ClientError>())
+        .map_or_else(|| name(for_error(error)), ClientError::kind)
+}
+
+/// An error as one JSON object: `{"error": …, "code": …, "exit": …}`
+/// (what `--output json` prints on stderr instead of `leasehold: …`).
+pub fn json_error(message: &str, code: &str, exit: u8) -> String {
+    serde_json::json!({ "error": message, "code": code, "exit": exit }).to_string()
+}
+
 /// The exit code of an error: that of the first [`Coded`] or, failing
 /// that, the gRPC code of the first [`ClientError`] in its chain, else
 /// [`OTHER`].
@@ -127,6 +164,29 @@ mod tests {
         });
         assert_eq!(for_error(&e), WAIT_TIMED_OUT);
         assert_eq!(format!("{e:#}"), "waited 1s for r; still held by session 1");
+    }
+
+    #[test]
+    fn errors_have_json_codes() {
+        let e: anyhow::Result<()> = Err(ClientError::Conflict("held by 3".into())).context("x");
+        let e = e.expect_err("error");
+        assert_eq!(code_name(&e), "conflict");
+        let v: serde_json::Value =
+            serde_json::from_str(&json_error("x: held by 3", code_name(&e), for_error(&e)))
+                .expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "x: held by 3", "code": "conflict", "exit": 3})
+        );
+        let waited = anyhow::Error::new(Coded {
+            code: WAIT_TIMED_OUT,
+            message: "waited".into(),
+        });
+        assert_eq!(code_name(&waited), "wait_timed_out");
+        assert_eq!(code_name(&anyhow::anyhow!("plain")), "error");
+        for code in 0..=LEASE_RECALLED {
+            assert!(code == OTHER || name(code) != "error", "{code} unnamed");
+        }
     }
 
     #[test]
