@@ -56,7 +56,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             let numerator: u128 = fraction.parse().map_err(|_| usage())?;
             let scaled = numerator * u128::from(per_unit);
             let denominator = 10u128.pow(digits);
-            if scaled % denominator != 0 {
+            if !scaled.is_multiple_of(denominator) {
                 return Err(format!(
                     "invalid duration {text:?}: finer than a millisecond"
                 ));

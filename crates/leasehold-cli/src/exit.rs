@@ -22,7 +22,8 @@ pub const INVALID_ARGUMENT: u8 = 7;
 /// A session named without its secret (`PERMISSION_DENIED`).
 pub const PERMISSION_DENIED: u8 = 8;
 /// The lease was lost while held: its session expired, was closed, or
-/// its holder deadline passed unrenewed (`run`, `acquire --hold`).
+/// its holder deadline passed unrenewed (`run`, `acquire --hold`,
+/// `session keepalive`).
 pub const LEASE_LOST: u8 = 9;
 /// The lease was recalled while held (`run`).
 pub const LEASE_RECALLED: u8 = 10;
@@ -40,7 +41,7 @@ Exit codes:
   7  invalid argument (INVALID_ARGUMENT)
   8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)
   9  the lease was lost while held: its session expired or was closed
-     (`run`, `acquire --hold`)
+     (`run`, `acquire --hold`, `session keepalive`)
  10  the lease was recalled while held (`run`)
 `run` exits with the command's own code (128+N if a signal N killed it), unless
 the lease was lost (9) or recalled (10) before the command ended: then with

@@ -557,13 +557,10 @@ impl Client {
             config: Some(config_to_pb(config)),
         };
         let reply = self
-            .unary("set_config", |mut stub, _| {
-                let request = request.clone();
-                async move {
-                    stub.set_config(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+            .unary("set_config", |mut stub, _| async move {
+                stub.set_config(request)
+                    .await
+                    .map(tonic::Response::into_inner)
             })
             .await?;
         let config = reply

@@ -8,7 +8,7 @@
 //! - [`keepalive`]: the `KeepAlive` stream.
 //! - [`watch`]: the `Watch` stream.
 //! - [`read`]: `Get`, `List`.
-//! - [`sessions`]: `ListSessions`.
+//! - [`sessions`]: `ListSessions`, paged, without secrets.
 //! - [`admin`]: `Recall`, `SetConfig`, `ChangeMembership`, `Status`.
 //! - [`convert`]: domain types to wire types.
 //! - [`forward`]: serve here, forward to the leader (hop limit), or refuse
