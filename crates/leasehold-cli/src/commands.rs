@@ -1,4 +1,5 @@
-//! The client commands: acquire, release, get, list, watch, recall, status.
+//! The client commands: acquire, release, get, list, watch, recall,
+//! membership, status.
 
 use std::time::Duration;
 
@@ -15,23 +16,26 @@ use crate::signal::wait_for_shutdown_signal;
 /// is given: the ports `cluster/up.sh` and `leasehold dev` use.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
-/// How to reach the cluster and how to print; shared by client commands.
+/// How to reach the cluster and how to print; shared by client commands,
+/// accepted before or after the subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct ConnArgs {
     /// Client API endpoints, comma separated (any nodes of the cluster).
     #[arg(
         long,
+        global = true,
         env = "LEASEHOLD_ENDPOINTS",
         value_delimiter = ',',
         default_value = ENDPOINTS_DEFAULT
     )]
     pub endpoints: Vec<String>,
-    /// Output format: aligned table, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// Output format: aligned table, or one JSON object per line (errors
+    /// then too: one JSON object on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// Bound on each request, retries across nodes included (a --wait
-    /// comes on top), e.g. 10s, 500ms.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// comes on top), e.g. 10s, 1.5s, 500ms.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
 }
 
@@ -67,6 +71,8 @@ Without --hold, acquire opens a session, acquires, prints the lease and exits: \
 nothing renews the session afterwards, so it and the lease expire after the TTL. \
 Release earlier with `leasehold release RESOURCE --session HANDLE` (the SESSION \
 column as printed: `<id>.<secret>`). \
+With --session HANDLE, acquire uses that existing session instead of opening one \
+(renewing it once; keep it alive with `leasehold session keepalive HANDLE`). \
 With --hold, the lease is renewed until Ctrl-C, then released; a recall \
 releases it and exits 0; losing it (the session expired or was closed) exits 9.")]
 pub struct AcquireArgs {
@@ -75,7 +81,7 @@ pub struct AcquireArgs {
     /// Shared (reader) lease instead of exclusive.
     #[arg(long)]
     pub shared: bool,
-    /// Session time-to-live.
+    /// Session time-to-live (e.g. 10s, 1.5s, 2m).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub ttl: Duration,
     /// Wait (queued, first come first served) at most this long for the
@@ -87,15 +93,17 @@ pub struct AcquireArgs {
     /// leasehold-cli/PID.
     #[arg(long)]
     pub holder: Option<String>,
+    /// Acquire in this existing session, `<id>.<secret>` as an earlier
+    /// acquire printed it, instead of opening a new one (its TTL and name
+    /// stay as they are).
+    #[arg(long, value_name = "HANDLE", conflicts_with_all = ["ttl", "holder"])]
+    pub session: Option<leasehold_client::SessionHandle>,
     /// Text stored with the lease, shown by get and list.
     #[arg(long)]
     pub metadata: Option<String>,
     /// Keep the lease (renewing it) until Ctrl-C, then release it.
     #[arg(long)]
     pub hold: bool,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// Opens a session for `holder` and acquires `resource` in it; closes the
@@ -123,6 +131,39 @@ pub async fn open_and_acquire(
         Err(e) => {
             let waited = asked.elapsed();
             let _ = session.close().await;
+            match e {
+                leasehold_client::ClientError::WaitTimedOut(_) => {
+                    Err(wait_timed_out(&client, resource, waited).await.into())
+                }
+                e => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Adopts the existing session `handle` and acquires `resource` in it; on
+/// failure the session is left as it was (it is not ours to close).
+pub async fn adopt_and_acquire(
+    conn: &ConnArgs,
+    handle: leasehold_client::SessionHandle,
+    resource: &str,
+    options: AcquireOptions,
+) -> anyhow::Result<(
+    leasehold_client::Client,
+    leasehold_client::Session,
+    leasehold_client::Lease,
+)> {
+    let client = conn.connect(&default_holder()).await?;
+    let session = client
+        .adopt_session(handle)
+        .await
+        .with_context(|| format!("session {}", handle.id))?;
+    let asked = std::time::Instant::now();
+    match session.acquire(resource, options).await {
+        Ok(lease) => Ok((client, session, lease)),
+        Err(e) => {
+            let waited = asked.elapsed();
+            session.detach();
             match e {
                 leasehold_client::ClientError::WaitTimedOut(_) => {
                     Err(wait_timed_out(&client, resource, waited).await.into())
@@ -190,18 +231,24 @@ pub fn acquire_options(
 }
 
 /// `leasehold acquire`.
-pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
+pub async fn acquire(args: AcquireArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     let options = acquire_options(args.shared, args.wait, args.metadata.as_deref());
-    let (_client, session, lease) = open_and_acquire(
-        &args.conn,
-        args.holder.as_deref(),
-        args.ttl,
-        &args.resource,
-        options,
-    )
-    .await?;
+    let adopted = args.session.is_some();
+    let (_client, session, lease) = match args.session {
+        Some(handle) => adopt_and_acquire(conn, handle, &args.resource, options).await?,
+        None => {
+            open_and_acquire(
+                conn,
+                args.holder.as_deref(),
+                args.ttl,
+                &args.resource,
+                options,
+            )
+            .await?
+        }
+    };
     output::print(
-        args.conn.output,
+        conn.output,
         output::ACQUIRED_HEADER,
         &[output::acquired(
             lease.resource(),
@@ -233,7 +280,12 @@ pub async fn acquire(args: AcquireArgs) -> anyhow::Result<u8> {
         },
     };
     let token = lease.release().await.context("releasing")?;
-    session.close().await.context("closing the session")?;
+    if adopted {
+        // Someone else's session: left open, to its own keepalive or expiry.
+        session.detach();
+    } else {
+        session.close().await.context("closing the session")?;
+    }
     tracing::debug!(token, "released");
     Ok(code)
 }
@@ -247,14 +299,11 @@ pub struct ReleaseArgs {
     /// printed it (the secret proves the session is yours).
     #[arg(long)]
     pub session: leasehold_client::SessionHandle,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold release`.
-pub async fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
-    let client = args.conn.connect(&default_holder()).await?;
+pub async fn release(args: ReleaseArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = conn.connect(&default_holder()).await?;
     let token = client.release(&args.session, &args.resource).await?;
     let record = output::Record {
         cells: vec![
@@ -269,11 +318,7 @@ pub async fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
             "released": true,
         }),
     };
-    output::print(
-        args.conn.output,
-        &["RELEASED", "SESSION", "TOKEN"],
-        &[record],
-    )?;
+    output::print(conn.output, &["RELEASED", "SESSION", "TOKEN"], &[record])?;
     Ok(exit::OK)
 }
 
@@ -282,16 +327,13 @@ pub async fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
 pub struct GetArgs {
     /// The resource.
     pub resource: String,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold get`.
-pub async fn get(args: GetArgs) -> anyhow::Result<u8> {
-    let client = args.conn.connect(&default_holder()).await?;
+pub async fn get(args: GetArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = conn.connect(&default_holder()).await?;
     let state = client.get(&args.resource).await?;
-    match args.conn.output {
+    match conn.output {
         Format::Json => println!("{}", output::resource_json(&state)),
         Format::Table if state.holders.is_empty() => {
             println!("{}: free ({} waiting)", state.resource, state.waiters);
@@ -314,17 +356,14 @@ pub struct ListArgs {
     /// Only resources whose names start with this.
     #[arg(default_value = "")]
     pub prefix: String,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold list` (follows every page).
-pub async fn list(args: ListArgs) -> anyhow::Result<u8> {
-    let client = args.conn.connect(&default_holder()).await?;
+pub async fn list(args: ListArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = conn.connect(&default_holder()).await?;
     let resources = client.list(&args.prefix).await?;
     let records: Vec<_> = resources.iter().map(output::listed).collect();
-    output::print(args.conn.output, output::LIST_HEADER, &records)?;
+    output::print(conn.output, output::LIST_HEADER, &records)?;
     Ok(exit::OK)
 }
 
@@ -338,17 +377,14 @@ pub struct WatchArgs {
     /// only new events.
     #[arg(long, default_value_t = 0)]
     pub from_revision: u64,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold watch`: prints events until Ctrl-C.
-pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+pub async fn watch(args: WatchArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     use std::io::Write;
-    let client = args.conn.connect(&default_holder()).await?;
+    let client = conn.connect(&default_holder()).await?;
     let mut stream = client.watch(&args.prefix, args.from_revision).await?;
-    if args.conn.output == Format::Table {
+    if conn.output == Format::Table {
         print!("{}", output::event_header());
     }
     let stop = wait_for_shutdown_signal();
@@ -359,7 +395,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
             event = stream.next() => match event {
                 Some(Ok(e)) => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(output::event_line(args.conn.output, &e).as_bytes())?;
+                    out.write_all(output::event_line(conn.output, &e).as_bytes())?;
                     out.flush()?;
                 }
                 Some(Err(e)) => return Err(e.into()),
@@ -377,14 +413,11 @@ pub struct RecallArgs {
     /// Why (shown to the holders).
     #[arg(long, default_value = "")]
     pub reason: String,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold recall`.
-pub async fn recall(args: RecallArgs) -> anyhow::Result<u8> {
-    let client = args.conn.connect(&default_holder()).await?;
+pub async fn recall(args: RecallArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = conn.connect(&default_holder()).await?;
     let holders = client.recall(&args.resource, &args.reason).await?;
     let list = if holders.is_empty() {
         "-".to_string()
@@ -399,7 +432,7 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<u8> {
         cells: vec![args.resource.clone(), list],
         json: serde_json::json!({ "resource": args.resource, "holders": holders }),
     };
-    output::print(args.conn.output, &["RECALLED", "HOLDERS"], &[record])?;
+    output::print(conn.output, &["RECALLED", "HOLDERS"], &[record])?;
     Ok(exit::OK)
 }
 
@@ -410,14 +443,11 @@ pub struct MembershipArgs {
     /// every voter. Nodes left out are removed from the cluster.
     #[arg(long = "voter", required = true)]
     pub voters: Vec<leasehold_server::PeerSpec>,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
 }
 
 /// `leasehold membership`: replaces the voter set.
-pub async fn membership(args: MembershipArgs) -> anyhow::Result<u8> {
-    let client = args.conn.connect(&default_holder()).await?;
+pub async fn membership(args: MembershipArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = conn.connect(&default_holder()).await?;
     let voters: Vec<leasehold_client::Member> = args
         .voters
         .iter()
@@ -435,26 +465,50 @@ pub async fn membership(args: MembershipArgs) -> anyhow::Result<u8> {
             json: serde_json::json!({ "node_id": m.node_id, "raft_addr": m.raft_addr, "api_addr": m.api_addr }),
         })
         .collect();
-    output::print(args.conn.output, &["VOTER", "RAFT", "API"], &records)?;
+    output::print(conn.output, &["VOTER", "RAFT", "API"], &records)?;
     Ok(exit::OK)
 }
 
-/// Flags of `leasehold status`.
+/// Flags of `leasehold status` (only the global ones).
 #[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
-}
+pub struct StatusArgs {}
 
-/// `leasehold status`: every endpoint's own view. Exits 6 if none answers.
-pub async fn status(args: StatusArgs) -> anyhow::Result<u8> {
-    let client = ClientBuilder::new(args.conn.endpoints.clone())
-        .attempt_timeout(args.conn.timeout.min(Duration::from_secs(3)))
+/// `leasehold status`: every endpoint's own view, then the members and the
+/// configuration as the leader (or else the first node that answered) sees
+/// them. Exits 6 if none answers.
+pub async fn status(_args: StatusArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
+    let client = ClientBuilder::new(conn.endpoints.clone())
+        .attempt_timeout(conn.timeout.min(Duration::from_secs(3)))
         .connect_lazy()?;
     let views = client.status_all().await;
     let records: Vec<_> = views.iter().map(|(e, v)| output::node(e, v)).collect();
-    output::print(args.conn.output, output::STATUS_HEADER, &records)?;
+    let best = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().ok())
+        .max_by_key(|v| (v.is_leader(), v.term));
+    match conn.output {
+        Format::Json => output::print(Format::Json, output::STATUS_HEADER, &records)?,
+        Format::Table => {
+            let mut text = output::render(Format::Table, output::STATUS_HEADER, &records);
+            if let Some(view) = best {
+                text.push('\n');
+                text.push_str(&output::render(
+                    Format::Table,
+                    output::MEMBER_HEADER,
+                    &output::members(view),
+                ));
+                if let Some(config) = &view.config {
+                    text.push('\n');
+                    text.push_str(&output::render(
+                        Format::Table,
+                        output::CONFIG_HEADER,
+                        &[output::config(config)],
+                    ));
+                }
+            }
+            print!("{text}");
+        }
+    }
     if views.iter().all(|(_, v)| v.is_err()) {
         if let Some((_, Err(e))) = views.into_iter().next() {
             return Err(anyhow::Error::new(e).context("no endpoint answered"));

@@ -22,7 +22,8 @@ pub const INVALID_ARGUMENT: u8 = 7;
 /// A session named without its secret (`PERMISSION_DENIED`).
 pub const PERMISSION_DENIED: u8 = 8;
 /// The lease was lost while held: its session expired, was closed, or
-/// its holder deadline passed unrenewed (`run`, `acquire --hold`).
+/// its holder deadline passed unrenewed (`run`, `acquire --hold`,
+/// `session keepalive`).
 pub const LEASE_LOST: u8 = 9;
 /// The lease was recalled while held (`run`).
 pub const LEASE_RECALLED: u8 = 10;
@@ -40,7 +41,7 @@ Exit codes:
   7  invalid argument (INVALID_ARGUMENT)
   8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)
   9  the lease was lost while held: its session expired or was closed
-     (`run`, `acquire --hold`)
+     (`run`, `acquire --hold`, `session keepalive`)
  10  the lease was recalled while held (`run`)
 `run` exits with the command's own code (128+N if a signal N killed it), unless
 the lease was lost (9) or recalled (10) before the command ended: then with
@@ -76,6 +77,43 @@ pub fn for_code(code: Code) -> u8 {
         Code::PermissionDenied => PERMISSION_DENIED,
         _ => OTHER,
     }
+}
+
+/// A stable name of an exit code, for scripts (`"conflict"`, …).
+pub fn name(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        USAGE => "usage",
+        CONFLICT => "conflict",
+        NOT_FOUND => "not_found",
+        WAIT_TIMED_OUT => "wait_timed_out",
+        UNAVAILABLE => "unavailable",
+        INVALID_ARGUMENT => "invalid_argument",
+        PERMISSION_DENIED => "permission_denied",
+        LEASE_LOST => "lease_lost",
+        LEASE_RECALLED => "lease_recalled",
+        _ => "error",
+    }
+}
+
+/// The `code` an error reports in JSON: the kind of the first
+/// [`ClientError`] in its chain (`"conflict"`, `"not_found"`, …,
+/// [`ClientError::kind`]) unless a [`Coded`] words it, else the name of its
+/// exit code.
+pub fn code_name(error: &anyhow::Error) -> &'static str {
+    if let Some(coded) = error.chain().find_map(|e| e.downcast_ref::<Coded>()) {
+        return name(coded.code);
+    }
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<ClientError>())
+        .map_or_else(|| name(for_error(error)), ClientError::kind)
+}
+
+/// An error as one JSON object: `{"error": …, "code": …, "exit": …}`
+/// (what `--output json` prints on stderr instead of `leasehold: …`).
+pub fn json_error(message: &str, code: &str, exit: u8) -> String {
+    serde_json::json!({ "error": message, "code": code, "exit": exit }).to_string()
 }
 
 /// The exit code of an error: that of the first [`Coded`] or, failing
@@ -127,6 +165,29 @@ mod tests {
         });
         assert_eq!(for_error(&e), WAIT_TIMED_OUT);
         assert_eq!(format!("{e:#}"), "waited 1s for r; still held by session 1");
+    }
+
+    #[test]
+    fn errors_have_json_codes() {
+        let e: anyhow::Result<()> = Err(ClientError::Conflict("held by 3".into())).context("x");
+        let e = e.expect_err("error");
+        assert_eq!(code_name(&e), "conflict");
+        let v: serde_json::Value =
+            serde_json::from_str(&json_error("x: held by 3", code_name(&e), for_error(&e)))
+                .expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "x: held by 3", "code": "conflict", "exit": 3})
+        );
+        let waited = anyhow::Error::new(Coded {
+            code: WAIT_TIMED_OUT,
+            message: "waited".into(),
+        });
+        assert_eq!(code_name(&waited), "wait_timed_out");
+        assert_eq!(code_name(&anyhow::anyhow!("plain")), "error");
+        for code in 0..=LEASE_RECALLED {
+            assert!(code == OTHER || name(code) != "error", "{code} unnamed");
+        }
     }
 
     #[test]

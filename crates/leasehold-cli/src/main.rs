@@ -4,30 +4,41 @@
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
 //!   three-node cluster in this process).
 //! - [`commands`]: the client commands (acquire, release, get, list, watch,
-//!   recall, status) and their shared connection flags.
+//!   recall, status, membership) and their shared connection flags.
+//! - [`operator`]: `config get|set`, `session list|close|keepalive`.
 //! - [`run`]: `run`: a command under a lease, stopped when it is lost.
 //! - [`output`]: tables and JSON lines.
-//! - [`duration`]: `10s`, `500ms`, `2m` on the command line.
+//! - [`duration`]: `10s`, `1.5s`, `500ms`, `2m` on the command line.
 //! - [`exit`]: exit codes by gRPC code.
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
 mod commands;
 mod duration;
 mod exit;
+mod operator;
 mod output;
 mod run;
 mod server;
 mod signal;
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::commands::ConnArgs;
+use crate::output::Format;
 
 /// Leasehold: a Raft-replicated lease service.
 #[derive(Parser, Debug)]
 #[command(name = "leasehold", version, about, after_help = exit::HELP)]
 struct Cli {
+    /// Connection and output flags, accepted before or after the
+    /// subcommand (`server` and `dev` ignore them).
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -56,6 +67,20 @@ enum Cmd {
     Status(commands::StatusArgs),
     /// Run a command while holding a lease; stop it if the lease is lost.
     Run(run::RunArgs),
+    /// Show or change the replicated lease configuration.
+    Config(operator::ConfigArgs),
+    /// List, close or keep alive sessions.
+    Session(operator::SessionArgs),
+    /// Print a shell completion script (e.g. `leasehold completion bash >
+    /// ~/.local/share/bash-completion/completions/leasehold`).
+    Completion(CompletionArgs),
+}
+
+/// Flags of `leasehold completion`.
+#[derive(clap::Args, Debug)]
+struct CompletionArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
 }
 
 fn main() -> ExitCode {
@@ -63,12 +88,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::from(exit::OK);
+            }
+            if wants_json(std::env::args_os()) {
+                eprintln!(
+                    "{}",
+                    exit::json_error(&usage_message(&e.to_string()), "usage", exit::USAGE)
+                );
             } else {
-                exit::OK
-            });
+                let _ = e.print();
+            }
+            return ExitCode::from(exit::USAGE);
         }
     };
     let default_filter = match cli.command {
@@ -81,14 +113,53 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person watching: not into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match run_command(cli.command) {
+    let format = cli.conn.output;
+    match run_command(cli.command, cli.conn) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("leasehold: {}", one_line(&e));
-            ExitCode::from(exit::for_error(&e))
+            let code = exit::for_error(&e);
+            match format {
+                Format::Table => eprintln!("leasehold: {}", one_line(&e)),
+                Format::Json => eprintln!(
+                    "{}",
+                    exit::json_error(&one_line(&e), exit::code_name(&e), code)
+                ),
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// Whether the command line asks for JSON output (looked up by hand: used
+/// when clap could not parse it).
+fn wants_json<I: IntoIterator<Item = OsString>>(args: I) -> bool {
+    let mut previous_was_output = false;
+    for arg in args {
+        let Some(arg) = arg.to_str() else {
+            previous_was_output = false;
+            continue;
+        };
+        if arg == "--" {
+            return false;
+        }
+        if arg == "--output=json" || (previous_was_output && arg == "json") {
+            return true;
+        }
+        previous_was_output = arg == "--output";
+    }
+    false
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+fn usage_message(rendered: &str) -> String {
+    let line = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("usage error");
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// The error and its causes on one line.
@@ -96,7 +167,13 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn run_command(command: Cmd) -> anyhow::Result<u8> {
+fn run_command(command: Cmd, conn: ConnArgs) -> anyhow::Result<u8> {
+    if let Cmd::Completion(args) = &command {
+        let mut out = std::io::stdout().lock();
+        clap_complete::generate(args.shell, &mut Cli::command(), "leasehold", &mut out);
+        std::io::Write::flush(&mut out)?;
+        return Ok(exit::OK);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,15 +182,18 @@ fn run_command(command: Cmd) -> anyhow::Result<u8> {
         match command {
             Cmd::Server(args) => server::run_server(args).await.map(|()| exit::OK),
             Cmd::Dev(args) => server::run_dev(args).await.map(|()| exit::OK),
-            Cmd::Acquire(args) => commands::acquire(args).await,
-            Cmd::Release(args) => commands::release(args).await,
-            Cmd::Get(args) => commands::get(args).await,
-            Cmd::List(args) => commands::list(args).await,
-            Cmd::Watch(args) => commands::watch(args).await,
-            Cmd::Recall(args) => commands::recall(args).await,
-            Cmd::Membership(args) => commands::membership(args).await,
-            Cmd::Status(args) => commands::status(args).await,
-            Cmd::Run(args) => run::run(args).await,
+            Cmd::Acquire(args) => commands::acquire(args, &conn).await,
+            Cmd::Release(args) => commands::release(args, &conn).await,
+            Cmd::Get(args) => commands::get(args, &conn).await,
+            Cmd::List(args) => commands::list(args, &conn).await,
+            Cmd::Watch(args) => commands::watch(args, &conn).await,
+            Cmd::Recall(args) => commands::recall(args, &conn).await,
+            Cmd::Membership(args) => commands::membership(args, &conn).await,
+            Cmd::Status(args) => commands::status(args, &conn).await,
+            Cmd::Run(args) => run::run(args, &conn).await,
+            Cmd::Config(args) => operator::config(args, &conn).await,
+            Cmd::Session(args) => operator::session(args, &conn).await,
+            Cmd::Completion(_) => Ok(exit::OK),
         }
     })
 }
@@ -121,7 +201,6 @@ fn run_command(command: Cmd) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {
@@ -162,11 +241,117 @@ mod tests {
             "json",
         ])
         .expect("parses");
-        let Cmd::Get(args) = cli.command else {
-            panic!("not get");
+        assert!(matches!(cli.command, Cmd::Get(_)));
+        assert_eq!(cli.conn.endpoints, ["a:1", "b:2"]);
+        assert_eq!(cli.conn.output, output::Format::Json);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        for args in [
+            &[
+                "leasehold",
+                "--endpoints",
+                "a:1",
+                "--output",
+                "json",
+                "--timeout",
+                "1.5s",
+                "session",
+                "list",
+            ][..],
+            &[
+                "leasehold",
+                "session",
+                "list",
+                "--endpoints",
+                "a:1",
+                "--output",
+                "json",
+                "--timeout",
+                "1.5s",
+            ],
+            &[
+                "leasehold",
+                "session",
+                "--output",
+                "json",
+                "list",
+                "--endpoints=a:1",
+                "--timeout=1500ms",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(cli.conn.endpoints, ["a:1"], "{args:?}");
+            assert_eq!(cli.conn.output, output::Format::Json, "{args:?}");
+            assert_eq!(
+                cli.conn.timeout,
+                std::time::Duration::from_millis(1_500),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_is_found_before_parsing() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(wants_json(os(&["leasehold", "get", "--output", "json"])));
+        assert!(wants_json(os(&["leasehold", "--output=json", "get"])));
+        assert!(!wants_json(os(&["leasehold", "get", "json"])));
+        assert!(!wants_json(os(&[
+            "leasehold",
+            "run",
+            "r",
+            "--",
+            "--output",
+            "json"
+        ])));
+        assert_eq!(
+            usage_message("error: unexpected argument '--x' found\n\nUsage: ..."),
+            "unexpected argument '--x' found"
+        );
+    }
+
+    #[test]
+    fn acquire_in_a_session_excludes_ttl_and_holder() {
+        let handle = format!("12.{}", "ab".repeat(16));
+        let cli = Cli::try_parse_from(["leasehold", "acquire", "r", "--session", &handle])
+            .expect("parses");
+        let Cmd::Acquire(args) = cli.command else {
+            panic!("not acquire");
         };
-        assert_eq!(args.conn.endpoints, ["a:1", "b:2"]);
-        assert_eq!(args.conn.output, output::Format::Json);
+        assert_eq!(args.session.map(|h| h.id), Some(12));
+        for extra in [["--ttl", "5s"], ["--holder", "x"]] {
+            let mut argv = vec!["leasehold", "acquire", "r", "--session", &handle];
+            argv.extend(extra);
+            let e = Cli::try_parse_from(argv).expect_err("conflict");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        }
+    }
+
+    #[test]
+    fn config_set_needs_a_field() {
+        let e = Cli::try_parse_from(["leasehold", "config", "set"]).expect_err("no field");
+        assert_eq!(e.exit_code(), i32::from(exit::USAGE));
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "config",
+            "set",
+            "--ttl-min",
+            "2.5s",
+            "--drift-ppm",
+            "20000",
+        ])
+        .expect("parses");
+        let Cmd::Config(args) = cli.command else {
+            panic!("not config");
+        };
+        let operator::ConfigCmd::Set(set) = args.command else {
+            panic!("not set");
+        };
+        assert_eq!(set.ttl_min, Some(std::time::Duration::from_millis(2_500)));
+        assert_eq!(set.drift_ppm, Some(20_000));
+        assert_eq!(set.ttl_max, None);
     }
 
     #[test]

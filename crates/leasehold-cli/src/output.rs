@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use clap::ValueEnum;
-use leasehold_client::{LeaseInfo, NodeStatus, ResourceState, WatchEvent};
+use leasehold_client::{
+    LeaseConfig, LeaseInfo, NodeStatus, ResourceState, SessionInfo, WatchEvent,
+};
 use serde_json::{json, Value};
 
 use crate::duration::format_duration;
@@ -278,7 +280,9 @@ pub fn node(endpoint: &str, view: &Result<NodeStatus, leasehold_client::ClientEr
                 s.serving.to_string(),
                 format_duration(s.grace_remaining),
                 s.sessions.to_string(),
-                String::new(),
+                s.config_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("config: {e}")),
             ],
             json: json!({
                 "endpoint": endpoint,
@@ -293,6 +297,9 @@ pub fn node(endpoint: &str, view: &Result<NodeStatus, leasehold_client::ClientEr
                 "grace_remaining_ms": u64::try_from(s.grace_remaining.as_millis()).unwrap_or(u64::MAX),
                 "sessions": s.sessions,
                 "resources": s.resources,
+                "members": s.members.iter().map(|m| member_json(m, s.leader_id)).collect::<Vec<_>>(),
+                "config": s.config.as_ref().map(config_json),
+                "config_error": s.config_error.as_deref().unwrap_or_default(),
             }),
         },
         Err(e) => Record {
@@ -311,6 +318,122 @@ pub fn node(endpoint: &str, view: &Result<NodeStatus, leasehold_client::ClientEr
             ],
             json: json!({ "endpoint": endpoint, "error": e.to_string(), "code": e.kind() }),
         },
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration given in milliseconds, as the CLI writes durations.
+fn ms_text(ms: u64) -> String {
+    format_duration(std::time::Duration::from_millis(ms))
+}
+
+/// Header of [`members`].
+pub const MEMBER_HEADER: &[&str] = &["MEMBER", "RAFT", "API", "LEADER"];
+
+/// The JSON of one member.
+fn member_json(m: &leasehold_client::Member, leader: Option<u64>) -> Value {
+    json!({
+        "node_id": m.node_id,
+        "raft_addr": m.raft_addr,
+        "api_addr": m.api_addr,
+        "leader": leader == Some(m.node_id),
+    })
+}
+
+/// The members as `view` reports them, its leader marked.
+pub fn members(view: &NodeStatus) -> Vec<Record> {
+    view.members
+        .iter()
+        .map(|m| Record {
+            cells: vec![
+                m.node_id.to_string(),
+                m.raft_addr.clone(),
+                m.api_addr.clone(),
+                if view.leader_id == Some(m.node_id) {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
+            ],
+            json: member_json(m, view.leader_id),
+        })
+        .collect()
+}
+
+/// Header of [`config`].
+pub const CONFIG_HEADER: &[&str] = &[
+    "TTL_MIN",
+    "TTL_MAX",
+    "DRIFT_PPM",
+    "GRACE_MARGIN",
+    "VOTE_WINDOW",
+];
+
+/// The JSON of a lease configuration (the wire's field names).
+fn config_json(c: &LeaseConfig) -> Value {
+    json!({
+        "ttl_ms_min": c.ttl_ms_min,
+        "ttl_ms_max": c.ttl_ms_max,
+        "drift_ppm": c.drift_ppm,
+        "grace_margin_ms": c.grace_margin_ms,
+        "vote_window_ms": c.vote_window_ms,
+    })
+}
+
+/// The replicated lease configuration (a vote window of 0 is not set yet).
+pub fn config(c: &LeaseConfig) -> Record {
+    Record {
+        cells: vec![
+            ms_text(c.ttl_ms_min),
+            ms_text(c.ttl_ms_max),
+            c.drift_ppm.to_string(),
+            ms_text(c.grace_margin_ms),
+            if c.vote_window_ms == 0 {
+                "unset".into()
+            } else {
+                ms_text(c.vote_window_ms)
+            },
+        ],
+        json: config_json(c),
+    }
+}
+
+/// Header of [`session`].
+pub const SESSION_HEADER: &[&str] = &["SESSION", "CLIENT", "TTL", "REMAINING", "HOLDS", "WAITS"];
+
+/// Names as one cell: comma separated, `-` when none.
+fn names(list: &[String]) -> String {
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+/// One open session (never its secret).
+pub fn session(s: &SessionInfo) -> Record {
+    Record {
+        cells: vec![
+            s.session_id.to_string(),
+            s.client_name.clone(),
+            format_duration(s.ttl),
+            s.remaining_ttl.map_or("-".to_string(), format_duration),
+            names(&s.held),
+            names(&s.waiting),
+        ],
+        json: json!({
+            "session_id": s.session_id,
+            "client_name": s.client_name,
+            "ttl_ms": millis(s.ttl),
+            "remaining_ttl_ms": s.remaining_ttl.map(millis),
+            "held": s.held,
+            "waiting": s.waiting,
+            "private": s.private,
+        }),
     }
 }
 
@@ -390,6 +513,78 @@ mod tests {
             revision: 1,
         };
         assert_eq!(listed(&free).cells, ["f", "-", "-", "-", "0"]);
+    }
+
+    #[test]
+    fn sessions_and_config_render() {
+        let s = SessionInfo {
+            session_id: 4,
+            client_name: "web-1".into(),
+            ttl: Duration::from_secs(10),
+            remaining_ttl: Some(Duration::from_millis(9_250)),
+            held: vec!["a".into(), "b".into()],
+            waiting: vec![],
+            private: false,
+        };
+        let r = session(&s);
+        assert_eq!(r.cells, ["4", "web-1", "10s", "9s250ms", "a,b", "-"]);
+        assert_eq!(r.json["held"][1], "b");
+        assert_eq!(r.json["remaining_ttl_ms"], 9_250);
+        assert!(r.json.get("secret").is_none() && r.json.get("session").is_none());
+        let c = LeaseConfig {
+            ttl_ms_min: 2_000,
+            ttl_ms_max: 300_000,
+            drift_ppm: 10_000,
+            grace_margin_ms: 500,
+            vote_window_ms: 0,
+        };
+        let r = config(&c);
+        assert_eq!(r.cells, ["2s", "5m", "10000", "500ms", "unset"]);
+        assert_eq!(r.json["ttl_ms_max"], 300_000);
+        assert_eq!(r.json["vote_window_ms"], 0);
+    }
+
+    #[test]
+    fn status_shows_members_config_and_config_errors() {
+        let view = NodeStatus {
+            endpoint: "http://127.0.0.1:1".into(),
+            node_id: 2,
+            role: "follower".into(),
+            leader_id: Some(1),
+            leader_api_addr: Some("127.0.0.1:1".into()),
+            term: 3,
+            commit_index: 9,
+            applied_index: 9,
+            members: vec![
+                leasehold_client::Member {
+                    node_id: 1,
+                    raft_addr: "r1".into(),
+                    api_addr: "a1".into(),
+                },
+                leasehold_client::Member {
+                    node_id: 2,
+                    raft_addr: "r2".into(),
+                    api_addr: "a2".into(),
+                },
+            ],
+            serving: leasehold_client::Serving::Follower,
+            grace_remaining: Duration::ZERO,
+            sessions: 0,
+            resources: 0,
+            config: Some(LeaseConfig::default()),
+            config_error: Some("vote window too short".into()),
+        };
+        let m = members(&view);
+        assert_eq!(m[0].cells, ["1", "r1", "a1", "yes"]);
+        assert_eq!(m[1].cells, ["2", "r2", "a2", ""]);
+        let n = node("http://127.0.0.1:1", &Ok(view));
+        assert_eq!(
+            n.cells.last().map(String::as_str),
+            Some("config: vote window too short")
+        );
+        assert_eq!(n.json["members"][0]["leader"], true);
+        assert_eq!(n.json["config"]["drift_ppm"], 10_000);
+        assert_eq!(n.json["config_error"], "vote window too short");
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct RunArgs {
     /// Shared (reader) lease instead of exclusive.
     #[arg(long)]
     pub shared: bool,
-    /// After SIGTERM, wait this long for the command before SIGKILL.
+    /// After SIGTERM, wait this long for the command before SIGKILL (e.g.
+    /// 5s, 1.5s, 500ms).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub kill_after: Duration,
     /// Client name of the session. Default: leasehold-cli/PID.
@@ -56,9 +57,6 @@ pub struct RunArgs {
     /// Text stored with the lease.
     #[arg(long)]
     pub metadata: Option<String>,
-    /// Connection and output.
-    #[command(flatten)]
-    pub conn: ConnArgs,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
     pub command: Vec<String>,
@@ -164,14 +162,14 @@ fn ended(status: &LeaseStatus) -> Option<u8> {
 }
 
 /// `leasehold run`.
-pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub async fn run(args: RunArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     let (program, program_args) = args
         .command
         .split_first()
         .context("no command given after --")?;
     let options = acquire_options(args.shared, args.wait, args.metadata.as_deref());
     let (_client, session, lease) = open_and_acquire(
-        &args.conn,
+        conn,
         args.holder.as_deref(),
         args.ttl,
         &args.resource,

@@ -585,3 +585,329 @@ fn interrupt(child: &tokio::process::Child) -> anyhow::Result<()> {
     rustix::process::kill_process(pid, rustix::process::Signal::INT)?;
     Ok(())
 }
+
+/// The JSON objects a `--output json` command printed, one per line.
+fn json_lines(o: &Output) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(stdout(o)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The one JSON error object a failing `--output json` command printed.
+fn json_error(o: &Output) -> anyhow::Result<serde_json::Value> {
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().collect();
+    anyhow::ensure!(lines.len() == 1, "not one line: {err:?}");
+    Ok(serde_json::from_str(lines[0])?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_are_listed_kept_alive_reused_and_closed() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let client = leasehold_client::Client::connect(cluster.api_endpoints()).await?;
+
+    // Global flags before the subcommand, a fractional TTL.
+    let o = output(cli(
+        &cluster,
+        &[
+            "--output", "json", "acquire", "ops/a", "--holder", "ops", "--ttl", "2.5s",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let v = json(&o)?;
+    assert_eq!(v["ttl_ms"], 2_500);
+    let id = v["session_id"].as_u64().context("session id")?;
+    let handle = v["session"].as_str().context("handle")?.to_string();
+    let secret = handle.split_once('.').context("handle")?.1.to_string();
+
+    // session list: id, client, TTL, remaining TTL, holdings; no secret.
+    let o = output(cli(&cluster, &["session", "list", "--output", "json"])).await?;
+    expect_code(&o, 0)?;
+    assert!(!stdout(&o).contains(&secret), "{}", stdout(&o));
+    let listed = json_lines(&o)?;
+    let mine = listed
+        .iter()
+        .find(|s| s["session_id"] == id)
+        .with_context(|| format!("session {id} not listed: {listed:?}"))?;
+    assert_eq!(mine["client_name"], "ops");
+    assert_eq!(mine["ttl_ms"], 2_500);
+    assert_eq!(mine["held"], serde_json::json!(["ops/a"]));
+    assert_eq!(mine["waiting"], serde_json::json!([]));
+    let remaining = mine["remaining_ttl_ms"].as_u64().context("remaining")?;
+    assert!(remaining > 0 && remaining <= 2_500, "{mine}");
+    let o = output(cli(&cluster, &["session", "list"])).await?;
+    let table = stdout(&o);
+    assert!(table.starts_with("SESSION"), "{table}");
+    assert!(
+        table.contains("ops/a") && !table.contains(&secret),
+        "{table}"
+    );
+
+    // session keepalive keeps it (and its lease) past its TTL, until Ctrl-C.
+    let mut keep = cli(&cluster, &["session", "keepalive", &handle]);
+    keep.stdout(std::process::Stdio::piped());
+    keep.stderr(std::process::Stdio::null());
+    let mut child = keep.spawn()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stdout.take().context("piped stdout")?,
+    ));
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await??
+        .context("keepalive printed nothing")?;
+    assert!(first.starts_with("KEPT"), "{first}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = client.get("ops/a").await?;
+    assert_eq!(held.holders.first().map(|h| h.session_id), Some(id), "kept");
+
+    // acquire --session: a second lease in the same session.
+    let o = output(cli(
+        &cluster,
+        &["acquire", "ops/b", "--session", &handle, "--output", "json"],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    assert_eq!(json(&o)?["session_id"], id);
+    assert_eq!(json(&o)?["session"], handle.as_str());
+    assert_eq!(client.get("ops/b").await?.holders[0].session_id, id);
+    interrupt(&child)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+
+    // A wrong secret: 8; JSON errors on stderr.
+    let forged = format!("{id}.{}", "00".repeat(16));
+    let o = output(cli(&cluster, &["session", "keepalive", &forged])).await?;
+    expect_code(&o, 8)?;
+    let o = output(cli(
+        &cluster,
+        &["acquire", "ops/c", "--session", &forged, "--output", "json"],
+    ))
+    .await?;
+    expect_code(&o, 8)?;
+    let e = json_error(&o)?;
+    assert_eq!(e["code"], "permission_denied", "{e}");
+    assert_eq!(e["exit"], 8);
+
+    // session close releases both; closing again: not found (4).
+    let o = output(cli(
+        &cluster,
+        &["--output", "json", "session", "close", &handle],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    assert_eq!(json(&o)?["released"], serde_json::json!(["ops/a", "ops/b"]));
+    assert!(client.get("ops/a").await?.holders.is_empty());
+    let o = output(cli(&cluster, &["session", "list", "--output", "json"])).await?;
+    assert!(json_lines(&o)?.iter().all(|s| s["session_id"] != id));
+    let o = output(cli(
+        &cluster,
+        &["session", "close", &handle, "--output", "json"],
+    ))
+    .await?;
+    expect_code(&o, 4)?;
+    let e = json_error(&o)?;
+    assert_eq!(e["code"], "not_found", "{e}");
+    assert_eq!(e["exit"], 4);
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&id.to_string())),
+        "{e}"
+    );
+    let o = output(cli(&cluster, &["session", "keepalive", &handle])).await?;
+    expect_code(&o, 4)?;
+
+    // keepalive --for ends by itself, leaving the session open; a session
+    // lost while kept exits 9.
+    let session = client.open_session("kept", Duration::from_secs(2)).await?;
+    let kept = session.handle().to_string();
+    session.detach();
+    let o = output(cli(
+        &cluster,
+        &["session", "keepalive", &kept, "--for", "0.5s"],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let kept_id = kept.split_once('.').context("handle")?.0.parse::<u64>()?;
+    let mut keep = cli(&cluster, &["session", "keepalive", &kept]);
+    keep.stdout(std::process::Stdio::piped());
+    keep.stderr(std::process::Stdio::piped());
+    let mut child = keep.spawn()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stdout.take().context("piped stdout")?,
+    ));
+    tokio::time::timeout(WAIT, lines.next_line())
+        .await??
+        .context("keepalive printed nothing")?;
+    cluster
+        .propose(leasehold_core::Command::ExpireSessions {
+            sessions: vec![kept_id],
+        })
+        .await?;
+    let o = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
+    expect_code(&o, 9)?;
+    assert!(stderr(&o).contains("lost"), "{}", stderr(&o));
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_sessions_pages_and_checks_its_arguments() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let leader = cluster.serving_leader().await?;
+    let follower = cluster.api_endpoint(cluster.other_than(leader)?)?;
+    // Through a follower: the call is forwarded to the leader.
+    let client = leasehold_client::Client::connect([follower]).await?;
+    let mut opened = Vec::new();
+    for i in 0..5 {
+        let s = client
+            .open_session(&format!("pager-{i}"), Duration::from_secs(10))
+            .await?;
+        opened.push(s);
+    }
+    let lease = opened[1]
+        .acquire("pages/x", leasehold_client::AcquireOptions::exclusive())
+        .await?;
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = client.list_sessions_page(2, token.as_deref()).await?;
+        assert!(page.sessions.len() <= 2, "{page:?}");
+        pages += 1;
+        seen.extend(page.sessions);
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "5 sessions in pages of 2");
+    let ids: Vec<u64> = seen.iter().map(|s| s.session_id).collect();
+    let want: Vec<u64> = opened.iter().map(|s| s.id()).collect();
+    assert_eq!(ids, want, "every session once, in id order");
+    assert_eq!(seen[1].held, ["pages/x"]);
+    assert_eq!(seen[1].client_name, "pager-1");
+    assert!(seen.iter().all(|s| s.remaining_ttl.is_some()), "{seen:?}");
+    assert_eq!(client.list_sessions().await?.len(), 5);
+
+    for (size, token) in [(1_001, None), (0, Some("not-a-token"))] {
+        let e = client
+            .list_sessions_page(size, token)
+            .await
+            .expect_err("invalid");
+        assert_eq!(e.kind(), "invalid_argument", "{e}");
+    }
+    lease.release().await?;
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_status_completion_and_plain_logs() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default()).await?;
+
+    let o = output(cli(&cluster, &["config", "get", "--output", "json"])).await?;
+    expect_code(&o, 0)?;
+    let before = json(&o)?;
+    assert!(before["ttl_ms_max"].as_u64().context("ttl_ms_max")? > 0);
+
+    // Only the fields given change.
+    let o = output(cli(
+        &cluster,
+        &[
+            "--output",
+            "json",
+            "config",
+            "set",
+            "--ttl-min",
+            "2.5s",
+            "--drift-ppm",
+            "20000",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let after = json(&o)?;
+    assert_eq!(after["ttl_ms_min"], 2_500);
+    assert_eq!(after["drift_ppm"], 20_000);
+    for same in ["ttl_ms_max", "grace_margin_ms", "vote_window_ms"] {
+        assert_eq!(after[same], before[same], "{same}");
+    }
+    let o = output(cli(&cluster, &["config", "get"])).await?;
+    let table = stdout(&o);
+    assert!(table.starts_with("TTL_MIN"), "{table}");
+    assert!(
+        table.contains("2s500ms") && table.contains("20000"),
+        "{table}"
+    );
+    // The service checks the result: ttl-min above ttl-max is refused.
+    let o = output(cli(&cluster, &["config", "set", "--ttl-min", "2d"])).await?;
+    expect_code(&o, 7)?;
+    assert!(stderr(&o).contains("ttl"), "{}", stderr(&o));
+
+    // status: members with the leader marked, and the configuration.
+    let o = output(cli(&cluster, &["status"])).await?;
+    expect_code(&o, 0)?;
+    let table = stdout(&o);
+    assert!(
+        table.contains("MEMBER") && table.contains("TTL_MIN") && table.contains("20000"),
+        "{table}"
+    );
+    for addr in cluster.api_endpoints() {
+        assert!(table.contains(&addr), "{addr} in {table}");
+    }
+    let o = output(cli(&cluster, &["status", "--output", "json"])).await?;
+    let views = json_lines(&o)?;
+    assert_eq!(views.len(), 3);
+    for v in &views {
+        let members = v["members"].as_array().context("members")?;
+        assert_eq!(members.len(), 3, "{v}");
+        assert_eq!(v["config"]["drift_ppm"], 20_000, "{v}");
+        assert_eq!(v["config_error"], "", "{v}");
+    }
+    let leader_view = views
+        .iter()
+        .find(|v| v["role"] == "leader")
+        .context("a leader")?;
+    let marked: Vec<&serde_json::Value> = leader_view["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter(|m| m["leader"] == true)
+        .collect();
+    assert_eq!(marked.len(), 1);
+    assert_eq!(marked[0]["node_id"], leader_view["node_id"]);
+
+    // Completion scripts.
+    for shell in ["bash", "zsh", "fish"] {
+        let o = output(cli(&cluster, &["completion", shell])).await?;
+        expect_code(&o, 0)?;
+        let script = stdout(&o);
+        assert!(
+            script.contains("leasehold") && script.contains("keepalive"),
+            "{shell}: {script}"
+        );
+    }
+    let o = output(cli(&cluster, &["completion", "tcsh"])).await?;
+    expect_code(&o, 2)?;
+
+    // A usage error with --output json is JSON too.
+    let o = output(cli(
+        &cluster,
+        &["--output", "json", "acquire", "r", "--ttl", "soon"],
+    ))
+    .await?;
+    expect_code(&o, 2)?;
+    let e = json_error(&o)?;
+    assert_eq!(e["code"], "usage", "{e}");
+    assert_eq!(e["exit"], 2);
+
+    // Logs into a pipe carry no ANSI colour codes.
+    let mut c = cli(&cluster, &["get", "r"]);
+    c.env("RUST_LOG", "debug");
+    let o = output(c).await?;
+    expect_code(&o, 0)?;
+    let err = stderr(&o);
+    assert!(err.contains("DEBUG"), "logs expected: {err}");
+    assert!(!err.contains('\u{1b}'), "ANSI in {err:?}");
+    cluster.shutdown().await
+}

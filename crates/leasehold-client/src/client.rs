@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leasehold_core::limits::TTL_MS_CEILING;
+use leasehold_core::LeaseConfig;
 use leasehold_proto::v1 as pb;
 use tokio::sync::watch;
 
@@ -16,13 +17,15 @@ use crate::keepalive;
 use crate::session::{Lease, Registry, Session, SessionCore, SessionOwner};
 use crate::transport::{normalize_endpoint, Transport};
 use crate::types::{
-    check_client_name, check_resource, duration_ms, mode_to_pb, AcquireOptions, ListPage, Member,
-    NodeStatus, ResourceState,
+    check_client_name, check_resource, config_from_pb, config_to_pb, duration_ms, mode_to_pb,
+    AcquireOptions, ListPage, Member, NodeStatus, ResourceState, SessionInfo, SessionsPage,
 };
 use crate::watch::WatchStream;
 
 /// Resources asked for per page when [`Client::list`] follows pages.
 const LIST_PAGE_SIZE: u32 = 500;
+/// Sessions asked for per page when [`Client::list_sessions`] follows pages.
+const SESSIONS_PAGE_SIZE: u32 = 500;
 
 /// What every clone of a client shares.
 #[derive(Debug)]
@@ -216,6 +219,80 @@ impl Client {
             t_send,
         );
         tracing::debug!(session = reply.session_id, ttl_ms, "session opened");
+        Ok(Session::from_owner(SessionOwner::start(core, self.clone())))
+    }
+
+    /// Adopts a session opened elsewhere (e.g. by another process that
+    /// printed its [`SessionHandle`]): renews it once, right away, and keeps
+    /// it alive from then on like a session opened here. The holder
+    /// deadline rests on that renewal (counted from before it was sent), and
+    /// the TTL is the one the service renewed it for.
+    ///
+    /// Fails with [`ClientError::NotFound`] if the session is closed or
+    /// expired, [`ClientError::PermissionDenied`] if the handle's secret is
+    /// wrong, and [`ClientError::InvalidArgument`] if this client already
+    /// keeps the session. The returned [`Session`] has an empty
+    /// [`name`](Session::name) (the name is not the holder's to know), and
+    /// holds no [`Lease`] handles for leases the session already has. Like
+    /// any session of this client, dropping its last handle closes it:
+    /// [`Session::detach`] it to stop renewing and leave it open.
+    pub async fn adopt_session(&self, handle: SessionHandle) -> Result<Session, ClientError> {
+        if self.registry().get(handle.id).is_some() {
+            return Err(ClientError::InvalidArgument(format!(
+                "session {}: already kept alive by this client",
+                handle.id
+            )));
+        }
+        let request = pb::KeepAliveRequest {
+            session_ids: vec![handle.id],
+            session_secrets: vec![handle.secret_bytes().into()],
+        };
+        let (t_send, reply) = self
+            .unary("adopt_session", |mut stub, _| {
+                let request = request.clone();
+                async move {
+                    // Read before sending: the holder counts from here.
+                    let t_send = Instant::now();
+                    let mut replies = stub
+                        .keep_alive(tokio_stream::once(request))
+                        .await?
+                        .into_inner();
+                    match replies.message().await? {
+                        Some(reply) => Ok((t_send, reply)),
+                        None => Err(tonic::Status::unavailable(
+                            "keepalive stream ended without a reply",
+                        )),
+                    }
+                }
+            })
+            .await?;
+        self.observe_drift(reply.drift_ppm);
+        let status = reply
+            .sessions
+            .into_iter()
+            .find(|s| s.session_id == handle.id)
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("keepalive reply without session {}", handle.id))
+            })?;
+        if !status.alive || status.ttl_ms == 0 {
+            return Err(ClientError::NotFound(format!(
+                "session {} not found (closed or expired)",
+                handle.id
+            )));
+        }
+        let core = SessionCore::new(
+            handle,
+            String::new(),
+            status.ttl_ms,
+            false,
+            self.shared_clock(),
+            t_send,
+        );
+        tracing::debug!(
+            session = handle.id,
+            ttl_ms = status.ttl_ms,
+            "session adopted"
+        );
         Ok(Session::from_owner(SessionOwner::start(core, self.clone())))
     }
 
@@ -414,6 +491,83 @@ impl Client {
                 _ => return Ok(all),
             }
         }
+    }
+
+    /// One page of the open sessions, in id order (`page_size` 0: the
+    /// service's default; `page_token` from the previous page, `None` for
+    /// the first). Secrets are never listed.
+    pub async fn list_sessions_page(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<SessionsPage, ClientError> {
+        let request = pb::ListSessionsRequest {
+            page_size,
+            page_token: page_token.unwrap_or_default().to_string(),
+        };
+        let reply = self
+            .unary("list_sessions", |mut stub, _| {
+                let request = request.clone();
+                async move {
+                    stub.list_sessions(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(SessionsPage {
+            sessions: reply.sessions.into_iter().map(SessionInfo::from).collect(),
+            next_page_token: (!reply.next_page_token.is_empty()).then_some(reply.next_page_token),
+            revision: reply.revision,
+        })
+    }
+
+    /// Every open session, following pages. Pages may be answered at
+    /// different revisions.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, ClientError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .list_sessions_page(SESSIONS_PAGE_SIZE, token.as_deref())
+                .await?;
+            all.extend(page.sessions);
+            match page.next_page_token {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// The replicated lease configuration, as the leader (when known) or
+    /// some node applied it.
+    pub async fn lease_config(&self) -> Result<LeaseConfig, ClientError> {
+        self.status()
+            .await?
+            .config
+            .ok_or_else(|| ClientError::Protocol("status without a lease configuration".into()))
+    }
+
+    /// Replaces the replicated lease configuration (every field; a
+    /// `vote_window_ms` of 0 keeps the cluster's). Returns the configuration
+    /// now in force. To change some fields only, read it with
+    /// [`Client::lease_config`] first.
+    pub async fn set_config(&self, config: &LeaseConfig) -> Result<LeaseConfig, ClientError> {
+        let request = pb::SetConfigRequest {
+            config: Some(config_to_pb(config)),
+        };
+        let reply = self
+            .unary("set_config", |mut stub, _| async move {
+                stub.set_config(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        let config = reply
+            .config
+            .ok_or_else(|| ClientError::Protocol("set_config reply without a config".into()))?;
+        self.observe_drift(config.drift_ppm);
+        Ok(config_from_pb(config))
     }
 
     /// Lease events on resources starting with `prefix`, from

@@ -6,8 +6,9 @@
 //! holder when to stop.
 //!
 //! # Layout
-//! - [`client`]: [`Client`]: sessions, one-call leases, get/list/watch,
-//!   recall, status; unary calls retried across nodes.
+//! - [`client`]: [`Client`]: sessions (opened, or adopted by handle),
+//!   one-call leases, get/list/watch, recall, status, sessions listed,
+//!   configuration; unary calls retried across nodes.
 //! - [`config`]: [`ClientBuilder`]: endpoints, drift bound and margin of
 //!   holder deadlines, timeouts, backoff.
 //! - [`session`]: [`Session`], [`Lease`], [`LeaseStatus`],
@@ -75,10 +76,10 @@ pub use config::ClientBuilder;
 pub use deadline::HolderClock;
 pub use error::ClientError;
 pub use handle::SessionHandle;
-pub use leasehold_core::{Mode, SessionSecret};
+pub use leasehold_core::{LeaseConfig, Mode, SessionSecret};
 pub use session::{Lease, LeaseStatus, LostReason, Session, SessionStatus};
 pub use types::{
     AcquireOptions, EventKind, LeaseInfo, ListPage, Member, NodeStatus, ResourceState, Serving,
-    WatchEvent,
+    SessionInfo, SessionsPage, WatchEvent,
 };
 pub use watch::WatchStream;

@@ -586,7 +586,8 @@ impl Session {
         self.owner.core.handle()
     }
 
-    /// The client name it was opened with.
+    /// The client name it was opened with (empty for a session adopted
+    /// with [`Client::adopt_session`]).
     pub fn name(&self) -> &str {
         &self.owner.core.name
     }

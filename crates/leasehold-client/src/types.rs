@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use leasehold_core::limits::{CLIENT_NAME_BYTES_MAX, METADATA_BYTES_MAX, RESOURCE_NAME_BYTES_MAX};
-use leasehold_core::Mode;
+use leasehold_core::{LeaseConfig, Mode};
 use leasehold_proto::v1 as pb;
 
 use crate::error::ClientError;
@@ -202,6 +202,74 @@ pub struct ListPage {
     pub revision: u64,
 }
 
+/// An open session as [`Client::list_sessions`](crate::Client::list_sessions)
+/// reports it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    pub session_id: u64,
+    /// The client name it was opened with.
+    pub client_name: String,
+    /// The TTL it was opened with.
+    pub ttl: Duration,
+    /// Remaining TTL on the leader (`None` when unknown).
+    pub remaining_ttl: Option<Duration>,
+    /// Resources it holds, in name order.
+    pub held: Vec<String>,
+    /// Resources it waits for, in name order.
+    pub waiting: Vec<String>,
+    /// A one-call lease's private session.
+    pub private: bool,
+}
+
+impl From<pb::SessionInfo> for SessionInfo {
+    fn from(s: pb::SessionInfo) -> Self {
+        SessionInfo {
+            session_id: s.session_id,
+            client_name: s.client_name,
+            ttl: Duration::from_millis(s.ttl_ms),
+            remaining_ttl: (s.remaining_ttl_ms > 0)
+                .then(|| Duration::from_millis(s.remaining_ttl_ms)),
+            held: s.held,
+            waiting: s.waiting,
+            private: s.private,
+        }
+    }
+}
+
+/// One page of [`Client::list_sessions_page`](crate::Client::list_sessions_page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionsPage {
+    /// Sessions of this page, in id order.
+    pub sessions: Vec<SessionInfo>,
+    /// Token for the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+    /// Revision the page was answered at.
+    pub revision: u64,
+}
+
+/// The replicated lease configuration from the wire.
+pub(crate) fn config_from_pb(c: pb::LeaseConfig) -> LeaseConfig {
+    LeaseConfig {
+        ttl_ms_min: c.ttl_ms_min,
+        ttl_ms_max: c.ttl_ms_max,
+        drift_ppm: c.drift_ppm,
+        grace_margin_ms: c.grace_margin_ms,
+        vote_window_ms: c.vote_window_ms,
+    }
+}
+
+/// The replicated lease configuration for the wire.
+pub(crate) fn config_to_pb(c: &LeaseConfig) -> pb::LeaseConfig {
+    pb::LeaseConfig {
+        ttl_ms_min: c.ttl_ms_min,
+        ttl_ms_max: c.ttl_ms_max,
+        drift_ppm: c.drift_ppm,
+        grace_margin_ms: c.grace_margin_ms,
+        vote_window_ms: c.vote_window_ms,
+    }
+}
+
 /// What happened to a lease, in a [`WatchEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -360,6 +428,11 @@ pub struct NodeStatus {
     pub sessions: u64,
     /// Resources with holders or waiters.
     pub resources: u64,
+    /// The replicated lease configuration as this node applied it.
+    pub config: Option<LeaseConfig>,
+    /// Why this node refuses to vote and to lead (its own vote window is
+    /// shorter than the cluster's), if it does.
+    pub config_error: Option<String>,
 }
 
 impl NodeStatus {
@@ -387,6 +460,8 @@ impl NodeStatus {
             grace_remaining: Duration::from_millis(s.grace_remaining_ms),
             sessions: s.sessions,
             resources: s.resources,
+            config: s.config.map(config_from_pb),
+            config_error: (!s.config_error.is_empty()).then_some(s.config_error),
         }
     }
 

@@ -354,3 +354,48 @@ async fn a_raised_cluster_drift_bound_moves_holder_deadlines_earlier() -> anyhow
     slow.close().await?;
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_is_adopted_by_its_handle_and_kept_alive() -> anyhow::Result<()> {
+    let (cluster, client) = start().await?;
+    // Opened by one client that stops renewing it (like `leasehold acquire`).
+    let opener = client
+        .open_session("opener", Duration::from_secs(2))
+        .await?;
+    let handle = opener.handle();
+    let _lease = opener
+        .acquire("adopt/a", AcquireOptions::exclusive())
+        .await?;
+    opener.detach();
+
+    // Another client adopts it: the TTL is the service's, the deadline
+    // rests on the renewal adopt_session just made.
+    let other = Client::connect(cluster.api_endpoints()).await?;
+    let before = Instant::now();
+    let adopted = other.adopt_session(handle).await?;
+    assert_eq!(adopted.id(), handle.id);
+    assert_eq!(adopted.ttl(), Duration::from_secs(2));
+    assert_eq!(adopted.name(), "");
+    assert!(adopted.deadline() > before);
+    assert!(adopted.deadline() <= Instant::now() + Duration::from_secs(2));
+    // Kept alive past its TTL, with its lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(adopted.is_alive());
+    assert_eq!(
+        client.get("adopt/a").await?.holders[0].session_id,
+        handle.id
+    );
+    // Adopting it twice in one client is refused; a wrong secret too.
+    let twice = other.adopt_session(handle).await.expect_err("already kept");
+    assert_eq!(twice.kind(), "invalid_argument", "{twice}");
+    let forged =
+        leasehold_client::SessionHandle::new(handle.id, leasehold_client::SessionSecret([0; 16]));
+    let denied = client.adopt_session(forged).await.expect_err("forged");
+    assert_eq!(denied.kind(), "permission_denied", "{denied}");
+
+    adopted.close().await?;
+    assert!(client.get("adopt/a").await?.holders.is_empty());
+    let gone = client.adopt_session(handle).await.expect_err("closed");
+    assert_eq!(gone.kind(), "not_found", "{gone}");
+    cluster.shutdown().await
+}

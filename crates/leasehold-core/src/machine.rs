@@ -145,6 +145,14 @@ impl LeaseState {
         self.sessions.values()
     }
 
+    /// Sessions with ids greater than `after`, ordered by id (a page of
+    /// sessions starts after the last id of the previous one).
+    pub fn sessions_after(&self, after: SessionId) -> impl Iterator<Item = &Session> {
+        self.sessions
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .map(|(_, s)| s)
+    }
+
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

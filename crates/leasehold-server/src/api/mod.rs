@@ -8,6 +8,7 @@
 //! - [`keepalive`]: the `KeepAlive` stream.
 //! - [`watch`]: the `Watch` stream.
 //! - [`read`]: `Get`, `List`.
+//! - [`sessions`]: `ListSessions`, paged, without secrets.
 //! - [`admin`]: `Recall`, `SetConfig`, `ChangeMembership`, `Status`.
 //! - [`convert`]: domain types to wire types.
 //! - [`forward`]: serve here, forward to the leader (hop limit), or refuse
@@ -25,6 +26,7 @@ pub mod keepalive;
 pub mod read;
 pub mod service;
 pub mod session;
+pub mod sessions;
 pub mod watch;
 
 pub use acquire::WAIT_MS_MAX;
@@ -33,3 +35,4 @@ pub use error::ApiError;
 pub use keepalive::KEEPALIVE_SESSIONS_MAX;
 pub use read::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
 pub use service::{LeaseApi, LeaseService};
+pub use sessions::{SESSIONS_PAGE_DEFAULT, SESSIONS_PAGE_MAX};

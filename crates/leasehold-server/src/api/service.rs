@@ -190,6 +190,14 @@ impl Leasehold for LeaseService {
         leader_only!(api, request, list, list_local)
     }
 
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> ApiResult<pb::ListSessionsResponse> {
+        let api = &*self.api;
+        leader_only!(api, request, list_sessions, list_sessions_local)
+    }
+
     type WatchStream = BoxStream<pb::WatchEvent>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
