@@ -1,6 +1,8 @@
 //! `leasehold`: the one binary of Leasehold.
 //!
 //! # Layout
+//! - [`config`]: `server`'s settings from flags, `LEASEHOLD_*` and a TOML
+//!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
 //!   three-node cluster in this process).
 //! - [`commands`]: the client commands (acquire, release, get, list, watch,
@@ -12,6 +14,7 @@
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
 mod commands;
+mod config;
 mod duration;
 mod exit;
 mod output;
@@ -82,7 +85,23 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run_command(cli.command) {
+    // A server's configuration is checked before anything starts: every
+    // problem on a line of its own, exit 2.
+    let command = match cli.command {
+        Cmd::Server(args) => {
+            match config::load(args.settings, args.config, &config::process_env()) {
+                Ok(c) => Command::Server(c),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("leasehold: config error: {e}");
+                    }
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+        }
+        other => Command::Other(other),
+    };
+    match run_command(command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("leasehold: {}", one_line(&e));
@@ -96,14 +115,29 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn run_command(command: Cmd) -> anyhow::Result<u8> {
+/// A command ready to run: a server with its checked configuration, or
+/// any other command as parsed.
+enum Command {
+    Server(config::ServerConfig),
+    Other(Cmd),
+}
+
+fn run_command(command: Command) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let command = match command {
+        Command::Server(config) => {
+            return runtime
+                .block_on(server::run_server(config))
+                .map(|()| exit::OK)
+        }
+        Command::Other(command) => command,
+    };
     runtime.block_on(async move {
         match command {
-            Cmd::Server(args) => server::run_server(args).await.map(|()| exit::OK),
+            Cmd::Server(_) => anyhow::bail!("the server's configuration was not loaded"),
             Cmd::Dev(args) => server::run_dev(args).await.map(|()| exit::OK),
             Cmd::Acquire(args) => commands::acquire(args).await,
             Cmd::Release(args) => commands::release(args).await,
