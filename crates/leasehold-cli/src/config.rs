@@ -498,14 +498,11 @@ fn parse_file<'a>(
         return BTreeMap::new();
     }
     let mut values = BTreeMap::new();
+    let mut found = Vec::new();
     let known = |key: &str| KEYS.iter().any(|k| k.1 == key);
     let is_section = |name: &str| KEYS.iter().any(|k| k.1.starts_with(&format!("{name}.")));
     let mut unknown = |key: String, line: usize, message: String| {
-        errors.push(ConfigError {
-            key: Some(key),
-            message,
-            origin: at(Some(line)),
-        });
+        found.push((line, key, message));
     };
     for (k, v) in root.into_inner() {
         let name = k.get_ref().to_string();
@@ -528,6 +525,15 @@ fn parse_file<'a>(
             let m = format!("expected a table [{name}]");
             unknown(name, line, m);
         }
+    }
+    // In the order of the file (the parsed table is sorted by key).
+    found.sort();
+    for (line, key, message) in found {
+        errors.push(ConfigError {
+            key: Some(key),
+            message,
+            origin: at(Some(line)),
+        });
     }
     values
 }
@@ -599,7 +605,8 @@ pub fn load(
         .over(env_layer.clone())
         .over(file_layer.clone());
     for field in ["id", "data_dir", "peers"] {
-        if !merged.has(field) {
+        let bad_value = |key: &str| errors.iter().any(|e| e.key.as_deref() == Some(key));
+        if !merged.has(field) && !KEYS.iter().any(|k| k.0 == field && bad_value(k.1)) {
             if let Some(&(_, key, var, flag)) = KEYS.iter().find(|k| k.0 == field) {
                 errors.push(ConfigError {
                     key: Some(key.into()),
@@ -715,3 +722,323 @@ keys are errors, durations are strings (\"100ms\", \"1.5s\"):
 Every problem is reported, one line each (`leasehold: config error: KEY:
 PROBLEM (ORIGIN)`), and the command exits 2. Logging: RUST_LOG.
 Samples: cluster/config/node1.toml … node3.toml.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The flags of `leasehold server`, parsed alone.
+    #[derive(Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["server"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A config file with `body` in a fresh directory.
+    fn file(body: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, body).expect("write");
+        (dir, path)
+    }
+
+    const BASE: &str = r#"
+peers = ["1=127.0.0.1:7101,127.0.0.1:7001", "2=127.0.0.1:7102,127.0.0.1:7002"]
+[node]
+id = 1
+data_dir = "/tmp/leasehold-test"
+"#;
+
+    fn lines(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let (_d, path) = file(&format!("{BASE}[raft]\nheartbeat = \"120ms\"\n"));
+        let all = env(&[("LEASEHOLD_HEARTBEAT_MS", "130")]);
+        let hb = |flags_: Settings, env_: &Env| {
+            load(flags_, Some(path.clone()), env_)
+                .expect("valid")
+                .node
+                .timing
+                .heartbeat_ms
+        };
+        assert_eq!(
+            hb(flags(&["--heartbeat-ms", "140"]), &all),
+            140,
+            "flag wins"
+        );
+        assert_eq!(hb(flags(&[]), &all), 130, "env beats file");
+        assert_eq!(hb(flags(&[]), &Env::new()), 120, "file beats default");
+        let (_d2, bare) = file(BASE);
+        let c = load(flags(&[]), Some(bare), &Env::new()).expect("valid");
+        assert_eq!(c.node.timing, RaftTiming::default(), "defaults");
+        assert_eq!(c.node.raft_listen.to_string(), DEFAULT_RAFT_LISTEN);
+        assert_eq!(c.node.api_listen.to_string(), DEFAULT_API_LISTEN);
+        assert!(c.node.bootstrap);
+    }
+
+    #[test]
+    fn every_setting_follows_the_same_precedence() {
+        let (_d, path) = file(&format!(
+            "{BASE}api_listen = \"127.0.0.1:9001\"\njoin = true\n[snapshot]\nevery_entries = 5\n"
+        ));
+        let e = env(&[
+            ("LEASEHOLD_ID", "2"),
+            ("LEASEHOLD_API_LISTEN", "127.0.0.1:9002"),
+            ("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "6"),
+        ]);
+        let c = load(flags(&[]), Some(path.clone()), &e).expect("valid");
+        assert_eq!(c.node.node_id, 2);
+        assert_eq!(c.node.api_listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(c.node.snapshot_every_entries, 6);
+        assert!(!c.node.bootstrap, "join = true from the file");
+        let c = load(
+            flags(&[
+                "--id",
+                "1",
+                "--api-listen",
+                "127.0.0.1:9003",
+                "--snapshot-every-entries",
+                "7",
+                "--join=false",
+                "--peer",
+                "1=h:1,h:2",
+            ]),
+            Some(path),
+            &e,
+        )
+        .expect("valid");
+        assert_eq!(c.node.node_id, 1);
+        assert_eq!(c.node.api_listen.to_string(), "127.0.0.1:9003");
+        assert_eq!(c.node.snapshot_every_entries, 7);
+        assert!(c.node.bootstrap, "--join=false beats the file");
+        assert_eq!(c.node.peers.len(), 1, "flags replace the whole peer list");
+    }
+
+    #[test]
+    fn the_config_file_may_come_from_the_environment() {
+        let (_d, path) = file(BASE);
+        let e = env(&[(CONFIG_ENV, path.to_str().expect("utf-8"))]);
+        let c = load(flags(&[]), None, &e).expect("valid");
+        assert_eq!(c.file, Some(path));
+        assert_eq!(c.node.node_id, 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_origin() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"5ms\"\nelection_timeout_max = \"soon\"\n"
+        ));
+        let e = env(&[("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "0")]);
+        let errors = load(flags(&["--id", "0"]), Some(path.clone()), &e).expect_err("invalid");
+        let got = lines(&errors);
+        let p = path.display();
+        assert_eq!(
+            got,
+            [
+                format!("raft.election_timeout_max: invalid duration \"soon\": expected e.g. 10s, 500ms, 2m, 1m30s (file {p} line 8)"),
+                "node.id: must be non-zero (flag --id)".to_string(),
+                format!("peers: this node's id 0 is not in the peer list (a node that is not a founding member needs --join) (file {p} line 2)"),
+                format!("raft.heartbeat: must be at least 10 ms (is 5 ms) (file {p} line 7)"),
+                "snapshot.every_entries: must be positive (env LEASEHOLD_SNAPSHOT_EVERY_ENTRIES)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn two_bad_keys_give_two_lines() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"1ms\"\n[snapshot]\nevery_entries = 0\n"
+        ));
+        let errors = load(flags(&[]), Some(path), &Env::new()).expect_err("invalid");
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [Some("raft.heartbeat"), Some("snapshot.every_entries")]
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_name_all_three_sources() {
+        let errors = load(flags(&[]), None, &Env::new()).expect_err("nothing set");
+        assert_eq!(
+            lines(&errors),
+            [
+                "node.id: required: set --id, LEASEHOLD_ID or `node.id` in the config file",
+                "node.data_dir: required: set --data-dir, LEASEHOLD_DATA_DIR or `node.data_dir` in the config file",
+                "peers: required: set --peer, LEASEHOLD_PEERS or `peers` in the config file",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_file_and_line() {
+        let (_d, path) = file(&format!(
+            "{BASE}colour = \"blue\"\n[raft]\nheartbeet = \"100ms\"\n[metrics]\nx = 1\n"
+        ));
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("unknown");
+        let p = path.display();
+        assert_eq!(
+            lines(&errors),
+            [
+                format!("node.colour: unknown key (file {p} line 6)"),
+                format!("raft.heartbeet: unknown key (file {p} line 8)"),
+                format!("metrics: unknown key (file {p} line 9)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let (_d, path) = file("peers = []\n[node]\nid = 1\ndata_dir = \"/tmp/x\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("malformed");
+        let first = errors.first().expect("an error").to_string();
+        assert!(first.starts_with("malformed TOML: "), "{first}");
+        assert!(
+            first.ends_with(&format!("(file {} line 4)", path.display())),
+            "{first}"
+        );
+        let (_d, path) = file("[node\nid = 1\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("malformed");
+        assert!(errors[0].to_string().contains("line 1)"), "{:?}", errors);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error() {
+        let errors = load(
+            flags(&[]),
+            Some("/nonexistent/leasehold.toml".into()),
+            &Env::new(),
+        )
+        .expect_err("missing file");
+        assert!(errors[0]
+            .to_string()
+            .starts_with("cannot read the config file: "));
+    }
+
+    #[test]
+    fn peers_are_strings_or_tables_and_env_lists_them() {
+        let (_d, path) = file(
+            r#"
+[node]
+id = 2
+data_dir = "/tmp/x"
+[[peers]]
+id = 1
+raft = "h1:7101"
+api = "h1:7001"
+[[peers]]
+id = 2
+raft = "h2:7101"
+api = "h2:7001"
+"#,
+        );
+        let c = load(flags(&[]), Some(path), &Env::new()).expect("valid");
+        let got: Vec<_> = c
+            .node
+            .peers
+            .iter()
+            .map(|p| (p.id, p.node.raft_addr.as_str(), p.node.api_addr.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "h1:7101", "h1:7001"), (2, "h2:7101", "h2:7001")]);
+        let e = env(&[
+            ("LEASEHOLD_ID", "3"),
+            ("LEASEHOLD_DATA_DIR", "/tmp/x"),
+            ("LEASEHOLD_PEERS", "1=a:1,a:2; 3=c:1,c:2  2=b:1,b:2"),
+        ]);
+        let c = load(flags(&[]), None, &e).expect("valid");
+        let ids: Vec<_> = c.node.peers.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        let (_d, path) = file(
+            "peers = [\"1=a:1,a:2\", { id = 2, raft = \"b:1\" }, { id = 3, raft = \"c:1\", api = \"c:2\", port = 1 }]\n[node]\nid = 1\ndata_dir = \"/x\"\n",
+        );
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("bad peer");
+        assert_eq!(
+            lines(&errors),
+            [format!(
+                "peers: entry 2: missing `api` (file {} line 1)",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn durations_in_the_file_are_strings_with_units() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"0.15s\"\nelection_timeout_min = \"1s\"\nelection_timeout_max = \"1.5s\"\n[unsafe_test]\nclock_jump = \"2s\"\n"
+        ));
+        let c = load(flags(&[]), Some(path), &Env::new()).expect("valid");
+        assert_eq!(
+            c.node.timing,
+            RaftTiming {
+                heartbeat_ms: 150,
+                election_timeout_ms_min: 1_000,
+                election_timeout_ms_max: 1_500,
+            }
+        );
+        assert_eq!(c.unsafe_test_clock_jump_ms, 2_000);
+        let (_d, path) = file(&format!("{BASE}[raft]\nheartbeat = 100\n"));
+        let errors = load(flags(&[]), Some(path), &Env::new()).expect_err("bare number");
+        assert!(
+            errors[0].to_string().starts_with(
+                "raft.heartbeat: expected a duration string such as \"600ms\" or \"1.5s\", found integer"
+            ),
+            "{:?}",
+            errors
+        );
+        // Flags and variables take milliseconds or a duration.
+        let c = load(
+            flags(&["--election-timeout-ms-max", "2s", "--data-dir", "/x"]),
+            None,
+            &env(&[("LEASEHOLD_ID", "1"), ("LEASEHOLD_PEERS", "1=a:1,a:2")]),
+        )
+        .expect("valid");
+        assert_eq!(c.node.timing.election_timeout_ms_max, 2_000);
+    }
+
+    #[test]
+    fn the_samples_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/config");
+        for id in 1..=3u64 {
+            let path = dir.join(format!("node{id}.toml"));
+            let c = load(flags(&[]), Some(path.clone()), &Env::new())
+                .unwrap_or_else(|e| panic!("{}: {:?}", path.display(), lines(&e)));
+            assert_eq!(c.node.node_id, id);
+            assert_eq!(c.node.raft_listen.to_string(), format!("127.0.0.1:710{id}"));
+            assert_eq!(c.node.api_listen.to_string(), format!("127.0.0.1:700{id}"));
+            assert_eq!(c.node.peers.len(), 3);
+            assert!(c.node.bootstrap);
+            assert_eq!(c.node.timing, RaftTiming::default());
+            assert_eq!(
+                c.node.me().map(|p| p.node.api_addr.clone()),
+                Some(format!("127.0.0.1:700{id}"))
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_distinct_variable_and_flag() {
+        for (i, a) in KEYS.iter().enumerate() {
+            assert!(a.2.starts_with("LEASEHOLD_"), "{a:?}");
+            assert!(a.3.starts_with("--"), "{a:?}");
+            for b in &KEYS[i + 1..] {
+                assert!(a.1 != b.1 && a.2 != b.2 && a.3 != b.3, "{a:?} {b:?}");
+            }
+        }
+    }
+}
