@@ -204,6 +204,24 @@ mod tests {
     }
 
     #[test]
+    fn server_help_documents_the_precedence_and_every_key() {
+        let mut cmd = Cli::command();
+        let server = cmd
+            .find_subcommand_mut("server")
+            .expect("server subcommand");
+        let help = server.render_long_help().to_string();
+        assert!(
+            help.contains("flags > environment (LEASEHOLD_*) > config file"),
+            "{help}"
+        );
+        for (_, key, var, flag) in config::KEYS {
+            assert!(help.contains(&format!("file: {key};")), "{key} missing");
+            assert!(help.contains(&format!("env: {var}")), "{var} missing");
+            assert!(help.contains(flag), "{flag} missing");
+        }
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         let e = Cli::try_parse_from(["leasehold", "acquire", "r", "--ttl", "ten"])
             .expect_err("bad duration");
