@@ -517,6 +517,13 @@ fn parse_file<'a>(
                 let line = line_of(text, k2.span().start);
                 if known(&full) {
                     values.insert(full, (v2, line));
+                } else if known(k2.get_ref()) {
+                    // `peers = [...]` written after a [section] header.
+                    let m = format!(
+                        "unknown key; `{}` is a top-level key: move it before the first [section]",
+                        k2.get_ref()
+                    );
+                    unknown(full, line, m);
                 } else {
                     unknown(full, line, "unknown key".into());
                 }
@@ -900,6 +907,19 @@ data_dir = "/tmp/leasehold-test"
                 format!("raft.heartbeet: unknown key (file {p} line 8)"),
                 format!("metrics: unknown key (file {p} line 9)"),
             ]
+        );
+    }
+
+    #[test]
+    fn peers_under_a_section_get_a_hint() {
+        let (_d, path) = file("[node]\nid = 1\ndata_dir = \"/x\"\npeers = [\"1=a:1,a:2\"]\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("misplaced");
+        assert_eq!(
+            lines(&errors)[0],
+            format!(
+                "node.peers: unknown key; `peers` is a top-level key: move it before the first [section] (file {} line 4)",
+                path.display()
+            )
         );
     }
 
