@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local three-node Leasehold cluster as background processes on
-# 127.0.0.1 and records their pids, so down.sh stops exactly those.
+# 127.0.0.1 and records their pids, so down.sh stops exactly those. Each
+# node reads its sample config, cluster/config/nodeN.toml; flags override the
+# data directory (and, with other ports, the addresses and peers).
 #
 # Environment (all optional):
 #   LEASEHOLD_DATA_DIR     data root (default: ./.leasehold-data)
@@ -25,17 +27,23 @@ if [ -f "$data/pids" ] && "$here/status.sh" >/dev/null 2>&1; then
   exit 1
 fi
 
-peers=()
-for i in 1 2 3; do
-  peers+=(--peer "$i=127.0.0.1:$((raft_port + i - 1)),127.0.0.1:$((api_port + i - 1))")
-done
+# The samples use ports 7101-7103 and 7001-7003; other ports override them
+# with flags (flags take precedence over the file).
+port_flags() {
+  [ "$raft_port" = 7101 ] && [ "$api_port" = 7001 ] && return 0
+  local j
+  for j in 1 2 3; do
+    printf -- '--peer\n%s\n' "$j=127.0.0.1:$((raft_port + j - 1)),127.0.0.1:$((api_port + j - 1))"
+  done
+  printf -- '--raft-listen\n127.0.0.1:%s\n--api-listen\n127.0.0.1:%s\n' \
+    "$((raft_port + $1 - 1))" "$((api_port + $1 - 1))"
+}
 
 : > "$data/pids"
 for i in 1 2 3; do
-  "$bin" server --id "$i" \
-    --raft-listen "127.0.0.1:$((raft_port + i - 1))" \
-    --api-listen "127.0.0.1:$((api_port + i - 1))" \
-    "${peers[@]}" --data-dir "$data/node-$i" \
+  mapfile -t extra < <(port_flags "$i")
+  "$bin" server --id "$i" --config "$here/config/node$i.toml" \
+    --data-dir "$data/node-$i" ${extra[@]+"${extra[@]}"} \
     >>"$data/node-$i.log" 2>&1 &
   echo "$i $!" >> "$data/pids"
 done

@@ -1,6 +1,8 @@
 //! `leasehold`: the one binary of Leasehold.
 //!
 //! # Layout
+//! - [`config`]: `server`'s settings from flags, `LEASEHOLD_*` and a TOML
+//!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
 //!   three-node cluster in this process).
 //! - [`commands`]: the client commands (acquire, release, get, list, watch,
@@ -13,6 +15,7 @@
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
 mod commands;
+mod config;
 mod duration;
 mod exit;
 mod operator;
@@ -117,7 +120,23 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let format = cli.conn.output;
-    match run_command(cli.command, cli.conn) {
+    // A server's configuration is checked before anything starts: every
+    // problem on a line of its own, exit 2.
+    let command = match cli.command {
+        Cmd::Server(args) => {
+            match config::load(args.settings, args.config, &config::process_env()) {
+                Ok(c) => Command::Server(c),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("leasehold: config error: {e}");
+                    }
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+        }
+        other => Command::Other(other),
+    };
+    match run_command(command, cli.conn) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::for_error(&e);
@@ -167,8 +186,15 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn run_command(command: Cmd, conn: ConnArgs) -> anyhow::Result<u8> {
-    if let Cmd::Completion(args) = &command {
+/// A command ready to run: a server with its checked configuration, or
+/// any other command as parsed.
+enum Command {
+    Server(config::ServerConfig),
+    Other(Cmd),
+}
+
+fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
+    if let Command::Other(Cmd::Completion(args)) = &command {
         let mut out = std::io::stdout().lock();
         clap_complete::generate(args.shell, &mut Cli::command(), "leasehold", &mut out);
         std::io::Write::flush(&mut out)?;
@@ -178,9 +204,17 @@ fn run_command(command: Cmd, conn: ConnArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let command = match command {
+        Command::Server(config) => {
+            return runtime
+                .block_on(server::run_server(config))
+                .map(|()| exit::OK)
+        }
+        Command::Other(command) => command,
+    };
     runtime.block_on(async move {
         match command {
-            Cmd::Server(args) => server::run_server(args).await.map(|()| exit::OK),
+            Cmd::Server(_) => anyhow::bail!("the server's configuration was not loaded"),
             Cmd::Dev(args) => server::run_dev(args).await.map(|()| exit::OK),
             Cmd::Acquire(args) => commands::acquire(args, &conn).await,
             Cmd::Release(args) => commands::release(args, &conn).await,
@@ -352,6 +386,24 @@ mod tests {
         assert_eq!(set.ttl_min, Some(std::time::Duration::from_millis(2_500)));
         assert_eq!(set.drift_ppm, Some(20_000));
         assert_eq!(set.ttl_max, None);
+    }
+
+    #[test]
+    fn server_help_documents_the_precedence_and_every_key() {
+        let mut cmd = Cli::command();
+        let server = cmd
+            .find_subcommand_mut("server")
+            .expect("server subcommand");
+        let help = server.render_long_help().to_string();
+        assert!(
+            help.contains("flags > environment (LEASEHOLD_*) > config file"),
+            "{help}"
+        );
+        for (_, key, var, flag) in config::KEYS {
+            assert!(help.contains(&format!("file: {key};")), "{key} missing");
+            assert!(help.contains(&format!("env: {var}")), "{var} missing");
+            assert!(help.contains(flag), "{flag} missing");
+        }
     }
 
     #[test]

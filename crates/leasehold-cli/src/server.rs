@@ -6,86 +6,34 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_server::{Node, NodeConfig, PeerSpec, RaftTiming};
+use leasehold_server::{Node, NodeConfig, PeerSpec};
 
+use crate::config::ServerConfig;
 use crate::signal::wait_for_shutdown_signal;
 
 /// Flags of `leasehold server`.
 #[derive(Args, Debug)]
+#[command(after_help = crate::config::HELP)]
 pub struct ServerArgs {
-    /// This node's id (one of the --peer ids, unless --join).
-    #[arg(long)]
-    id: u64,
-    /// Listen address of the Raft peer service.
-    #[arg(long, default_value = "127.0.0.1:7101")]
-    raft_listen: SocketAddr,
-    /// Listen address of the client API.
-    #[arg(long, default_value = "127.0.0.1:7001")]
-    api_listen: SocketAddr,
-    /// A cluster member, ID=RAFT_ADDR,API_ADDR; repeat for every member,
-    /// this node included (a --join node may be absent: the list then only
-    /// names whom to ask).
-    #[arg(long = "peer", required = true)]
-    peers: Vec<PeerSpec>,
-    /// Data directory (sled database); created if missing.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Raft heartbeat period.
-    #[arg(long, default_value_t = RaftTiming::default().heartbeat_ms)]
-    heartbeat_ms: u64,
-    /// Lower bound of the election timeout.
-    #[arg(long, default_value_t = RaftTiming::default().election_timeout_ms_min)]
-    election_timeout_ms_min: u64,
-    /// Upper bound of the election timeout.
-    #[arg(long, default_value_t = RaftTiming::default().election_timeout_ms_max)]
-    election_timeout_ms_max: u64,
-    /// Never initialize a cluster: with a pristine data directory, wait to
-    /// be added to an existing one (`leasehold membership`). Without it a
-    /// pristine node founds a cluster only when every --peer member answers
-    /// and none has committed anything; if the cluster exists and still
-    /// lists this id (its data was wiped), the node refuses all Raft
-    /// traffic until the id is removed from the membership. Also read from
-    /// LEASEHOLD_JOIN (true/false), so a recreated container can be told.
-    #[arg(long, alias = "no-bootstrap", env = "LEASEHOLD_JOIN")]
-    join: bool,
-    /// UNSAFE, chaos tests only: make this node's lease clock run fast
-    /// (positive) or slow (negative) by this many parts per million. Also
-    /// read from the environment, so the container chaos backend can set it
-    /// per node through compose.
-    #[arg(
-        long,
-        default_value_t = 0,
-        allow_hyphen_values = true,
-        env = "LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM"
-    )]
-    unsafe_test_clock_rate_ppm: i64,
-    /// UNSAFE, chaos tests only: on every SIGUSR1, jump this node's lease
-    /// clock forward by this many milliseconds (0: SIGUSR1 is ignored).
-    #[arg(long, default_value_t = 0, env = "LEASEHOLD_UNSAFE_TEST_CLOCK_JUMP_MS")]
-    unsafe_test_clock_jump_ms: u64,
+    /// TOML configuration file; flags and LEASEHOLD_* variables override
+    /// its settings. [env: LEASEHOLD_CONFIG]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The settings given as flags.
+    #[command(flatten)]
+    pub settings: crate::config::Settings,
 }
 
 /// Runs one node until SIGINT or SIGTERM.
-pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let mut config = NodeConfig::new(
-        args.id,
-        args.raft_listen,
-        args.api_listen,
-        args.peers,
-        args.data_dir,
-    );
-    config.timing = RaftTiming {
-        heartbeat_ms: args.heartbeat_ms,
-        election_timeout_ms_min: args.election_timeout_ms_min,
-        election_timeout_ms_max: args.election_timeout_ms_max,
-    };
-    config.bootstrap = !args.join;
-    config.unsafe_test_clock_rate_ppm = args.unsafe_test_clock_rate_ppm;
-    config.validate()?;
+pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+    if let Some(file) = &config.file {
+        tracing::info!(file = %file.display(), "configuration read");
+    }
+    let jump_ms = config.unsafe_test_clock_jump_ms;
+    let config = config.node;
     let node = std::sync::Arc::new(Node::start(config).await?);
-    let jumper = (args.unsafe_test_clock_jump_ms > 0).then(|| {
+    let jumper = (jump_ms > 0).then(|| {
         let node = std::sync::Arc::clone(&node);
-        let jump_ms = args.unsafe_test_clock_jump_ms;
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {

@@ -94,6 +94,21 @@ pub struct NodeConfig {
     pub unsafe_test_clock_rate_ppm: i64,
 }
 
+/// One problem of a [`NodeConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The [`NodeConfig`] field at fault (`node_id`, `peers`, `heartbeat_ms`, …).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
 /// Limits on the timing values a node accepts.
 const HEARTBEAT_MS_MIN: u64 = 10;
 
@@ -125,42 +140,77 @@ impl NodeConfig {
         self.peers.iter().find(|p| p.id == self.node_id)
     }
 
-    /// Checks the configuration; the error names the field.
+    /// Checks the configuration; the error names the field (the first
+    /// problem when there are several: [`NodeConfig::problems`] lists all).
     pub fn validate(&self) -> Result<(), ServerError> {
-        let bad = |m: String| Err(ServerError::Config(m));
-        if self.peers.is_empty() {
-            return bad("peers: at least one member is needed".into());
+        match self.problems().into_iter().next() {
+            Some(p) => Err(ServerError::Config(p.to_string())),
+            None => Ok(()),
         }
-        if self.bootstrap && self.me().is_none() {
-            return bad(format!(
-                "peers: this node's id {} is not in the peer list (a node that is not a founding member needs --join)",
-                self.node_id
-            ));
+    }
+
+    /// Every problem of the configuration, each naming its field, so that a
+    /// front end can report them all at once.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &'static str, message: String| {
+            out.push(ConfigProblem { field, message });
+        };
+        if self.node_id == 0 {
+            bad("node_id", "must be non-zero".into());
+        }
+        if self.peers.is_empty() {
+            bad("peers", "at least one member is needed".into());
+        } else if self.bootstrap && self.me().is_none() {
+            bad(
+                "peers",
+                format!(
+                    "this node's id {} is not in the peer list (a node that is not a founding member needs --join)",
+                    self.node_id
+                ),
+            );
         }
         let mut ids: Vec<_> = self.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != self.peers.len() {
-            return bad("peers: duplicate node id".into());
+            bad("peers", "duplicate node id".into());
+        }
+        if self.peers.iter().any(|p| p.id == 0) {
+            bad("peers", "node ids must be non-zero".into());
         }
         let t = &self.timing;
         if t.heartbeat_ms < HEARTBEAT_MS_MIN {
-            return bad(format!(
-                "heartbeat_ms: must be at least {HEARTBEAT_MS_MIN} ms"
-            ));
+            bad(
+                "heartbeat_ms",
+                format!(
+                    "must be at least {HEARTBEAT_MS_MIN} ms (is {} ms)",
+                    t.heartbeat_ms
+                ),
+            );
         }
         if t.election_timeout_ms_min < 2 * t.heartbeat_ms {
-            return bad("election_timeout_ms_min: must be at least 2 × heartbeat_ms".into());
+            bad(
+                "election_timeout_ms_min",
+                format!(
+                    "must be at least 2 × heartbeat_ms ({} ms < 2 × {} ms)",
+                    t.election_timeout_ms_min, t.heartbeat_ms
+                ),
+            );
         }
         if t.election_timeout_ms_max <= t.election_timeout_ms_min {
-            return bad(
-                "election_timeout_ms_max: must be greater than election_timeout_ms_min".into(),
+            bad(
+                "election_timeout_ms_max",
+                format!(
+                    "must be greater than election_timeout_ms_min ({} ms ≤ {} ms)",
+                    t.election_timeout_ms_max, t.election_timeout_ms_min
+                ),
             );
         }
         if self.snapshot_every_entries == 0 {
-            return bad("snapshot_every_entries: must be positive".into());
+            bad("snapshot_every_entries", "must be positive".into());
         }
-        Ok(())
+        out
     }
 
     /// The openraft configuration for this node.
@@ -217,5 +267,20 @@ mod tests {
         c.timing.election_timeout_ms_max = c.timing.election_timeout_ms_min;
         let e = c.validate().expect_err("bad timing").to_string();
         assert!(e.contains("election_timeout_ms_max"), "{e}");
+    }
+
+    #[test]
+    fn problems_lists_every_field_at_fault() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let peers = vec!["1=a:1,b:1".parse().expect("peer")];
+        let mut c = NodeConfig::new(0, addr, addr, peers, "/tmp/x".into());
+        c.bootstrap = false;
+        c.timing.heartbeat_ms = 1;
+        c.snapshot_every_entries = 0;
+        let fields: Vec<_> = c.problems().iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["node_id", "heartbeat_ms", "snapshot_every_entries"]
+        );
     }
 }

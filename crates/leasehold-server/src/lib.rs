@@ -30,7 +30,7 @@ pub mod node;
 pub mod shutdown;
 
 pub use admission::Admission;
-pub use config::{NodeConfig, PeerSpec, RaftTiming};
+pub use config::{ConfigProblem, NodeConfig, PeerSpec, RaftTiming};
 pub use error::{ProposeError, ServerError};
 pub use lessor::Serving;
 pub use node::Node;

@@ -1,0 +1,1064 @@
+//! `leasehold server`'s settings: command-line flags, `LEASEHOLD_*`
+//! environment variables and a TOML file (`--config PATH` or
+//! `LEASEHOLD_CONFIG`), with one precedence for every setting:
+//!
+//! **flags > environment > file > built-in defaults.**
+//!
+//! Every setting is declared once, in the [`settings!`] table at the bottom
+//! of the list below: its flag (clap attributes and help), its type, its key
+//! in the file and its environment variable. Loading never stops at the
+//! first problem: every malformed value, unknown key and failed check is
+//! collected and reported, one line each, naming the key and where its value
+//! came from ([`ConfigError`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use leasehold_server::{NodeConfig, PeerSpec, RaftTiming};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::duration::parse_duration;
+
+/// The environment a configuration is read from (variable → value). The
+/// process environment in production, an explicit map in tests.
+pub type Env = BTreeMap<String, String>;
+
+/// The environment variable naming the config file (like `--config`).
+pub const CONFIG_ENV: &str = "LEASEHOLD_CONFIG";
+
+/// Built-in default of `node.raft_listen`.
+pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:7101";
+/// Built-in default of `node.api_listen`.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7001";
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag.
+    Flag(&'static str),
+    /// An environment variable.
+    Env(&'static str),
+    /// The config file, at this line if known.
+    File(PathBuf, Option<usize>),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::File(path, Some(line)) => write!(f, "file {} line {line}", path.display()),
+            Origin::File(path, None) => write!(f, "file {}", path.display()),
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// One problem with the configuration, printed as one line:
+/// `node.id: must be non-zero (file /etc/leasehold/node1.toml line 3)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting's key in the file (`node.id`), if the problem has one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// Where the offending value came from, if anywhere.
+    pub origin: Option<Origin>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " ({origin})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>, origin: Origin) -> Self {
+        ConfigError {
+            key: Some(key.into()),
+            message: message.into(),
+            origin: Some(origin),
+        }
+    }
+}
+
+/// A duration setting kept in whole milliseconds. Flags and environment
+/// variables take a number of milliseconds (`600`) or a duration (`600ms`,
+/// `1.5s`); the file takes a duration string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub u64);
+
+/// Parses a [`Millis`] flag or variable: `600` (milliseconds) or `600ms`, `1.5s`.
+pub fn parse_millis(text: &str) -> Result<Millis, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse()
+            .map(Millis)
+            .map_err(|_| format!("invalid number of milliseconds {text:?}"));
+    }
+    let d = parse_duration(t)?;
+    u64::try_from(d.as_millis())
+        .map(Millis)
+        .map_err(|_| format!("duration {text:?} is too long"))
+}
+
+/// Parses a `true`/`false` flag or variable (also `1`/`0`, `yes`/`no`, `on`/`off`).
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("invalid boolean {text:?}: expected true or false")),
+    }
+}
+
+/// A setting's value type: how it reads from a flag or variable's text and
+/// from a TOML value.
+trait Value: Sized {
+    /// From the text of an environment variable.
+    fn from_text(text: &str) -> Result<Self, String>;
+    /// From a value in the file.
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String>;
+}
+
+fn toml_str<'a>(value: &'a DeValue<'_>, what: &str) -> Result<&'a str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("expected {what}, found {}", value.type_str()))
+}
+
+fn toml_int(value: &DeValue<'_>) -> Result<i128, String> {
+    let i = value
+        .as_integer()
+        .ok_or_else(|| format!("expected an integer, found {}", value.type_str()))?;
+    let digits = i.as_str().replace('_', "");
+    i128::from_str_radix(&digits, i.radix()).map_err(|_| format!("invalid integer {digits:?}"))
+}
+
+impl Value for u64 {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("invalid non-negative integer {text:?}"))
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        let i = toml_int(value)?;
+        u64::try_from(i).map_err(|_| format!("{i} is not a non-negative 64-bit integer"))
+    }
+}
+
+impl Value for i64 {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("invalid integer {text:?}"))
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        let i = toml_int(value)?;
+        i64::try_from(i).map_err(|_| format!("{i} is out of range"))
+    }
+}
+
+impl Value for bool {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_bool(text)
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        value
+            .as_bool()
+            .ok_or_else(|| format!("expected true or false, found {}", value.type_str()))
+    }
+}
+
+impl Value for SocketAddr {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("invalid address {text:?}: expected IP:PORT"))
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        Self::from_text(toml_str(value, "an address string \"IP:PORT\"")?)
+    }
+}
+
+impl Value for PathBuf {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("empty path".into());
+        }
+        Ok(PathBuf::from(text))
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        Self::from_text(toml_str(value, "a path string")?)
+    }
+}
+
+impl Value for Millis {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_millis(text)
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        let text = toml_str(value, "a duration string such as \"600ms\" or \"1.5s\"")?;
+        let d = parse_duration(text)?;
+        u64::try_from(d.as_millis())
+            .map(Millis)
+            .map_err(|_| format!("duration {text:?} is too long"))
+    }
+}
+
+/// Fields of a peer written as a table: `{ id = 1, raft = "…", api = "…" }`.
+const PEER_FIELDS: [&str; 3] = ["id", "raft", "api"];
+
+impl Value for Vec<PeerSpec> {
+    /// `ID=RAFT,API` entries separated by spaces or `;`.
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.split(|c: char| c == ';' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        let array = value.as_array().ok_or_else(|| {
+            format!(
+                "expected a list of peers, found {}: peers = [\"1=RAFT,API\", …] or [[peers]] tables",
+                value.type_str()
+            )
+        })?;
+        let mut peers = Vec::new();
+        for (i, item) in array.iter().enumerate() {
+            let at = |m: String| format!("entry {}: {m}", i + 1);
+            match item.get_ref() {
+                DeValue::String(s) => peers.push(s.parse::<PeerSpec>().map_err(at)?),
+                DeValue::Table(t) => peers.push(peer_from_table(t).map_err(at)?),
+                other => {
+                    return Err(at(format!(
+                        "expected \"ID=RAFT,API\" or a table {{ id, raft, api }}, found {}",
+                        other.type_str()
+                    )))
+                }
+            }
+        }
+        Ok(peers)
+    }
+}
+
+fn peer_from_table(table: &DeTable<'_>) -> Result<PeerSpec, String> {
+    if let Some((k, _)) = table
+        .iter()
+        .find(|(k, _)| !PEER_FIELDS.contains(&k.get_ref().as_ref()))
+    {
+        return Err(format!(
+            "unknown key `{}` (a peer has id, raft, api)",
+            k.get_ref()
+        ));
+    }
+    let field = |name: &str| {
+        table
+            .get(name)
+            .map(|v| v.get_ref())
+            .ok_or_else(|| format!("missing `{name}`"))
+    };
+    let id = u64::from_toml(field("id")?)?;
+    let raft = toml_str(field("raft")?, "an address string for `raft`")?;
+    let api = toml_str(field("api")?, "an address string for `api`")?;
+    format!("{id}={raft},{api}").parse()
+}
+
+/// Declares every setting once: its flag (doc comment = help, clap
+/// attributes), type, file key and environment variable. Generates
+/// [`Settings`] (one optional value per setting: the flags, and also each
+/// other layer) and the table [`KEYS`].
+macro_rules! settings {
+    ($(
+        $(#[$attr:meta])*
+        $field:ident : $ty:ty = $key:literal, $env:literal, $flag:literal;
+    )*) => {
+        /// Settings of `leasehold server`, each optional: one layer
+        /// (flags, environment or file) of the configuration.
+        #[derive(clap::Args, Debug, Default, Clone)]
+        pub struct Settings {
+            $( $(#[$attr])* pub $field: Option<$ty>, )*
+        }
+
+        /// Every setting: (field, file key, environment variable, flag).
+        pub const KEYS: &[(&str, &str, &str, &str)] = &[
+            $( (stringify!($field), $key, $env, $flag), )*
+        ];
+
+        impl Settings {
+            /// Each setting from `self`, else from `lower`.
+            fn over(self, lower: Settings) -> Settings {
+                Settings { $( $field: self.$field.or(lower.$field), )* }
+            }
+
+            /// Whether the setting named by its field is set in this layer.
+            fn has(&self, field: &str) -> bool {
+                match field {
+                    $( stringify!($field) => self.$field.is_some(), )*
+                    _ => false,
+                }
+            }
+
+            /// The `LEASEHOLD_*` variables of `env`.
+            fn from_env(env: &Env, errors: &mut Vec<ConfigError>) -> Settings {
+                Settings { $( $field: env_value::<$ty>(env, $key, $env, errors), )* }
+            }
+
+            /// The values of a parsed file, by file key.
+            fn from_file(
+                values: &BTreeMap<String, (Spanned<DeValue<'_>>, usize)>,
+                path: &Path,
+                errors: &mut Vec<ConfigError>,
+            ) -> Settings {
+                Settings { $( $field: file_value::<$ty>(values, $key, path, errors), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// This node's id: non-zero, one of the peers' ids unless it joins.
+    /// [file: node.id; env: LEASEHOLD_ID; required]
+    #[arg(long, value_name = "ID")]
+    id: u64 = "node.id", "LEASEHOLD_ID", "--id";
+
+    /// Listen address of the Raft peer service. [file: node.raft_listen;
+    /// env: LEASEHOLD_RAFT_LISTEN; default: 127.0.0.1:7101]
+    #[arg(long, value_name = "IP:PORT")]
+    raft_listen: SocketAddr = "node.raft_listen", "LEASEHOLD_RAFT_LISTEN", "--raft-listen";
+
+    /// Listen address of the client API. [file: node.api_listen; env:
+    /// LEASEHOLD_API_LISTEN; default: 127.0.0.1:7001]
+    #[arg(long, value_name = "IP:PORT")]
+    api_listen: SocketAddr = "node.api_listen", "LEASEHOLD_API_LISTEN", "--api-listen";
+
+    // Metrics go here, one entry like the two above (another branch adds
+    // the flag): `metrics_listen: SocketAddr = "node.metrics_listen",
+    // "LEASEHOLD_METRICS_LISTEN", "--metrics-listen";` and one line in
+    // `node_config` below.
+
+    /// Data directory (sled database); created if missing. [file:
+    /// node.data_dir; env: LEASEHOLD_DATA_DIR; required]
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf = "node.data_dir", "LEASEHOLD_DATA_DIR", "--data-dir";
+
+    /// Never initialize a cluster: with a pristine data directory, wait to
+    /// be added to an existing one (`leasehold membership`). Without it a
+    /// pristine node founds a cluster only when every peer answers and none
+    /// has committed anything; if the cluster exists and still lists this
+    /// id (its data was wiped), the node refuses all Raft traffic until the
+    /// id is removed from the membership. `--join=false` overrides a file
+    /// or variable. [file: node.join; env: LEASEHOLD_JOIN; default: false]
+    #[arg(
+        long,
+        alias = "no-bootstrap",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    join: bool = "node.join", "LEASEHOLD_JOIN", "--join";
+
+    /// A cluster member, ID=RAFT_ADDR,API_ADDR; repeat for every member,
+    /// this node included (a joining node may be absent: the list then only
+    /// names whom to ask). Flags replace the whole list of the file or
+    /// variable. [file: peers; env: LEASEHOLD_PEERS, entries separated by
+    /// spaces or `;`; required]
+    #[arg(long = "peer", value_name = "ID=RAFT,API")]
+    peers: Vec<PeerSpec> = "peers", "LEASEHOLD_PEERS", "--peer";
+
+    /// Raft heartbeat period, in ms (or a duration: 100ms, 0.1s). [file:
+    /// raft.heartbeat; env: LEASEHOLD_HEARTBEAT_MS; default: 100ms]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    heartbeat_ms: Millis = "raft.heartbeat", "LEASEHOLD_HEARTBEAT_MS", "--heartbeat-ms";
+
+    /// Lower bound of the election timeout, in ms (≥ 2 × heartbeat).
+    /// [file: raft.election_timeout_min; env:
+    /// LEASEHOLD_ELECTION_TIMEOUT_MS_MIN; default: 300ms]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    election_timeout_ms_min: Millis =
+        "raft.election_timeout_min", "LEASEHOLD_ELECTION_TIMEOUT_MS_MIN", "--election-timeout-ms-min";
+
+    /// Upper bound of the election timeout, in ms: this node's own, which
+    /// must be at least the cluster's replicated vote window
+    /// (`vote_window_ms`, set by the first leader from its own value), else
+    /// the node refuses to vote and lead. [file: raft.election_timeout_max;
+    /// env: LEASEHOLD_ELECTION_TIMEOUT_MS_MAX; default: 600ms]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    election_timeout_ms_max: Millis =
+        "raft.election_timeout_max", "LEASEHOLD_ELECTION_TIMEOUT_MS_MAX", "--election-timeout-ms-max";
+
+    /// Build a snapshot after this many applied entries. [file:
+    /// snapshot.every_entries; env: LEASEHOLD_SNAPSHOT_EVERY_ENTRIES;
+    /// default: 10000]
+    #[arg(long, value_name = "N")]
+    snapshot_every_entries: u64 =
+        "snapshot.every_entries", "LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "--snapshot-every-entries";
+
+    /// Log entries kept behind the latest snapshot, so lagging followers
+    /// catch up from the log. [file: snapshot.log_entries_kept; env:
+    /// LEASEHOLD_LOG_ENTRIES_KEPT; default: 1000]
+    #[arg(long, value_name = "N")]
+    log_entries_kept: u64 =
+        "snapshot.log_entries_kept", "LEASEHOLD_LOG_ENTRIES_KEPT", "--log-entries-kept";
+
+    /// UNSAFE, chaos tests only: make this node's lease clock run fast
+    /// (positive) or slow (negative) by this many parts per million. [file:
+    /// unsafe_test.clock_rate_ppm; env: LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM;
+    /// default: 0]
+    #[arg(long, value_name = "PPM", allow_hyphen_values = true)]
+    unsafe_test_clock_rate_ppm: i64 =
+        "unsafe_test.clock_rate_ppm", "LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM", "--unsafe-test-clock-rate-ppm";
+
+    /// UNSAFE, chaos tests only: on every SIGUSR1, jump this node's lease
+    /// clock forward by this many milliseconds (0: SIGUSR1 is ignored).
+    /// [file: unsafe_test.clock_jump; env:
+    /// LEASEHOLD_UNSAFE_TEST_CLOCK_JUMP_MS; default: 0]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    unsafe_test_clock_jump_ms: Millis =
+        "unsafe_test.clock_jump", "LEASEHOLD_UNSAFE_TEST_CLOCK_JUMP_MS", "--unsafe-test-clock-jump-ms";
+}
+
+fn env_value<T: Value>(
+    env: &Env,
+    key: &str,
+    var: &'static str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let text = env.get(var)?;
+    match T::from_text(text) {
+        Ok(v) => Some(v),
+        Err(m) => {
+            errors.push(ConfigError::new(key, m, Origin::Env(var)));
+            None
+        }
+    }
+}
+
+fn file_value<T: Value>(
+    values: &BTreeMap<String, (Spanned<DeValue<'_>>, usize)>,
+    key: &str,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let (value, line) = values.get(key)?;
+    match T::from_toml(value.get_ref()) {
+        Ok(v) => Some(v),
+        Err(m) => {
+            errors.push(ConfigError::new(
+                key,
+                m,
+                Origin::File(path.to_path_buf(), Some(*line)),
+            ));
+            None
+        }
+    }
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(at)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Reads a config file's text into the values of known keys (with their
+/// lines), and an error for every syntax error and unknown key.
+fn parse_file<'a>(
+    text: &'a str,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, (Spanned<DeValue<'a>>, usize)> {
+    let at = |line: Option<usize>| Some(Origin::File(path.to_path_buf(), line));
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            errors.push(ConfigError {
+                key: None,
+                message: format!("malformed TOML: {}", e.message().trim()),
+                origin: at(e.span().map(|s| line_of(text, s.start))),
+            });
+        }
+        return BTreeMap::new();
+    }
+    let mut values = BTreeMap::new();
+    let mut found = Vec::new();
+    let known = |key: &str| KEYS.iter().any(|k| k.1 == key);
+    let is_section = |name: &str| KEYS.iter().any(|k| k.1.starts_with(&format!("{name}.")));
+    let mut unknown = |key: String, line: usize, message: String| {
+        found.push((line, key, message));
+    };
+    for (k, v) in root.into_inner() {
+        let name = k.get_ref().to_string();
+        let line = line_of(text, k.span().start);
+        if known(&name) {
+            values.insert(name, (v, line));
+        } else if !is_section(&name) {
+            unknown(name, line, "unknown key".into());
+        } else if let DeValue::Table(section) = v.into_inner() {
+            for (k2, v2) in section {
+                let full = format!("{name}.{}", k2.get_ref());
+                let line = line_of(text, k2.span().start);
+                if known(&full) {
+                    values.insert(full, (v2, line));
+                } else if known(k2.get_ref()) {
+                    // `peers = [...]` written after a [section] header.
+                    let m = format!(
+                        "unknown key; `{}` is a top-level key: move it before the first [section]",
+                        k2.get_ref()
+                    );
+                    unknown(full, line, m);
+                } else {
+                    unknown(full, line, "unknown key".into());
+                }
+            }
+        } else {
+            let m = format!("expected a table [{name}]");
+            unknown(name, line, m);
+        }
+    }
+    // In the order of the file (the parsed table is sorted by key).
+    found.sort();
+    for (line, key, message) in found {
+        errors.push(ConfigError {
+            key: Some(key),
+            message,
+            origin: at(Some(line)),
+        });
+    }
+    values
+}
+
+/// What `leasehold server` runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The node's configuration.
+    pub node: NodeConfig,
+    /// The test-only clock jump per SIGUSR1, in ms (0: none).
+    pub unsafe_test_clock_jump_ms: u64,
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Loads the configuration: `flags` over the `LEASEHOLD_*` variables of
+/// `env` over the file (`config`, else `LEASEHOLD_CONFIG` in `env`) over
+/// the built-in defaults, then checks it. Every problem is returned, each
+/// naming its key and the origin of the value.
+pub fn load(
+    flags: Settings,
+    config: Option<PathBuf>,
+    env: &Env,
+) -> Result<ServerConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let env_layer = Settings::from_env(env, &mut errors);
+    let file = config.or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
+    let mut lines = BTreeMap::new();
+    let file_layer = match &file {
+        None => Settings::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let values = parse_file(&text, path, &mut errors);
+                for (key, (_, line)) in &values {
+                    lines.insert(key.clone(), *line);
+                }
+                Settings::from_file(&values, path, &mut errors)
+            }
+            Err(e) => {
+                errors.push(ConfigError {
+                    key: None,
+                    message: format!("cannot read the config file: {e}"),
+                    origin: Some(Origin::File(path.clone(), None)),
+                });
+                Settings::default()
+            }
+        },
+    };
+    // Which layer each setting came from, for the error messages.
+    let origin = |field: &str| -> Origin {
+        let Some(&(_, key, var, flag)) = KEYS.iter().find(|k| k.0 == field) else {
+            return Origin::Default;
+        };
+        if flags.has(field) {
+            Origin::Flag(flag)
+        } else if env_layer.has(field) {
+            Origin::Env(var)
+        } else if let (true, Some(path)) = (file_layer.has(field), &file) {
+            Origin::File(path.clone(), lines.get(key).copied())
+        } else {
+            Origin::Default
+        }
+    };
+    let key_of = |field: &'static str| -> &'static str {
+        KEYS.iter().find(|k| k.0 == field).map_or(field, |k| k.1)
+    };
+    let merged = flags
+        .clone()
+        .over(env_layer.clone())
+        .over(file_layer.clone());
+    for field in ["id", "data_dir", "peers"] {
+        let bad_value = |key: &str| errors.iter().any(|e| e.key.as_deref() == Some(key));
+        if !merged.has(field) && !KEYS.iter().any(|k| k.0 == field && bad_value(k.1)) {
+            if let Some(&(_, key, var, flag)) = KEYS.iter().find(|k| k.0 == field) {
+                errors.push(ConfigError {
+                    key: Some(key.into()),
+                    message: format!("required: set {flag}, {var} or `{key}` in the config file"),
+                    origin: None,
+                });
+            }
+        }
+    }
+    let node = node_config(&merged, &mut errors);
+    if let Some(node) = &node {
+        for p in node.problems() {
+            let field = if p.field == "node_id" { "id" } else { p.field };
+            errors.push(ConfigError::new(key_of(field), p.message, origin(field)));
+        }
+        if let Err(e) = node.raft_config() {
+            errors.push(ConfigError {
+                key: Some("raft".into()),
+                message: e.to_string(),
+                origin: None,
+            });
+        }
+    }
+    match node {
+        Some(node) if errors.is_empty() => Ok(ServerConfig {
+            node,
+            unsafe_test_clock_jump_ms: merged.unsafe_test_clock_jump_ms.map_or(0, |m| m.0),
+            file,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The node configuration of merged settings (defaults for what is unset);
+/// `None` when a required setting is missing or a default is unusable.
+fn node_config(s: &Settings, errors: &mut Vec<ConfigError>) -> Option<NodeConfig> {
+    let mut default_addr = |text: &str, key: &str| match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errors.push(ConfigError::new(key, e.to_string(), Origin::Default));
+            None
+        }
+    };
+    let raft_listen = match s.raft_listen {
+        Some(a) => a,
+        None => default_addr(DEFAULT_RAFT_LISTEN, "node.raft_listen")?,
+    };
+    let api_listen = match s.api_listen {
+        Some(a) => a,
+        None => default_addr(DEFAULT_API_LISTEN, "node.api_listen")?,
+    };
+    let mut c = NodeConfig::new(
+        s.id?,
+        raft_listen,
+        api_listen,
+        s.peers.clone()?,
+        s.data_dir.clone()?,
+    );
+    let d = RaftTiming::default();
+    c.timing = RaftTiming {
+        heartbeat_ms: s.heartbeat_ms.map_or(d.heartbeat_ms, |m| m.0),
+        election_timeout_ms_min: s
+            .election_timeout_ms_min
+            .map_or(d.election_timeout_ms_min, |m| m.0),
+        election_timeout_ms_max: s
+            .election_timeout_ms_max
+            .map_or(d.election_timeout_ms_max, |m| m.0),
+    };
+    c.bootstrap = !s.join.unwrap_or(false);
+    if let Some(n) = s.snapshot_every_entries {
+        c.snapshot_every_entries = n;
+    }
+    if let Some(n) = s.log_entries_kept {
+        c.log_entries_kept = n;
+    }
+    c.unsafe_test_clock_rate_ppm = s.unsafe_test_clock_rate_ppm.unwrap_or(0);
+    // metrics: `c.metrics_listen = s.metrics_listen;` (see `settings!`).
+    Some(c)
+}
+
+/// The `LEASEHOLD_*` variables (and `LEASEHOLD_CONFIG`) of this process.
+pub fn process_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("LEASEHOLD_"))
+        .collect()
+}
+
+/// `leasehold server --help`: the precedence, the file and its keys.
+pub const HELP: &str = "\
+Configuration: every setting comes from, in this order of precedence,
+  flags > environment (LEASEHOLD_*) > config file (--config / LEASEHOLD_CONFIG) > built-in defaults.
+Each flag above names its file key and variable. The file is TOML; unknown
+keys are errors, durations are strings (\"100ms\", \"1.5s\"):
+
+  peers = [\"1=127.0.0.1:7101,127.0.0.1:7001\", \"2=127.0.0.1:7102,127.0.0.1:7002\"]
+  # or, after the sections: [[peers]] id = 2, raft = \"127.0.0.1:7102\", api = \"127.0.0.1:7002\"
+  [node]
+  id = 1
+  raft_listen = \"127.0.0.1:7101\"
+  api_listen = \"127.0.0.1:7001\"
+  data_dir = \"/var/lib/leasehold/node1\"
+  join = false
+  [raft]
+  heartbeat = \"100ms\"
+  election_timeout_min = \"300ms\"
+  election_timeout_max = \"600ms\"   # must be >= the cluster's vote window
+  [snapshot]
+  every_entries = 10000
+  log_entries_kept = 1000
+
+(peers is a top-level key: a `peers = [...]` line goes before the first [section].)
+Every problem is reported, one line each (`leasehold: config error: KEY:
+PROBLEM (ORIGIN)`), and the command exits 2. Logging: RUST_LOG.
+Samples: cluster/config/node1.toml … node3.toml.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The flags of `leasehold server`, parsed alone.
+    #[derive(Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["server"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A config file with `body` in a fresh directory.
+    fn file(body: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, body).expect("write");
+        (dir, path)
+    }
+
+    const BASE: &str = r#"
+peers = ["1=127.0.0.1:7101,127.0.0.1:7001", "2=127.0.0.1:7102,127.0.0.1:7002"]
+[node]
+id = 1
+data_dir = "/tmp/leasehold-test"
+"#;
+
+    fn lines(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let (_d, path) = file(&format!("{BASE}[raft]\nheartbeat = \"120ms\"\n"));
+        let all = env(&[("LEASEHOLD_HEARTBEAT_MS", "130")]);
+        let hb = |flags_: Settings, env_: &Env| {
+            load(flags_, Some(path.clone()), env_)
+                .expect("valid")
+                .node
+                .timing
+                .heartbeat_ms
+        };
+        assert_eq!(
+            hb(flags(&["--heartbeat-ms", "140"]), &all),
+            140,
+            "flag wins"
+        );
+        assert_eq!(hb(flags(&[]), &all), 130, "env beats file");
+        assert_eq!(hb(flags(&[]), &Env::new()), 120, "file beats default");
+        let (_d2, bare) = file(BASE);
+        let c = load(flags(&[]), Some(bare), &Env::new()).expect("valid");
+        assert_eq!(c.node.timing, RaftTiming::default(), "defaults");
+        assert_eq!(c.node.raft_listen.to_string(), DEFAULT_RAFT_LISTEN);
+        assert_eq!(c.node.api_listen.to_string(), DEFAULT_API_LISTEN);
+        assert!(c.node.bootstrap);
+    }
+
+    #[test]
+    fn every_setting_follows_the_same_precedence() {
+        let (_d, path) = file(&format!(
+            "{BASE}api_listen = \"127.0.0.1:9001\"\njoin = true\n[snapshot]\nevery_entries = 5\n"
+        ));
+        let e = env(&[
+            ("LEASEHOLD_ID", "2"),
+            ("LEASEHOLD_API_LISTEN", "127.0.0.1:9002"),
+            ("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "6"),
+        ]);
+        let c = load(flags(&[]), Some(path.clone()), &e).expect("valid");
+        assert_eq!(c.node.node_id, 2);
+        assert_eq!(c.node.api_listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(c.node.snapshot_every_entries, 6);
+        assert!(!c.node.bootstrap, "join = true from the file");
+        let c = load(
+            flags(&[
+                "--id",
+                "1",
+                "--api-listen",
+                "127.0.0.1:9003",
+                "--snapshot-every-entries",
+                "7",
+                "--join=false",
+                "--peer",
+                "1=h:1,h:2",
+            ]),
+            Some(path),
+            &e,
+        )
+        .expect("valid");
+        assert_eq!(c.node.node_id, 1);
+        assert_eq!(c.node.api_listen.to_string(), "127.0.0.1:9003");
+        assert_eq!(c.node.snapshot_every_entries, 7);
+        assert!(c.node.bootstrap, "--join=false beats the file");
+        assert_eq!(c.node.peers.len(), 1, "flags replace the whole peer list");
+    }
+
+    #[test]
+    fn the_config_file_may_come_from_the_environment() {
+        let (_d, path) = file(BASE);
+        let e = env(&[(CONFIG_ENV, path.to_str().expect("utf-8"))]);
+        let c = load(flags(&[]), None, &e).expect("valid");
+        assert_eq!(c.file, Some(path));
+        assert_eq!(c.node.node_id, 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_origin() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"5ms\"\nelection_timeout_max = \"soon\"\n"
+        ));
+        let e = env(&[("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "0")]);
+        let errors = load(flags(&["--id", "0"]), Some(path.clone()), &e).expect_err("invalid");
+        let got = lines(&errors);
+        let p = path.display();
+        assert_eq!(
+            got,
+            [
+                format!("raft.election_timeout_max: invalid duration \"soon\": expected e.g. 10s, 500ms, 2m, 1m30s (file {p} line 8)"),
+                "node.id: must be non-zero (flag --id)".to_string(),
+                format!("peers: this node's id 0 is not in the peer list (a node that is not a founding member needs --join) (file {p} line 2)"),
+                format!("raft.heartbeat: must be at least 10 ms (is 5 ms) (file {p} line 7)"),
+                "snapshot.every_entries: must be positive (env LEASEHOLD_SNAPSHOT_EVERY_ENTRIES)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn two_bad_keys_give_two_lines() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"1ms\"\n[snapshot]\nevery_entries = 0\n"
+        ));
+        let errors = load(flags(&[]), Some(path), &Env::new()).expect_err("invalid");
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [Some("raft.heartbeat"), Some("snapshot.every_entries")]
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_name_all_three_sources() {
+        let errors = load(flags(&[]), None, &Env::new()).expect_err("nothing set");
+        assert_eq!(
+            lines(&errors),
+            [
+                "node.id: required: set --id, LEASEHOLD_ID or `node.id` in the config file",
+                "node.data_dir: required: set --data-dir, LEASEHOLD_DATA_DIR or `node.data_dir` in the config file",
+                "peers: required: set --peer, LEASEHOLD_PEERS or `peers` in the config file",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_file_and_line() {
+        let (_d, path) = file(&format!(
+            "{BASE}colour = \"blue\"\n[raft]\nheartbeet = \"100ms\"\n[metrics]\nx = 1\n"
+        ));
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("unknown");
+        let p = path.display();
+        assert_eq!(
+            lines(&errors),
+            [
+                format!("node.colour: unknown key (file {p} line 6)"),
+                format!("raft.heartbeet: unknown key (file {p} line 8)"),
+                format!("metrics: unknown key (file {p} line 9)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn peers_under_a_section_get_a_hint() {
+        let (_d, path) = file("[node]\nid = 1\ndata_dir = \"/x\"\npeers = [\"1=a:1,a:2\"]\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("misplaced");
+        assert_eq!(
+            lines(&errors)[0],
+            format!(
+                "node.peers: unknown key; `peers` is a top-level key: move it before the first [section] (file {} line 4)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let (_d, path) = file("peers = []\n[node]\nid = 1\ndata_dir = \"/tmp/x\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("malformed");
+        let first = errors.first().expect("an error").to_string();
+        assert!(first.starts_with("malformed TOML: "), "{first}");
+        assert!(
+            first.ends_with(&format!("(file {} line 4)", path.display())),
+            "{first}"
+        );
+        let (_d, path) = file("[node\nid = 1\n");
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("malformed");
+        assert!(errors[0].to_string().contains("line 1)"), "{:?}", errors);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error() {
+        let errors = load(
+            flags(&[]),
+            Some("/nonexistent/leasehold.toml".into()),
+            &Env::new(),
+        )
+        .expect_err("missing file");
+        assert!(errors[0]
+            .to_string()
+            .starts_with("cannot read the config file: "));
+    }
+
+    #[test]
+    fn peers_are_strings_or_tables_and_env_lists_them() {
+        let (_d, path) = file(
+            r#"
+[node]
+id = 2
+data_dir = "/tmp/x"
+[[peers]]
+id = 1
+raft = "h1:7101"
+api = "h1:7001"
+[[peers]]
+id = 2
+raft = "h2:7101"
+api = "h2:7001"
+"#,
+        );
+        let c = load(flags(&[]), Some(path), &Env::new()).expect("valid");
+        let got: Vec<_> = c
+            .node
+            .peers
+            .iter()
+            .map(|p| (p.id, p.node.raft_addr.as_str(), p.node.api_addr.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "h1:7101", "h1:7001"), (2, "h2:7101", "h2:7001")]);
+        let e = env(&[
+            ("LEASEHOLD_ID", "3"),
+            ("LEASEHOLD_DATA_DIR", "/tmp/x"),
+            ("LEASEHOLD_PEERS", "1=a:1,a:2; 3=c:1,c:2  2=b:1,b:2"),
+        ]);
+        let c = load(flags(&[]), None, &e).expect("valid");
+        let ids: Vec<_> = c.node.peers.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        let (_d, path) = file(
+            "peers = [\"1=a:1,a:2\", { id = 2, raft = \"b:1\" }, { id = 3, raft = \"c:1\", api = \"c:2\", port = 1 }]\n[node]\nid = 1\ndata_dir = \"/x\"\n",
+        );
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("bad peer");
+        assert_eq!(
+            lines(&errors),
+            [format!(
+                "peers: entry 2: missing `api` (file {} line 1)",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn durations_in_the_file_are_strings_with_units() {
+        let (_d, path) = file(&format!(
+            "{BASE}[raft]\nheartbeat = \"0.15s\"\nelection_timeout_min = \"1s\"\nelection_timeout_max = \"1.5s\"\n[unsafe_test]\nclock_jump = \"2s\"\n"
+        ));
+        let c = load(flags(&[]), Some(path), &Env::new()).expect("valid");
+        assert_eq!(
+            c.node.timing,
+            RaftTiming {
+                heartbeat_ms: 150,
+                election_timeout_ms_min: 1_000,
+                election_timeout_ms_max: 1_500,
+            }
+        );
+        assert_eq!(c.unsafe_test_clock_jump_ms, 2_000);
+        let (_d, path) = file(&format!("{BASE}[raft]\nheartbeat = 100\n"));
+        let errors = load(flags(&[]), Some(path), &Env::new()).expect_err("bare number");
+        assert!(
+            errors[0].to_string().starts_with(
+                "raft.heartbeat: expected a duration string such as \"600ms\" or \"1.5s\", found integer"
+            ),
+            "{:?}",
+            errors
+        );
+        // Flags and variables take milliseconds or a duration.
+        let c = load(
+            flags(&["--election-timeout-ms-max", "2s", "--data-dir", "/x"]),
+            None,
+            &env(&[("LEASEHOLD_ID", "1"), ("LEASEHOLD_PEERS", "1=a:1,a:2")]),
+        )
+        .expect("valid");
+        assert_eq!(c.node.timing.election_timeout_ms_max, 2_000);
+    }
+
+    #[test]
+    fn the_samples_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/config");
+        for id in 1..=3u64 {
+            let path = dir.join(format!("node{id}.toml"));
+            let c = load(flags(&[]), Some(path.clone()), &Env::new())
+                .unwrap_or_else(|e| panic!("{}: {:?}", path.display(), lines(&e)));
+            assert_eq!(c.node.node_id, id);
+            assert_eq!(c.node.raft_listen.to_string(), format!("127.0.0.1:710{id}"));
+            assert_eq!(c.node.api_listen.to_string(), format!("127.0.0.1:700{id}"));
+            assert_eq!(c.node.peers.len(), 3);
+            assert!(c.node.bootstrap);
+            assert_eq!(c.node.timing, RaftTiming::default());
+            assert_eq!(
+                c.node.me().map(|p| p.node.api_addr.clone()),
+                Some(format!("127.0.0.1:700{id}"))
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_distinct_variable_and_flag() {
+        for (i, a) in KEYS.iter().enumerate() {
+            assert!(a.2.starts_with("LEASEHOLD_"), "{a:?}");
+            assert!(a.3.starts_with("--"), "{a:?}");
+            for b in &KEYS[i + 1..] {
+                assert!(a.1 != b.1 && a.2 != b.2 && a.3 != b.3, "{a:?} {b:?}");
+            }
+        }
+    }
+}
