@@ -6,6 +6,7 @@
 #   LEASEHOLD_DATA_DIR     data root (default: ./.leasehold-data)
 #   LEASEHOLD_RAFT_PORT    first Raft peer port (default 7101; nodes use +0,+1,+2)
 #   LEASEHOLD_API_PORT     first client API port (default 7001)
+#   LEASEHOLD_METRICS_PORT first metrics/health HTTP port (default 7201)
 #   LEASEHOLD_BIN          binary to run (default: build target/release/leasehold)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -13,6 +14,7 @@ root="$(cd "$here/.." && pwd)"
 data="${LEASEHOLD_DATA_DIR:-$root/.leasehold-data}"
 raft_port="${LEASEHOLD_RAFT_PORT:-7101}"
 api_port="${LEASEHOLD_API_PORT:-7001}"
+metrics_port="${LEASEHOLD_METRICS_PORT:-7201}"
 bin="${LEASEHOLD_BIN:-}"
 
 if [ -z "$bin" ]; then
@@ -35,6 +37,7 @@ for i in 1 2 3; do
   "$bin" server --id "$i" \
     --raft-listen "127.0.0.1:$((raft_port + i - 1))" \
     --api-listen "127.0.0.1:$((api_port + i - 1))" \
+    --metrics-listen "127.0.0.1:$((metrics_port + i - 1))" \
     "${peers[@]}" --data-dir "$data/node-$i" \
     >>"$data/node-$i.log" 2>&1 &
   echo "$i $!" >> "$data/pids"
@@ -56,6 +59,6 @@ for i in 1 2 3; do
 done
 echo "started 3 nodes (data and logs in $data):"
 for i in 1 2 3; do
-  echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))"
+  echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))  metrics http://127.0.0.1:$((metrics_port + i - 1))/metrics"
 done
 echo "endpoints: 127.0.0.1:$api_port,127.0.0.1:$((api_port + 1)),127.0.0.1:$((api_port + 2))"
