@@ -8,6 +8,7 @@
 #   LEASEHOLD_DATA_DIR     data root (default: ./.leasehold-data)
 #   LEASEHOLD_RAFT_PORT    first Raft peer port (default 7101; nodes use +0,+1,+2)
 #   LEASEHOLD_API_PORT     first client API port (default 7001)
+#   LEASEHOLD_METRICS_PORT first metrics/health HTTP port (default 7201)
 #   LEASEHOLD_BIN          binary to run (default: build target/release/leasehold)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,6 +16,7 @@ root="$(cd "$here/.." && pwd)"
 data="${LEASEHOLD_DATA_DIR:-$root/.leasehold-data}"
 raft_port="${LEASEHOLD_RAFT_PORT:-7101}"
 api_port="${LEASEHOLD_API_PORT:-7001}"
+metrics_port="${LEASEHOLD_METRICS_PORT:-7201}"
 bin="${LEASEHOLD_BIN:-}"
 
 if [ -z "$bin" ]; then
@@ -44,6 +46,7 @@ for i in 1 2 3; do
   mapfile -t extra < <(port_flags "$i")
   "$bin" server --id "$i" --config "$here/config/node$i.toml" \
     --data-dir "$data/node-$i" ${extra[@]+"${extra[@]}"} \
+    --metrics-listen "127.0.0.1:$((metrics_port + i - 1))" \
     >>"$data/node-$i.log" 2>&1 &
   echo "$i $!" >> "$data/pids"
 done
@@ -64,6 +67,6 @@ for i in 1 2 3; do
 done
 echo "started 3 nodes (data and logs in $data):"
 for i in 1 2 3; do
-  echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))"
+  echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))  metrics http://127.0.0.1:$((metrics_port + i - 1))/metrics"
 done
 echo "endpoints: 127.0.0.1:$api_port,127.0.0.1:$((api_port + 1)),127.0.0.1:$((api_port + 2))"

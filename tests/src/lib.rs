@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub log_entries_kept: u64,
     /// **Unsafe, tests only**: skew of every node's lease clock, in ppm.
     pub clock_rate_ppm: i64,
+    /// Serve every node's metrics and health endpoint on a free loopback
+    /// port ([`Node::metrics_addr`] tells which).
+    pub metrics: bool,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +53,7 @@ impl Default for ClusterOptions {
             snapshot_every_entries: 10_000,
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
+            metrics: false,
         }
     }
 }
@@ -156,6 +160,9 @@ impl TestCluster {
         c.snapshot_every_entries = self.options.snapshot_every_entries;
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        if self.options.metrics {
+            c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         Ok(c)
     }
 
@@ -182,6 +189,14 @@ impl TestCluster {
                 .map(|n| n.id())
         })
         .await
+    }
+
+    /// The metrics and health endpoint of a running node (with
+    /// [`ClusterOptions::metrics`]).
+    pub fn metrics_addr(&self, id: NodeId) -> anyhow::Result<SocketAddr> {
+        self.node(id)?
+            .metrics_addr()
+            .ok_or_else(|| anyhow!("node {id} serves no metrics endpoint"))
     }
 
     /// Ids of all members, running or not.
@@ -586,5 +601,84 @@ impl TestCluster {
     pub fn isolate(&self, id: NodeId, isolated: bool) -> anyhow::Result<()> {
         self.node(id)?.isolate(isolated);
         Ok(())
+    }
+}
+
+/// A minimal HTTP/1.1 client for the metrics and health endpoint: one GET
+/// per connection over a plain `TcpStream` (no HTTP library: the wire
+/// format is what a scraper sees).
+pub mod http {
+    use std::net::SocketAddr;
+
+    use anyhow::{anyhow, Context};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// One HTTP answer.
+    #[derive(Debug, Clone)]
+    pub struct Answer {
+        /// The status code.
+        pub status: u16,
+        /// Header lines, names lower-cased.
+        pub headers: Vec<(String, String)>,
+        /// The body as text.
+        pub body: String,
+    }
+
+    impl Answer {
+        /// The first value of header `name` (lower case).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// `GET path` from `addr`, reading the answer until the server closes.
+    pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let raw = String::from_utf8(raw).context("the answer is not UTF-8")?;
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("no end of headers in {raw:?}"))?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        anyhow::ensure!(
+            !headers
+                .iter()
+                .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")),
+            "chunked answers are not expected from the metrics endpoint"
+        );
+        Ok(Answer {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    /// The value of sample `series` (a metric name, with its labels if it
+    /// has any, e.g. `leasehold_serving_state{state="serving"}`) in a
+    /// text exposition.
+    pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+        exposition.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split(' ').next()?.parse().ok()
+        })
     }
 }

@@ -344,10 +344,11 @@ settings! {
     #[arg(long, value_name = "IP:PORT")]
     api_listen: SocketAddr = "node.api_listen", "LEASEHOLD_API_LISTEN", "--api-listen";
 
-    // Metrics go here, one entry like the two above (another branch adds
-    // the flag): `metrics_listen: SocketAddr = "node.metrics_listen",
-    // "LEASEHOLD_METRICS_LISTEN", "--metrics-listen";` and one line in
-    // `node_config` below.
+    /// Listen address of the HTTP metrics and health endpoint (`/metrics`,
+    /// `/healthz`, `/readyz`); not served unless given. [file:
+    /// node.metrics_listen; env: LEASEHOLD_METRICS_LISTEN; default: off]
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: SocketAddr = "node.metrics_listen", "LEASEHOLD_METRICS_LISTEN", "--metrics-listen";
 
     /// Data directory (sled database); created if missing. [file:
     /// node.data_dir; env: LEASEHOLD_DATA_DIR; required]
@@ -690,7 +691,7 @@ fn node_config(s: &Settings, errors: &mut Vec<ConfigError>) -> Option<NodeConfig
         c.log_entries_kept = n;
     }
     c.unsafe_test_clock_rate_ppm = s.unsafe_test_clock_rate_ppm.unwrap_or(0);
-    // metrics: `c.metrics_listen = s.metrics_listen;` (see `settings!`).
+    c.metrics_listen = s.metrics_listen;
     Some(c)
 }
 

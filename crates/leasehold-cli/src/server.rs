@@ -72,6 +72,10 @@ pub struct DevArgs {
     /// Client API port of node 1 (nodes 2 and 3 use the next two).
     #[arg(long, default_value_t = 7001)]
     api_port: u16,
+    /// Metrics and health HTTP port of node 1 (nodes 2 and 3 use the next
+    /// two); 0: not served.
+    #[arg(long, default_value_t = 7201)]
+    metrics_port: u16,
 }
 
 /// Number of nodes `dev` starts.
@@ -118,14 +122,21 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let peers = dev_peers(args.host, args.raft_port, args.api_port)?;
     let mut nodes = Vec::new();
-    for p in &peers {
-        let config = NodeConfig::new(
+    for (i, p) in (0u16..).zip(&peers) {
+        let mut config = NodeConfig::new(
             p.id,
             p.node.raft_addr.parse()?,
             p.node.api_addr.parse()?,
             peers.clone(),
             root.join(format!("node-{}", p.id)),
         );
+        if args.metrics_port != 0 {
+            let port = args
+                .metrics_port
+                .checked_add(i)
+                .context("--metrics-port: port out of range")?;
+            config.metrics_listen = Some(SocketAddr::new(args.host, port));
+        }
         match Node::start(config).await {
             Ok(node) => nodes.push(node),
             Err(e) => {
@@ -147,10 +158,16 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    for p in &peers {
+    for n in &nodes {
+        let metrics = n
+            .metrics_addr()
+            .map(|a| format!("  metrics http://{a}/metrics"))
+            .unwrap_or_default();
         println!(
-            "  node {}: raft {}  api {}",
-            p.id, p.node.raft_addr, p.node.api_addr
+            "  node {}: raft {}  api {}{metrics}",
+            n.id(),
+            n.raft_addr(),
+            n.api_addr()
         );
     }
     println!("export LEASEHOLD_ENDPOINTS={}", endpoints.join(","));
@@ -192,5 +209,53 @@ mod tests {
             ]
         );
         assert!(dev_peers("127.0.0.1".parse().expect("ip"), 65535, 7001).is_err());
+    }
+
+    /// The server and dev flags alone, parsed as the CLI parses them.
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    #[allow(clippy::large_enum_variant)] // parsed once per test
+    enum Sub {
+        Server(ServerArgs),
+        Dev(DevArgs),
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_dev_has_metrics_ports() {
+        use clap::Parser;
+        let base = [
+            "t",
+            "server",
+            "--id",
+            "1",
+            "--peer",
+            "1=127.0.0.1:7101,127.0.0.1:7001",
+            "--data-dir",
+            "/tmp/x",
+        ];
+        let Sub::Server(args) = Flags::try_parse_from(base).expect("parses").cmd else {
+            panic!("not server");
+        };
+        assert_eq!(args.settings.metrics_listen, None);
+        let with = base
+            .iter()
+            .copied()
+            .chain(["--metrics-listen", "127.0.0.1:7201"]);
+        let Sub::Server(args) = Flags::try_parse_from(with).expect("parses").cmd else {
+            panic!("not server");
+        };
+        assert_eq!(
+            args.settings.metrics_listen,
+            Some("127.0.0.1:7201".parse().expect("addr"))
+        );
+        let Sub::Dev(args) = Flags::try_parse_from(["t", "dev"]).expect("parses").cmd else {
+            panic!("not dev");
+        };
+        assert_eq!(args.metrics_port, 7201);
     }
 }

@@ -71,6 +71,9 @@ pub struct NodeConfig {
     pub raft_listen: SocketAddr,
     /// Where the client API listens (advertised to peers for forwarding).
     pub api_listen: SocketAddr,
+    /// Where the HTTP metrics and health endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`) listens; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Every member of the initial cluster, this node included.
     pub peers: Vec<PeerSpec>,
     /// Directory of the sled database; created if missing.
@@ -125,6 +128,7 @@ impl NodeConfig {
             node_id,
             raft_listen,
             api_listen,
+            metrics_listen: None,
             peers,
             data_dir,
             timing: RaftTiming::default(),

@@ -12,7 +12,9 @@
 //!   deadlines, takeover and failover grace, expiry.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
 //! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
-//! - [`metrics`]: every counter of the node.
+//! - [`metrics`]: every metric of the node (counters, gauges, histograms)
+//!   and their Prometheus registry.
+//! - [`http`]: the HTTP endpoint serving `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: graceful shutdown through a broadcast and a drop guard.
 //! - [`error`]: this layer's error type.
 //!
@@ -24,6 +26,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod lessor;
 pub mod metrics;
 pub mod node;

@@ -1,92 +1,513 @@
 //! Every metric of the node, defined here and nowhere else.
 //!
-//! Counters are plain atomics read by `Status` and logs; they only grow.
+//! One [`Metrics`] per node holds a Prometheus registry
+//! ([`prometheus_client`]) and every metric in it. The hot paths only touch
+//! lock-free counters and two histograms; the gauges are read from their
+//! sources (applied state, Raft, lessor, snapshot builder) when `/metrics`
+//! is scraped ([`Metrics::refresh`]). [`MetricsSnapshot`], what `Status`
+//! logs and tests read, copies the same counters: there is one definition.
+//!
+//! Names are stable, prefixed `leasehold_`, with the unit last
+//! (`_seconds`, `_bytes`, counters `_total`):
+//!
+//! | name | type | what |
+//! |---|---|---|
+//! | `leasehold_sessions_active` | gauge | sessions in the applied state |
+//! | `leasehold_leases_active` | gauge | leases held in the applied state (one per holder) |
+//! | `leasehold_grants_total` | counter | leases granted in answer to acquires this node served |
+//! | `leasehold_releases_total` | counter | leases released by releases this node served |
+//! | `leasehold_sessions_expired_total` | counter | sessions removed by expiry entries this node proposed |
+//! | `leasehold_recalls_total` | counter | recalls this node served |
+//! | `leasehold_keepalive_renewed_total` | counter | sessions renewed by keepalives |
+//! | `leasehold_keepalive_refused_total` | counter | keepalive entries answered "not alive" |
+//! | `leasehold_forwarded_total` | counter | requests this node forwarded to the leader |
+//! | `leasehold_proposals_total` | counter | commands this node proposed to Raft |
+//! | `leasehold_takeovers_total` | counter | leader takeovers completed by this node |
+//! | `leasehold_acquire_duration_seconds` | histogram | Acquire, from receipt to its entry's answer, on the serving node |
+//! | `leasehold_keepalive_duration_seconds` | histogram | one keepalive message, from receipt to its answer |
+//! | `leasehold_raft_term` | gauge | current Raft term |
+//! | `leasehold_raft_leader_id` | gauge | the leader this node knows (0: none) |
+//! | `leasehold_raft_commit_index` | gauge | committed log index |
+//! | `leasehold_raft_applied_index` | gauge | applied log index |
+//! | `leasehold_serving_state{state}` | gauge | 1 for the current serving state, 0 for the others |
+//! | `leasehold_failover_grace_remaining_seconds` | gauge | failover grace left (0 outside grace) |
+//! | `leasehold_snapshot_size_bytes` | gauge | size of the latest snapshot built or installed here |
+//! | `leasehold_snapshot_build_duration_seconds` | gauge | how long the last snapshot build took |
+//! | `leasehold_snapshots_built_total` | counter | snapshots built by this node since it started |
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
-/// The node's counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Sessions renewed by keepalives.
-    keepalive_renewed_total: AtomicU64,
-    /// Keepalive entries answered "not alive".
-    keepalive_refused_total: AtomicU64,
-    /// Sessions removed by committed expiry entries this node proposed.
-    sessions_expired_total: AtomicU64,
-    /// Leader takeovers completed by this node.
-    takeovers_total: AtomicU64,
-    /// Commands this node proposed to Raft.
-    proposals_total: AtomicU64,
-    /// Requests this node forwarded to the leader.
-    forwarded_total: AtomicU64,
-    /// Leases granted in answer to this node's acquires.
-    grants_total: AtomicU64,
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::lessor::Serving;
+
+/// Prefix of every metric name.
+pub const METRIC_PREFIX: &str = "leasehold";
+
+/// Content type of [`Metrics::encode`]'s output (OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Latency buckets (seconds): 100 µs doubling to ~6.5 s, then +Inf.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_1, 2.0, 17)
 }
 
-/// A point-in-time copy of the counters.
+/// The `state` label of `leasehold_serving_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ServingLabel {
+    /// Leader with a valid leader lease, past failover grace.
+    serving,
+    /// Leader with a valid lease, in failover grace.
+    failover_grace,
+    /// Leader not (yet) confirmed by a recent quorum.
+    waiting_for_quorum,
+    /// Not the leader.
+    follower,
+}
+
+impl ServingLabel {
+    /// Every state, in a fixed order.
+    const ALL: [ServingLabel; 4] = [
+        ServingLabel::serving,
+        ServingLabel::failover_grace,
+        ServingLabel::waiting_for_quorum,
+        ServingLabel::follower,
+    ];
+
+    /// The label of a serving state.
+    fn of(serving: Serving) -> Self {
+        match serving {
+            Serving::Serving => ServingLabel::serving,
+            Serving::FailoverGrace { .. } => ServingLabel::failover_grace,
+            Serving::WaitingForQuorum => ServingLabel::waiting_for_quorum,
+            Serving::Follower => ServingLabel::follower,
+        }
+    }
+}
+
+/// Labels of `leasehold_serving_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServingLabels {
+    /// The serving state.
+    state: ServingLabel,
+}
+
+/// Values read from their sources at scrape time (see [`Metrics::refresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Observed {
+    /// Sessions in the applied state.
+    pub sessions: u64,
+    /// Leases held in the applied state.
+    pub leases: u64,
+    /// Current Raft term.
+    pub term: u64,
+    /// The known leader (0: none).
+    pub leader_id: u64,
+    /// Committed log index.
+    pub commit_index: u64,
+    /// Applied log index.
+    pub applied_index: u64,
+    /// Whether and how this node serves.
+    pub serving: Option<Serving>,
+    /// Size of the latest snapshot, in bytes.
+    pub snapshot_bytes: u64,
+    /// Duration of the last snapshot build.
+    pub snapshot_build: Duration,
+    /// Snapshots built since start.
+    pub snapshots_built: u64,
+}
+
+/// Every metric of the node, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry every metric below is registered in.
+    registry: Registry,
+    /// `leasehold_keepalive_renewed_total`.
+    keepalive_renewed: Counter,
+    /// `leasehold_keepalive_refused_total`.
+    keepalive_refused: Counter,
+    /// `leasehold_sessions_expired_total`.
+    sessions_expired: Counter,
+    /// `leasehold_takeovers_total`.
+    takeovers: Counter,
+    /// `leasehold_proposals_total`.
+    proposals: Counter,
+    /// `leasehold_forwarded_total`.
+    forwarded: Counter,
+    /// `leasehold_grants_total`.
+    grants: Counter,
+    /// `leasehold_releases_total`.
+    releases: Counter,
+    /// `leasehold_recalls_total`.
+    recalls: Counter,
+    /// `leasehold_acquire_duration_seconds`.
+    acquire_duration: Histogram,
+    /// `leasehold_keepalive_duration_seconds`.
+    keepalive_duration: Histogram,
+    /// `leasehold_sessions_active`.
+    sessions_active: Gauge<u64, AtomicU64>,
+    /// `leasehold_leases_active`.
+    leases_active: Gauge<u64, AtomicU64>,
+    /// `leasehold_raft_term`.
+    raft_term: Gauge<u64, AtomicU64>,
+    /// `leasehold_raft_leader_id`.
+    raft_leader_id: Gauge<u64, AtomicU64>,
+    /// `leasehold_raft_commit_index`.
+    raft_commit_index: Gauge<u64, AtomicU64>,
+    /// `leasehold_raft_applied_index`.
+    raft_applied_index: Gauge<u64, AtomicU64>,
+    /// `leasehold_serving_state{state}`.
+    serving_state: Family<ServingLabels, Gauge>,
+    /// `leasehold_failover_grace_remaining_seconds`.
+    grace_remaining: Gauge<f64, AtomicU64>,
+    /// `leasehold_snapshot_size_bytes`.
+    snapshot_size: Gauge<u64, AtomicU64>,
+    /// `leasehold_snapshot_build_duration_seconds`.
+    snapshot_build_duration: Gauge<f64, AtomicU64>,
+    /// `leasehold_snapshots_built_total`.
+    snapshots_built: Counter,
+}
+
+/// A point-in-time copy of the counters (the same ones `/metrics` serves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsSnapshot {
-    /// See [`Metrics`].
+    /// `leasehold_keepalive_renewed_total`: sessions renewed by keepalives.
     pub keepalive_renewed_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_keepalive_refused_total`: keepalive entries answered "not alive".
     pub keepalive_refused_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_sessions_expired_total`: sessions removed by expiry
+    /// entries this node proposed.
     pub sessions_expired_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_takeovers_total`: leader takeovers completed by this node.
     pub takeovers_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_proposals_total`: commands this node proposed to Raft.
     pub proposals_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_forwarded_total`: requests this node forwarded to the leader.
     pub forwarded_total: u64,
-    /// See [`Metrics`].
+    /// `leasehold_grants_total`: leases granted in answer to this node's acquires.
     pub grants_total: u64,
+    /// `leasehold_releases_total`: leases released by this node's releases.
+    pub releases_total: u64,
+    /// `leasehold_recalls_total`: recalls this node served.
+    pub recalls_total: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
+    /// Every metric, registered under the `leasehold_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(METRIC_PREFIX);
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let gauge = |r: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
+            let g = Gauge::<u64, AtomicU64>::default();
+            match unit {
+                Some(unit) => r.register_with_unit(name, help, unit, g.clone()),
+                None => r.register(name, help, g.clone()),
+            }
+            g
+        };
+        let sessions_active = gauge(
+            &mut registry,
+            "sessions_active",
+            "Sessions in the applied state",
+            None,
+        );
+        let leases_active = gauge(
+            &mut registry,
+            "leases_active",
+            "Leases held in the applied state (one per holder)",
+            None,
+        );
+        let raft_term = gauge(&mut registry, "raft_term", "Current Raft term", None);
+        let raft_leader_id = gauge(
+            &mut registry,
+            "raft_leader_id",
+            "The leader this node knows (0: none)",
+            None,
+        );
+        let raft_commit_index = gauge(
+            &mut registry,
+            "raft_commit_index",
+            "Committed Raft log index",
+            None,
+        );
+        let raft_applied_index = gauge(
+            &mut registry,
+            "raft_applied_index",
+            "Applied Raft log index",
+            None,
+        );
+        let serving_state = Family::<ServingLabels, Gauge>::default();
+        registry.register(
+            "serving_state",
+            "1 for this node's serving state, 0 for the others",
+            serving_state.clone(),
+        );
+        let grace_remaining = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "failover_grace_remaining",
+            "Failover grace left on this leader (0 outside grace)",
+            Unit::Seconds,
+            grace_remaining.clone(),
+        );
+        let keepalive_renewed = counter(
+            &mut registry,
+            "keepalive_renewed",
+            "Sessions renewed by keepalives",
+        );
+        let keepalive_refused = counter(
+            &mut registry,
+            "keepalive_refused",
+            "Keepalive entries answered not alive",
+        );
+        let sessions_expired = counter(
+            &mut registry,
+            "sessions_expired",
+            "Sessions removed by committed expiry entries this node proposed",
+        );
+        let takeovers = counter(
+            &mut registry,
+            "takeovers",
+            "Leader takeovers completed by this node",
+        );
+        let proposals = counter(
+            &mut registry,
+            "proposals",
+            "Commands this node proposed to Raft",
+        );
+        let forwarded = counter(
+            &mut registry,
+            "forwarded",
+            "Requests this node forwarded to the leader",
+        );
+        let grants = counter(
+            &mut registry,
+            "grants",
+            "Leases granted in answer to acquires this node served",
+        );
+        let releases = counter(
+            &mut registry,
+            "releases",
+            "Leases released by releases this node served",
+        );
+        let recalls = counter(&mut registry, "recalls", "Recalls this node served");
+        let acquire_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            "acquire_duration",
+            "Acquire calls served here, from receipt to the answer of their entry (queue waits excluded)",
+            Unit::Seconds,
+            acquire_duration.clone(),
+        );
+        let keepalive_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            "keepalive_duration",
+            "Keepalive messages, from receipt to their answer",
+            Unit::Seconds,
+            keepalive_duration.clone(),
+        );
+        let snapshot_size = gauge(
+            &mut registry,
+            "snapshot_size",
+            "Size of the latest snapshot built or installed here",
+            Some(Unit::Bytes),
+        );
+        let snapshot_build_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "snapshot_build_duration",
+            "How long the last snapshot build took",
+            Unit::Seconds,
+            snapshot_build_duration.clone(),
+        );
+        let snapshots_built = counter(
+            &mut registry,
+            "snapshots_built",
+            "Snapshots built by this node since it started",
+        );
+        Metrics {
+            registry,
+            keepalive_renewed,
+            keepalive_refused,
+            sessions_expired,
+            takeovers,
+            proposals,
+            forwarded,
+            grants,
+            releases,
+            recalls,
+            acquire_duration,
+            keepalive_duration,
+            sessions_active,
+            leases_active,
+            raft_term,
+            raft_leader_id,
+            raft_commit_index,
+            raft_applied_index,
+            serving_state,
+            grace_remaining,
+            snapshot_size,
+            snapshot_build_duration,
+            snapshots_built,
+        }
+    }
+
     /// Counts one keepalive's renewed and refused sessions.
     pub fn keepalive_renewed(&self, renewed: u64, refused: u64) {
-        self.keepalive_renewed_total
-            .fetch_add(renewed, Ordering::Relaxed);
-        self.keepalive_refused_total
-            .fetch_add(refused, Ordering::Relaxed);
+        self.keepalive_renewed.inc_by(renewed);
+        self.keepalive_refused.inc_by(refused);
+    }
+
+    /// Records how long one keepalive message took to answer.
+    pub fn keepalive_took(&self, took: Duration) {
+        self.keepalive_duration.observe(took.as_secs_f64());
     }
 
     /// Counts expired sessions.
     pub fn expired(&self, n: u64) {
-        self.sessions_expired_total.fetch_add(n, Ordering::Relaxed);
+        self.sessions_expired.inc_by(n);
     }
 
     /// Counts a takeover.
     pub fn takeover(&self) {
-        self.takeovers_total.fetch_add(1, Ordering::Relaxed);
+        self.takeovers.inc();
     }
 
     /// Counts a proposal.
     pub fn proposed(&self) {
-        self.proposals_total.fetch_add(1, Ordering::Relaxed);
+        self.proposals.inc();
     }
 
     /// Counts a forwarded request.
     pub fn forwarded(&self) {
-        self.forwarded_total.fetch_add(1, Ordering::Relaxed);
+        self.forwarded.inc();
     }
 
     /// Counts a grant.
     pub fn granted(&self) {
-        self.grants_total.fetch_add(1, Ordering::Relaxed);
+        self.grants.inc();
+    }
+
+    /// Counts a release.
+    pub fn released(&self) {
+        self.releases.inc();
+    }
+
+    /// Counts a recall.
+    pub fn recalled(&self) {
+        self.recalls.inc();
+    }
+
+    /// Records how long an Acquire took to get its entry's answer.
+    pub fn acquire_took(&self, took: Duration) {
+        self.acquire_duration.observe(took.as_secs_f64());
+    }
+
+    /// Sets the gauges from values read at scrape time.
+    pub fn refresh(&self, o: &Observed) {
+        self.sessions_active.set(o.sessions);
+        self.leases_active.set(o.leases);
+        self.raft_term.set(o.term);
+        self.raft_leader_id.set(o.leader_id);
+        self.raft_commit_index.set(o.commit_index);
+        self.raft_applied_index.set(o.applied_index);
+        let current = o.serving.map(ServingLabel::of);
+        for state in ServingLabel::ALL {
+            self.serving_state
+                .get_or_create(&ServingLabels { state })
+                .set(i64::from(current == Some(state)));
+        }
+        let grace = match o.serving {
+            Some(Serving::FailoverGrace { remaining }) => remaining.as_secs_f64(),
+            _ => 0.0,
+        };
+        self.grace_remaining.set(grace);
+        self.snapshot_size.set(o.snapshot_bytes);
+        self.snapshot_build_duration
+            .set(o.snapshot_build.as_secs_f64());
+        // A counter only grows: add what the builder counted since the
+        // last scrape.
+        let seen = self.snapshots_built.get();
+        if o.snapshots_built > seen {
+            self.snapshots_built.inc_by(o.snapshots_built - seen);
+        }
+    }
+
+    /// Encodes every metric in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
     }
 
     /// Reads every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MetricsSnapshot {
-            keepalive_renewed_total: r(&self.keepalive_renewed_total),
-            keepalive_refused_total: r(&self.keepalive_refused_total),
-            sessions_expired_total: r(&self.sessions_expired_total),
-            takeovers_total: r(&self.takeovers_total),
-            proposals_total: r(&self.proposals_total),
-            forwarded_total: r(&self.forwarded_total),
-            grants_total: r(&self.grants_total),
+            keepalive_renewed_total: self.keepalive_renewed.get(),
+            keepalive_refused_total: self.keepalive_refused.get(),
+            sessions_expired_total: self.sessions_expired.get(),
+            takeovers_total: self.takeovers.get(),
+            proposals_total: self.proposals.get(),
+            forwarded_total: self.forwarded.get(),
+            grants_total: self.grants.get(),
+            releases_total: self.releases.get(),
+            recalls_total: self.recalls.get(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_with_units_last() {
+        let m = Metrics::new();
+        m.granted();
+        m.granted();
+        m.keepalive_renewed(3, 1);
+        m.acquire_took(Duration::from_millis(3));
+        m.refresh(&Observed {
+            sessions: 4,
+            term: 2,
+            serving: Some(Serving::FailoverGrace {
+                remaining: Duration::from_millis(1_500),
+            }),
+            snapshot_bytes: 1234,
+            snapshots_built: 1,
+            ..Observed::default()
+        });
+        let text = m.encode().expect("encodes");
+        for line in [
+            "leasehold_grants_total 2",
+            "leasehold_keepalive_renewed_total 3",
+            "leasehold_keepalive_refused_total 1",
+            "leasehold_sessions_active 4",
+            "leasehold_raft_term 2",
+            "leasehold_serving_state{state=\"failover_grace\"} 1",
+            "leasehold_serving_state{state=\"serving\"} 0",
+            "leasehold_failover_grace_remaining_seconds 1.5",
+            "leasehold_snapshot_size_bytes 1234",
+            "leasehold_snapshots_built_total 1",
+            "leasehold_acquire_duration_seconds_count 1",
+            "leasehold_keepalive_duration_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+        assert_eq!(m.snapshot().grants_total, 2);
     }
 }

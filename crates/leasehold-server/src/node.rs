@@ -18,6 +18,7 @@ use crate::api::{LeaseApi, LeaseService};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::error::{ProposeError, ServerError};
+use crate::http::Probe;
 use crate::lessor::{Lessor, Serving};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::shutdown::Shutdown;
@@ -27,6 +28,9 @@ use tonic::transport::server::TcpIncoming;
 /// How long shutdown waits for the tasks still holding the database (flush
 /// requests, snapshot builds, openraft's workers) to let go of it.
 const STORE_CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long shutdown waits for the metrics endpoint to finish its answers.
+const METRICS_STOP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listener, naming the address on failure.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -52,6 +56,10 @@ pub struct Node {
     peer_task: JoinHandle<()>,
     /// The client API server task, awaited on shutdown.
     api_task: JoinHandle<()>,
+    /// The metrics and health endpoint's task, if served; awaited on shutdown.
+    metrics_task: Option<JoinHandle<()>>,
+    /// Address the metrics endpoint actually bound, if served.
+    metrics_addr: Option<SocketAddr>,
     /// The lessor's background loop (leader lease, expiry), awaited on shutdown.
     lessor_task: JoinHandle<()>,
     /// The join rule of a pristine store (see [`crate::admission`]), awaited
@@ -105,6 +113,15 @@ impl Node {
         let api_addr = api_listener
             .local_addr()
             .map_err(|e| ServerError::Config(format!("api_listen: {e}")))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServerError::Config(format!("metrics_listen: {e}")))?;
         let isolation = Isolation::default();
         let (log_store, state) =
             store::open(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
@@ -187,6 +204,22 @@ impl Node {
         let lessor_task = tokio::spawn(Arc::clone(&lessor).run(shutdown.signal()));
         let history = History::start(&state, shutdown.signal());
         let (alive, api_gone) = tokio::sync::mpsc::channel(1);
+        let metrics_task = metrics_listener.map(|listener| {
+            let probe = Arc::new(Probe {
+                node_id,
+                raft: raft.clone(),
+                state: state.clone(),
+                log_store: log_store.clone(),
+                lessor: Arc::clone(&lessor),
+                metrics: Arc::clone(&metrics),
+            });
+            let signal = shutdown.signal();
+            tokio::spawn(async move {
+                if let Err(error) = crate::http::serve(listener, probe, signal).await {
+                    tracing::error!(node_id, %error, "metrics endpoint stopped");
+                }
+            })
+        });
         let api = LeaseApi::new(
             node_id,
             raft.clone(),
@@ -233,6 +266,8 @@ impl Node {
             shutdown,
             peer_task,
             api_task,
+            metrics_task,
+            metrics_addr,
             lessor_task,
             admission_task,
             admission,
@@ -245,7 +280,7 @@ impl Node {
             clock,
             store_closed,
         };
-        tracing::info!(node_id, %raft_addr, %api_addr, "node started");
+        tracing::info!(node_id, %raft_addr, %api_addr, metrics_addr = ?node.metrics_addr, "node started");
         Ok(node)
     }
 
@@ -267,6 +302,11 @@ impl Node {
     /// The bound client API address.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The bound metrics and health endpoint address, if served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Where this node stands with the cluster (the join rule of a pristine
@@ -337,6 +377,16 @@ impl Node {
         self.shutdown.trigger();
         // The tasks only end; their errors were logged inside.
         let _ = self.api_task.await;
+        if let Some(mut task) = self.metrics_task {
+            // A scraper holding a request open must not hold up shutdown.
+            if tokio::time::timeout(METRICS_STOP_WAIT_MAX, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
         let _ = self.lessor_task.await;
         if let Some(task) = self.admission_task {
             let _ = task.await;

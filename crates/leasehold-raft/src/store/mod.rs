@@ -52,7 +52,7 @@ use std::path::Path;
 pub use db::CloseWatch;
 pub use error::StoreError;
 pub use log::LogStore;
-pub use state_machine::{AppliedEvents, ApplyObserver, StateMachineStore};
+pub use state_machine::{AppliedEvents, ApplyObserver, SnapshotStats, StateMachineStore};
 
 use db::Db;
 use flusher::Flusher;

@@ -47,6 +47,30 @@ pub trait ApplyObserver: Send + Sync + 'static {
     fn replaced(&self, state: &LeaseState);
 }
 
+/// What the snapshot builder measured, for metrics (see
+/// [`StateMachineStore::snapshot_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapshotStats {
+    /// Size of the latest snapshot built or installed here (or found on
+    /// disk at start), in bytes.
+    pub size_bytes: u64,
+    /// How long the last build on this node took (zero before the first).
+    pub last_build: std::time::Duration,
+    /// Snapshots built by this node since it started.
+    pub built: u64,
+}
+
+/// The builder's measurements, written once per build or install.
+#[derive(Debug, Default)]
+struct SnapshotCounters {
+    /// See [`SnapshotStats::size_bytes`].
+    size_bytes: AtomicU64,
+    /// See [`SnapshotStats::last_build`], in microseconds.
+    last_build_us: AtomicU64,
+    /// See [`SnapshotStats::built`].
+    built: AtomicU64,
+}
+
 /// What the state machine holds in memory, always replaced as a whole.
 #[derive(Debug, Clone, Default)]
 struct Machine {
@@ -70,6 +94,8 @@ struct Shared {
     events: broadcast::Sender<Arc<AppliedEvents>>,
     /// Sequence number of the last snapshot built here (unique snapshot ids).
     snapshot_seq: AtomicU64,
+    /// What the snapshot builder measured.
+    snapshot_counters: SnapshotCounters,
     /// Serializes read-compare-write of the stored snapshot, so a slow build
     /// never replaces a newer installed snapshot.
     snapshot_lock: Mutex<()>,
@@ -104,7 +130,14 @@ impl StateMachineStore {
         lease.check_invariants().map_err(StoreError::Inconsistent)?;
         let last_applied = keys::get_meta(&db, &keys::LAST_APPLIED)?;
         let last_membership = keys::get_meta(&db, &keys::LAST_MEMBERSHIP)?.unwrap_or_default();
-        let snapshot_seq = keys::get::<SnapshotSpace>(&db, &())?.map_or(0, |s| s.seq);
+        let stored_snapshot = keys::get::<SnapshotSpace>(&db, &())?;
+        let snapshot_seq = stored_snapshot.as_ref().map_or(0, |s| s.seq);
+        let snapshot_counters = SnapshotCounters::default();
+        if let Some(s) = &stored_snapshot {
+            snapshot_counters
+                .size_bytes
+                .store(s.data.len() as u64, Ordering::Relaxed);
+        }
         tracing::info!(
             ?last_applied,
             revision,
@@ -123,6 +156,7 @@ impl StateMachineStore {
                 }),
                 events,
                 snapshot_seq: AtomicU64::new(snapshot_seq),
+                snapshot_counters,
                 snapshot_lock: Mutex::new(()),
                 observer: OnceLock::new(),
             }),
@@ -160,6 +194,17 @@ impl StateMachineStore {
     /// `snapshot_installed`) per installed snapshot.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
         self.shared.events.subscribe()
+    }
+
+    /// What the snapshot builder measured: latest size, last build time,
+    /// builds since start. Reads three atomics.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        let c = &self.shared.snapshot_counters;
+        SnapshotStats {
+            size_bytes: c.size_bytes.load(Ordering::Relaxed),
+            last_build: std::time::Duration::from_micros(c.last_build_us.load(Ordering::Relaxed)),
+            built: c.built.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes the whole database (log, state machine, snapshot) takes on disk.
@@ -360,6 +405,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
         };
+        self.shared
+            .snapshot_counters
+            .size_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         let stored = StoredSnapshot {
             meta: meta.clone(),
             seq: self.shared.snapshot_seq.load(Ordering::SeqCst),
@@ -422,6 +471,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let machine = self
             .shared
             .machine
@@ -461,10 +511,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Write,
             )?;
+        let took = started.elapsed();
+        let counters = &self.shared.snapshot_counters;
+        if stored {
+            counters
+                .size_bytes
+                .store(data.len() as u64, Ordering::Relaxed);
+        }
+        counters.last_build_us.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        counters.built.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             last_log_id = ?meta.last_log_id,
             snapshot_bytes = data.len(),
+            build_ms = took.as_millis() as u64,
             stored,
             "built snapshot"
         );

@@ -37,6 +37,7 @@ impl LeaseApi {
         &self,
         req: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, ApiError> {
+        let received = Instant::now();
         validate_resource(&req.resource)?;
         validate_metadata(&req.metadata)?;
         let mode = mode_from_proto(req.mode)?;
@@ -84,7 +85,7 @@ impl LeaseApi {
         let started = Instant::now();
         // Subscribe before proposing so a grant cannot slip past unseen.
         let mut events = self.state.subscribe();
-        let (_, resp) = self
+        let proposed = self
             .propose(Command::Acquire(Acquire {
                 session,
                 resource: req.resource.clone(),
@@ -92,7 +93,11 @@ impl LeaseApi {
                 wait,
                 metadata: req.metadata.to_vec(),
             }))
-            .await?;
+            .await;
+        // Granted, queued or refused: the entry answered (a queue wait is
+        // not part of it).
+        self.metrics.acquire_took(received.elapsed());
+        let (_, resp) = proposed?;
         match resp {
             CoreResponse::Acquired {
                 session,
@@ -223,9 +228,12 @@ impl LeaseApi {
             })
             .await?;
         match resp {
-            CoreResponse::Released { grant } => Ok(pb::ReleaseResponse {
-                fencing_token: grant.lease.token,
-            }),
+            CoreResponse::Released { grant } => {
+                self.metrics.released();
+                Ok(pb::ReleaseResponse {
+                    fencing_token: grant.lease.token,
+                })
+            }
             other => Err(ApiError::refused(other)),
         }
     }

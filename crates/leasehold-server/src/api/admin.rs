@@ -35,7 +35,10 @@ impl LeaseApi {
             })
             .await?;
         match resp {
-            CoreResponse::Recalled { holders } => Ok(pb::RecallResponse { holders }),
+            CoreResponse::Recalled { holders } => {
+                self.metrics.recalled();
+                Ok(pb::RecallResponse { holders })
+            }
             other => Err(ApiError::refused(other)),
         }
     }

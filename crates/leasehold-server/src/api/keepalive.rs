@@ -50,7 +50,9 @@ pub(super) fn serve(
                 Ok(Some(m)) => m,
                 Ok(None) | Err(_) => return,
             };
+            let received = tokio::time::Instant::now();
             let reply = api.keepalive_reply(&msg).map_err(Status::from);
+            api.metrics.keepalive_took(received.elapsed());
             let end = reply.is_err();
             if tx.send(reply).await.is_err() || end {
                 return;
