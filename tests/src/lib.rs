@@ -138,6 +138,14 @@ impl TestCluster {
             cluster.nodes.insert(id, node);
         }
         cluster.leader().await?;
+        // The first leader replicates the cluster-wide vote window right
+        // after it takes over: tests start from a cluster that has it.
+        for node in cluster.nodes.values() {
+            wait_until("the cluster's vote window to replicate", WAIT, || async {
+                node.read(|s| s.config().vote_window_ms != 0).then_some(())
+            })
+            .await?;
+        }
         Ok(cluster)
     }
 
