@@ -65,7 +65,8 @@ pub struct ServerArgs {
     unsafe_test_clock_jump_ms: u64,
 }
 
-/// Runs one node until SIGINT or SIGTERM.
+/// Runs one node until SIGINT or SIGTERM, then stops it gracefully
+/// ([`Node::shutdown`]).
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(
         args.id,
@@ -103,7 +104,14 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     let node = std::sync::Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("node still in use at shutdown"))?;
-    tracing::info!("signal received, shutting down");
+    // The graceful path (Node::shutdown): step aside (a leader stops
+    // serving at once; its vote gate holds until its lease ran out), drain
+    // the client API, then stop Raft, so the others take over with the
+    // failover grace and holders that keep renewing lose nothing.
+    tracing::info!(
+        drain_max = ?leasehold_server::DRAIN_MAX,
+        "signal received: stepping aside, draining client calls, then stopping"
+    );
     node.shutdown().await?;
     Ok(())
 }
