@@ -180,7 +180,7 @@ async fn a_stepped_aside_leader_refuses_renewals_and_grants() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_keeps_every_session_alive() -> anyhow::Result<()> {
     const SESSIONS: usize = 20;
-    const TTL_MS: u64 = 4_000;
+    const TTL_MS: u64 = 6_000;
     let options = ClusterOptions::default();
     // A session must outlive an election: TTL ≥ 2 × the election timeout.
     assert!(TTL_MS >= 2 * options.timing.election_timeout_ms_max);

@@ -356,9 +356,12 @@ impl Node {
     /// be reused: steps aside ([`Node::step_aside`]), drains the client API
     /// (in-flight unary calls finish, streams and queued acquires end with
     /// UNAVAILABLE "node shutting down"; at most [`DRAIN_MAX`]), then stops
-    /// Raft and the peer server. A leader proposes nothing new once it
-    /// stepped aside; when its Raft stops, the others elect a leader whose
-    /// takeover refreshes every session with the failover grace
+    /// Raft. The peer server stops answering when the drain begins, so a
+    /// stopping node grants no vote; its own Raft still replicates what
+    /// in-flight calls propose. A leader proposes nothing new once it
+    /// stepped aside (only the withdrawal of acquires still queued on it);
+    /// when its Raft stops, the others elect a leader whose takeover
+    /// refreshes every session with the failover grace
     /// (docs/adr/0001-time-model.md §4, §5), so holders that keep renewing
     /// lose nothing.
     pub async fn shutdown(self) -> Result<(), ServerError> {
