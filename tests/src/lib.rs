@@ -281,8 +281,9 @@ impl TestCluster {
         }
     }
 
-    /// Stops a node as abruptly as an in-process node can be stopped: its
-    /// servers and Raft end at once; only what it had written survives.
+    /// Stops a node the way `leasehold server` stops on SIGTERM
+    /// ([`Node::shutdown`]: it steps aside, drains its API, then stops Raft
+    /// and its servers); only what it had written survives.
     pub async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
         let node = self
             .nodes
@@ -322,6 +323,22 @@ impl TestCluster {
             .with_context(|| format!("restarting node {id}"))?;
         self.nodes.insert(id, node);
         Ok(())
+    }
+
+    /// Waits until the cluster serves again (a serving leader) and running
+    /// node `id` applied everything the leader had applied: a restarted
+    /// node has caught up. Returns the serving leader.
+    pub async fn wait_caught_up(&self, id: NodeId) -> anyhow::Result<NodeId> {
+        let leader = self.serving_leader().await?;
+        let applied = self
+            .node(leader)?
+            .raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        self.wait_applied(id, applied).await?;
+        Ok(leader)
     }
 
     /// Makes exactly `voters` the voters through the leader's client API
@@ -535,6 +552,14 @@ pub mod grpc {
         pub dead: Vec<u64>,
         /// Successful replies.
         pub replies: u64,
+        /// Longest time between the arrivals of two consecutive replies
+        /// that said "alive" for every session.
+        pub longest_renewal_gap: Duration,
+        /// Longest time from the send of a renewal answered "alive" to the
+        /// arrival of the next such reply: the holder's lease would have
+        /// lapsed if this ever exceeded its deadline span
+        /// (`TTL × (1 − ρ) / (1 + ρ) − m`).
+        pub longest_holder_span: Duration,
     }
 
     /// Renews `sessions` every `period` through whichever of `endpoints`
@@ -579,6 +604,12 @@ pub mod grpc {
                     view_tx.send_modify(|v| {
                         v.replies += 1;
                         if reply.sessions.iter().all(|s| s.alive) {
+                            if let Some(prev) = v.last_renewed_at {
+                                v.longest_renewal_gap = v.longest_renewal_gap.max(now - prev);
+                            }
+                            if let Some(prev) = v.last_renewed_sent_at {
+                                v.longest_holder_span = v.longest_holder_span.max(now - prev);
+                            }
                             v.last_renewed_sent_at = Some(sent_at);
                             v.last_renewed_at = Some(now);
                         }

@@ -24,7 +24,8 @@ pub struct ServerArgs {
     pub settings: crate::config::Settings,
 }
 
-/// Runs one node until SIGINT or SIGTERM.
+/// Runs one node until SIGINT or SIGTERM, then stops it gracefully
+/// ([`Node::shutdown`]).
 pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(file) = &config.file {
         tracing::info!(file = %file.display(), "configuration read");
@@ -51,7 +52,14 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     }
     let node = std::sync::Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("node still in use at shutdown"))?;
-    tracing::info!("signal received, shutting down");
+    // The graceful path (Node::shutdown): step aside (a leader stops
+    // serving at once; its vote gate holds until its lease ran out), drain
+    // the client API, then stop Raft, so the others take over with the
+    // failover grace and holders that keep renewing lose nothing.
+    tracing::info!(
+        drain_max = ?leasehold_server::DRAIN_MAX,
+        "signal received: stepping aside, draining client calls, then stopping"
+    );
     node.shutdown().await?;
     Ok(())
 }

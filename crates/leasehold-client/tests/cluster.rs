@@ -399,3 +399,111 @@ async fn a_session_is_adopted_by_its_handle_and_kept_alive() -> anyhow::Result<(
     assert_eq!(gone.kind(), "not_found", "{gone}");
     cluster.shutdown().await
 }
+
+/// A rolling restart through the client library: each node in turn (the
+/// leader first) is stopped gracefully, restarted once the others serve,
+/// and caught up, with every holder renewed, before the next. No session
+/// or lease is ever lost (`Lease::lost()` never fires), every lease keeps
+/// its holder and fencing token, and the test prints the longest gap
+/// between renewals (a figure, not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_loses_no_session_or_lease() -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    const SESSIONS: usize = 20;
+    let ttl = Duration::from_secs(6);
+    let (mut cluster, client) = start().await?;
+    let mut held = Vec::new();
+    for i in 0..SESSIONS {
+        let session = client.open_session(&format!("roll-{i}"), ttl).await?;
+        let lease = session
+            .acquire(&format!("roll/{i}"), AcquireOptions::exclusive())
+            .await?;
+        held.push((session, Arc::new(lease)));
+    }
+    // Whatever is lost or recalled reports here.
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (session, lease) in &held {
+        let (id, lease, tx) = (session.id(), Arc::clone(lease), lost_tx.clone());
+        tokio::spawn(async move {
+            let status = lease.lost().await;
+            let _ = tx.send((id, status));
+        });
+    }
+    // A session's holder deadline moves only when a renewal lands: the
+    // longest time between two moves is the longest renewal gap.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sessions: Vec<_> = held.iter().map(|(s, _)| s.clone()).collect();
+    let monitor = tokio::spawn(async move {
+        let mut last: Vec<(Instant, Instant)> = sessions
+            .iter()
+            .map(|s| (s.deadline(), Instant::now()))
+            .collect();
+        let mut longest = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => return longest,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            let now = Instant::now();
+            for (s, (deadline, at)) in sessions.iter().zip(last.iter_mut()) {
+                let d = s.deadline();
+                if d != *deadline {
+                    longest = longest.max(now - *at);
+                    *deadline = d;
+                    *at = now;
+                }
+            }
+        }
+    });
+
+    let ids = cluster.ids();
+    let mut restarted = Vec::new();
+    let mut leaders_restarted = 0;
+    while restarted.len() < ids.len() {
+        let leader = cluster.serving_leader().await?;
+        let id = if restarted.contains(&leader) {
+            *ids.iter()
+                .find(|id| !restarted.contains(*id))
+                .context("a node not restarted yet")?
+        } else {
+            leader
+        };
+        cluster.stop(id).await?;
+        assert_ne!(cluster.serving_leader().await?, id);
+        cluster.restart(id).await?;
+        cluster.wait_caught_up(id).await?;
+        let before: Vec<Instant> = held.iter().map(|(s, _)| s.deadline()).collect();
+        leasehold_tests::wait_until("every holder renewed after the restart", WAIT, || async {
+            held.iter()
+                .zip(&before)
+                .all(|((s, _), d)| s.deadline() > *d)
+                .then_some(())
+        })
+        .await?;
+        restarted.push(id);
+        leaders_restarted += usize::from(id == leader);
+    }
+    assert!(leaders_restarted >= 1, "the leader was restarted too");
+    let _ = stop_tx.send(());
+    let longest = monitor.await?;
+    drop(lost_tx);
+    if let Ok((id, status)) = lost_rx.try_recv() {
+        panic!("session {id}'s lease ended during the rolling restart: {status:?}");
+    }
+    for (i, (session, lease)) in held.iter().enumerate() {
+        assert!(lease.is_valid(), "{:?}", lease.status());
+        assert!(session.is_alive());
+        let state = client.get(&format!("roll/{i}")).await?;
+        assert_eq!(state.holders.len(), 1);
+        assert_eq!(state.holders[0].session_id, session.id());
+        assert_eq!(state.holders[0].fencing_token, lease.fencing_token());
+    }
+    println!(
+        "rolling restart (client library): {SESSIONS} of {SESSIONS} sessions and leases kept \
+         through {} restarts ({leaders_restarted} of a leader); longest gap between renewals \
+         {longest:?} (TTL {ttl:?}, renewal every TTL/3)",
+        restarted.len()
+    );
+    cluster.shutdown().await
+}

@@ -108,6 +108,9 @@ pub struct LeaderState {
     /// role changed (as the asynchronous metrics may show late or early)
     /// never helps elect another leader while its own lease may still run.
     votes_refused_until_ms: u64,
+    /// Set for good by [`LeaderState::step_aside`] (the node is shutting
+    /// down): it serves nothing and never takes over again.
+    stepped_aside: bool,
     /// Tracked sessions (only while leading).
     sessions: HashMap<SessionId, Tracked>,
     /// The same, ordered by deadline, so due sessions are found in O(log n).
@@ -129,6 +132,7 @@ impl LeaderState {
             acked_at_ms: None,
             grace_until_ms: 0,
             votes_refused_until_ms: 0,
+            stepped_aside: false,
             sessions: HashMap::new(),
             queue: BTreeSet::new(),
         }
@@ -212,7 +216,7 @@ impl LeaderState {
         now_ms: u64,
         sessions: impl IntoIterator<Item = (SessionId, u64, SessionSecret)>,
     ) -> Option<u64> {
-        if self.window_mismatch().is_some() {
+        if self.window_mismatch().is_some() || self.stepped_aside {
             return None;
         }
         self.sessions.clear();
@@ -255,6 +259,22 @@ impl LeaderState {
         self.grace_until_ms = 0;
         self.sessions = HashMap::new();
         self.queue = BTreeSet::new();
+    }
+
+    /// Steps aside for good (the node is shutting down): stops leading as
+    /// [`LeaderState::step_down`] does, so nothing is granted, renewed or
+    /// expired from now on, and never takes over again. The vote gate is
+    /// untouched: it keeps refusing until the last lease this node held has
+    /// run out, so stepping aside never lets another leader be elected
+    /// sooner than a crash at the same instant would.
+    pub fn step_aside(&mut self) {
+        self.stepped_aside = true;
+        self.step_down();
+    }
+
+    /// Whether [`LeaderState::step_aside`] was called.
+    pub fn stepped_aside(&self) -> bool {
+        self.stepped_aside
     }
 
     /// Feeds the sessions one applied entry opened or ended, at `now_ms`.
@@ -532,6 +552,36 @@ mod tests {
         assert!(
             l.refuses_votes(1_000 + validity - 1),
             "still within the lease it held"
+        );
+        assert!(!l.refuses_votes(1_000 + validity));
+    }
+
+    #[test]
+    fn stepping_aside_stops_serving_for_good_but_not_the_vote_gate() {
+        let mut l = leading(1_000);
+        l.apply(
+            SessionChange::Opened {
+                session: 1,
+                ttl_ms: 2_000,
+                secret: S,
+            },
+            1_000,
+        );
+        let validity = l.lease_validity_ms();
+        assert!(l.serving(1_001).may_serve());
+        l.step_aside();
+        assert!(l.stepped_aside());
+        assert_eq!(l.serving(1_001), Serving::NotLeading);
+        assert_eq!(l.renew(&[(1, S)], 1_001), RenewOutcome::NotServing);
+        assert_eq!(l.due(5_000, 10, 0), Vec::<u64>::new(), "proposes no expiry");
+        // A heartbeat round that was under way, or a later one, changes
+        // nothing: it never takes over again.
+        assert!(!l.confirmed(1, 1_002));
+        assert_eq!(l.takeover(2, 1_003, 1_003, [(1, 2_000, S)]), None);
+        assert_eq!(l.serving(1_004), Serving::NotLeading);
+        assert!(
+            l.refuses_votes(1_000 + validity - 1),
+            "the vote gate stays shut while the lease it held may run"
         );
         assert!(!l.refuses_votes(1_000 + validity));
     }

@@ -113,6 +113,7 @@ impl Probe {
             Serving::WaitingForQuorum => {
                 Err("leader not confirmed by a quorum yet (leader lease not valid)".into())
             }
+            Serving::ShuttingDown => Err("node shutting down".into()),
             Serving::Follower => {
                 let leader = self.raft.metrics().borrow().current_leader;
                 match leader {

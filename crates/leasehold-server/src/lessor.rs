@@ -48,6 +48,9 @@ pub enum Serving {
     WaitingForQuorum,
     /// Not the leader.
     Follower,
+    /// Shutting down ([`Lessor::step_aside`]): serves and forwards nothing,
+    /// whatever its Raft role, so clients move to another node.
+    ShuttingDown,
 }
 
 impl Serving {
@@ -66,6 +69,8 @@ pub enum KeepAlive {
     Denied(SessionId),
     /// Per session, the TTL it was renewed for (None: not alive).
     Renewed(Vec<Option<u64>>),
+    /// This node is shutting down: nothing was renewed; renew elsewhere.
+    ShuttingDown,
 }
 
 /// The leader's rules behind their lock, with the clock that feeds them.
@@ -185,9 +190,13 @@ impl Lessor {
     /// follower or waiting for the report.
     pub fn serving(&self) -> Serving {
         let now_ms = self.cell.now_ms();
-        let core = self.cell.rules().serving(now_ms);
+        let (core, stepped_aside) = {
+            let rules = self.cell.rules();
+            (rules.serving(now_ms), rules.stepped_aside())
+        };
         let (leader, _) = self.role();
         match core {
+            _ if stepped_aside => Serving::ShuttingDown,
             _ if !leader => Serving::Follower,
             CoreServing::Serving => Serving::Serving,
             CoreServing::FailoverGrace { remaining_ms } => Serving::FailoverGrace {
@@ -224,8 +233,24 @@ impl Lessor {
             .then(|| "this node leads, or led, under a leader lease that may still run".to_string())
     }
 
+    /// Steps aside for good, as the first step of a graceful shutdown: from
+    /// now on this node grants, renews, expires and proposes nothing, and
+    /// never takes over again, while its Raft keeps running so in-flight
+    /// calls can finish. Its vote gate keeps refusing until the leader
+    /// lease it held has run out (docs/adr/0001-time-model.md §4). Returns
+    /// whether it was leading.
+    pub fn step_aside(&self) -> bool {
+        let mut rules = self.cell.rules();
+        let was_leading = rules.term().is_some();
+        rules.step_aside();
+        was_leading
+    }
+
     /// Renews sessions (id, presented secret) for a keepalive received now.
     pub fn renew(&self, sessions: &[(SessionId, SessionSecret)]) -> KeepAlive {
+        if self.cell.rules().stepped_aside() {
+            return KeepAlive::ShuttingDown;
+        }
         if !self.role().0 {
             return KeepAlive::NotServing;
         }
@@ -238,9 +263,12 @@ impl Lessor {
             RenewOutcome::Denied(id) => return KeepAlive::Denied(id),
             RenewOutcome::Renewed(r) => r,
         };
-        // The lease may have lapsed while we worked: check again before answering.
-        if !self.serving().may_serve() {
-            return KeepAlive::NotServing;
+        // The lease may have lapsed, or the node stepped aside, while we
+        // worked: check again before answering.
+        match self.serving() {
+            Serving::ShuttingDown => return KeepAlive::ShuttingDown,
+            s if !s.may_serve() => return KeepAlive::NotServing,
+            _ => {}
         }
         let out: Vec<Option<u64>> = renewed
             .into_iter()
@@ -288,6 +316,9 @@ impl Lessor {
     /// A round counts only if the vote (term and leader) was the same
     /// before and after it.
     async fn confirm_leadership(&self) {
+        if self.cell.rules().stepped_aside() {
+            return;
+        }
         let (leader, vote) = self.role();
         if !leader {
             let mut rules = self.cell.rules();

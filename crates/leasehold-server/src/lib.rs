@@ -36,4 +36,4 @@ pub use admission::Admission;
 pub use config::{ConfigProblem, NodeConfig, PeerSpec, RaftTiming};
 pub use error::{ProposeError, ServerError};
 pub use lessor::Serving;
-pub use node::Node;
+pub use node::{Node, DRAIN_MAX};

@@ -70,15 +70,18 @@ enum ServingLabel {
     waiting_for_quorum,
     /// Not the leader.
     follower,
+    /// Stepped aside for a graceful stop: serves nothing.
+    shutting_down,
 }
 
 impl ServingLabel {
     /// Every state, in a fixed order.
-    const ALL: [ServingLabel; 4] = [
+    const ALL: [ServingLabel; 5] = [
         ServingLabel::serving,
         ServingLabel::failover_grace,
         ServingLabel::waiting_for_quorum,
         ServingLabel::follower,
+        ServingLabel::shutting_down,
     ];
 
     /// The label of a serving state.
@@ -88,6 +91,7 @@ impl ServingLabel {
             Serving::FailoverGrace { .. } => ServingLabel::failover_grace,
             Serving::WaitingForQuorum => ServingLabel::waiting_for_quorum,
             Serving::Follower => ServingLabel::follower,
+            Serving::ShuttingDown => ServingLabel::shutting_down,
         }
     }
 }

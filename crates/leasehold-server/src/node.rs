@@ -31,6 +31,11 @@ const STORE_CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs
 
 /// How long shutdown waits for the metrics endpoint to finish its answers.
 const METRICS_STOP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long shutdown lets the client API drain: in-flight unary calls
+/// finish (a proposal answers within the API's 5 s commit timeout), queued
+/// acquires and streams end at once with UNAVAILABLE. Connections still
+/// open after this are cut.
+pub const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Binds a listener, naming the address on failure.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -369,14 +374,54 @@ impl Node {
         Ok((written.log_id.index, written.data))
     }
 
-    /// Stops the peer server and Raft, and waits until both are gone, so the
-    /// data directory and port can be reused at once.
+    /// The first step of [`Node::shutdown`], exposed for drills and tests:
+    /// this node stops serving for good. It grants, renews, expires and
+    /// forwards nothing from now on (every call and keepalive answers
+    /// UNAVAILABLE "node shutting down", so clients move to another node)
+    /// and never takes over again, while Raft keeps running so in-flight
+    /// calls can finish. A leader's vote gate keeps refusing until its
+    /// leader lease has run out. Returns whether this node was leading.
+    pub fn step_aside(&self) -> bool {
+        let was_leading = self.lessor.step_aside();
+        tracing::info!(
+            node_id = self.config.node_id,
+            was_leading,
+            "stepping aside: serving nothing from now on"
+        );
+        was_leading
+    }
+
+    /// Stops gracefully, and returns once the data directory and ports can
+    /// be reused: steps aside ([`Node::step_aside`]), drains the client API
+    /// (in-flight unary calls finish, streams and queued acquires end with
+    /// UNAVAILABLE "node shutting down"; at most [`DRAIN_MAX`]), then stops
+    /// Raft. The peer server stops answering when the drain begins, so a
+    /// stopping node grants no vote; its own Raft still replicates what
+    /// in-flight calls propose. A leader proposes nothing new once it
+    /// stepped aside (only the withdrawal of acquires still queued on it);
+    /// when its Raft stops, the others elect a leader whose takeover
+    /// refreshes every session with the failover grace
+    /// (docs/adr/0001-time-model.md §4, §5), so holders that keep renewing
+    /// lose nothing.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let node_id = self.config.node_id;
+        self.step_aside();
         let mut api_gone = self.api_gone;
         self.shutdown.trigger();
         // The tasks only end; their errors were logged inside.
-        let _ = self.api_task.await;
+        let mut api_task = self.api_task;
+        if tokio::time::timeout(DRAIN_MAX, &mut api_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node_id,
+                drain_max = ?DRAIN_MAX,
+                "client calls still open after the drain; cutting their connections"
+            );
+            api_task.abort();
+            let _ = api_task.await;
+        }
         if let Some(mut task) = self.metrics_task {
             // A scraper holding a request open must not hold up shutdown.
             if tokio::time::timeout(METRICS_STOP_WAIT_MAX, &mut task)
@@ -392,7 +437,12 @@ impl Node {
             let _ = task.await;
         }
         // Stream tasks still holding the API state end on the same signal.
-        let _ = api_gone.recv().await;
+        if tokio::time::timeout(DRAIN_MAX, api_gone.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node_id, "API tasks still running after the drain");
+        }
         let raft_result = self.raft.shutdown().await;
         let _ = self.peer_task.await;
         drop(self.lessor);

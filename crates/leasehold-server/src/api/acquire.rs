@@ -187,10 +187,19 @@ impl LeaseApi {
                 got = events.recv() => match got {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => {
-                        return Err(ApiError::unavailable("node shutting down"));
+                        return Err(self.shutting_down());
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.shutdown.clone().recv() => {
+                    // The node is going away: end the call now rather than
+                    // hold up the drain for the whole wait, and withdraw
+                    // the wait first (Raft still runs), so the session is
+                    // not granted a lease its client never learns of.
+                    guard.raft = None;
+                    self.abandon_wait(&wait, resource).await;
+                    return Err(self.shutting_down());
+                }
             }
         }
         // Timed out: withdraw the wait. If the grant won the race, keep it:
@@ -212,6 +221,24 @@ impl LeaseApi {
                 waited_ms: deadline.elapsed().as_millis() as u64,
             }),
             other => Err(ApiError::refused(other)),
+        }
+    }
+
+    /// Withdraws a queued wait this node will not answer (releasing its
+    /// lease if the grant won the race), within the commit timeout.
+    async fn abandon_wait(&self, wait: &QueuedWait, resource: &str) {
+        let command = Command::AbandonWait {
+            session: wait.session,
+            resource: resource.to_string(),
+            queued_at: wait.queued_at,
+        };
+        if let Err(error) = self.propose(command).await {
+            tracing::warn!(
+                session = wait.session,
+                resource,
+                %error,
+                "could not withdraw a wait at shutdown"
+            );
         }
     }
 

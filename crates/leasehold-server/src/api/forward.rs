@@ -15,6 +15,10 @@ use tonic::transport::{Channel, Endpoint};
 use super::error::ApiError;
 use crate::lessor::{Lessor, Serving};
 
+/// What a node answers (UNAVAILABLE) once it began shutting down: clients
+/// retry on another node.
+pub const SHUTTING_DOWN: &str = "node shutting down; retry on another node";
+
 /// Where to serve a request.
 pub enum Route {
     /// This node is the serving leader.
@@ -65,6 +69,10 @@ impl Forwarder {
     pub fn route(&self, lessor: &Lessor, metadata: &MetadataMap) -> Result<Route, ApiError> {
         match lessor.serving() {
             Serving::Serving | Serving::FailoverGrace { .. } => Ok(Route::Local),
+            Serving::ShuttingDown => Err(ApiError::Unavailable {
+                reason: SHUTTING_DOWN.into(),
+                leader_api_addr: self.leader_api_addr(),
+            }),
             Serving::WaitingForQuorum => Err(ApiError::unavailable(
                 "this leader is not confirmed by a quorum (leader lease not valid); retry",
             )),

@@ -32,6 +32,7 @@ pub(super) fn serve(
                 leader_api_addr: api.forwarder.leader_api_addr(),
             })
         }
+        Serving::ShuttingDown => return Err(api.shutting_down()),
     }
     let (tx, rx) = mpsc::channel(16);
     let stop = api.shutdown.clone();
@@ -41,7 +42,7 @@ pub(super) fn serve(
         loop {
             let msg = tokio::select! {
                 _ = &mut stop => {
-                    let _ = tx.send(Err(Status::unavailable("node shutting down"))).await;
+                    let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
                     return;
                 }
                 m = inbound.message() => m,
@@ -94,6 +95,7 @@ impl LeaseApi {
         let renewed = match self.lessor.renew(&named) {
             KeepAlive::Renewed(r) => r,
             KeepAlive::Denied(id) => return Err(ApiError::PermissionDenied(id)),
+            KeepAlive::ShuttingDown => return Err(self.shutting_down()),
             KeepAlive::NotServing => {
                 return Err(ApiError::Unavailable {
                     reason: "this node no longer holds a valid leader lease".into(),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error::ApiError;
-use super::forward::{forwarded, Forwarder, Route};
+use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
 use crate::error::ProposeError;
@@ -105,6 +105,15 @@ impl LeaseApi {
             history,
             metrics,
             shutdown,
+        }
+    }
+
+    /// What this node answers once it began shutting down: UNAVAILABLE,
+    /// with the leader's address when another node is known to lead.
+    pub(super) fn shutting_down(&self) -> ApiError {
+        ApiError::Unavailable {
+            reason: SHUTTING_DOWN.into(),
+            leader_api_addr: self.forwarder.leader_api_addr(),
         }
     }
 

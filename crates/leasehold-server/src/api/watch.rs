@@ -9,6 +9,7 @@ use tonic::Status;
 
 use super::convert::event_to_proto;
 use super::error::ApiError;
+use super::forward::SHUTTING_DOWN;
 use super::history::Feed;
 use super::service::{BoxStream, LeaseApi};
 
@@ -52,7 +53,11 @@ pub(super) fn serve(
         tokio::pin!(stop);
         loop {
             let batch = tokio::select! {
-                _ = &mut stop => return,
+                _ = &mut stop => {
+                    // Not a clean end: the client resumes on another node.
+                    let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+                    return;
+                }
                 _ = tx.closed() => return,
                 b = live.recv() => b,
             };
