@@ -462,16 +462,17 @@ impl LeaseState {
                 let Some(session) = self.sessions.get(&named.id) else {
                     return Response::Rejected(Rejection::SessionNotFound(named.id));
                 };
-                if let Some(done) = self.repeat_acquire(session, req) {
+                let (secret, lease_count) = (session.secret, session.lease_count());
+                if let Some(done) = self.repeat_acquire(cx, named.id, secret, req) {
                     return done;
                 }
-                if session.lease_count() >= limits::LEASES_PER_SESSION_MAX {
+                if lease_count >= limits::LEASES_PER_SESSION_MAX {
                     return Response::Rejected(Rejection::LimitExceeded {
                         what: "leases per session".into(),
                         limit: limits::LEASES_PER_SESSION_MAX as u64,
                     });
                 }
-                (named.id, session.secret)
+                (named.id, secret)
             }
             SessionTarget::Private {
                 client_name,
@@ -482,7 +483,8 @@ impl LeaseState {
                 if let Some(session) = self.session_by_request(*request_id) {
                     // A retry of the one-call acquire that made this private
                     // session: answer what the first attempt got.
-                    return self.repeat_acquire(session, req).unwrap_or_else(|| {
+                    let (id, secret) = (session.id, session.secret);
+                    return self.repeat_acquire(cx, id, secret, req).unwrap_or_else(|| {
                         Response::Rejected(Rejection::invalid(
                             "request_id",
                             "already used by a request for another resource",
@@ -570,20 +572,34 @@ impl LeaseState {
     }
 
     /// Answers an acquire by a session that already holds or waits for the
-    /// resource, so a retried request does not change anything.
-    fn repeat_acquire(&self, session: &Session, req: &Acquire) -> Option<Response> {
-        let res = self.resources.get(&req.resource)?;
-        if let Some(lease) = res.holders.get(&session.id) {
+    /// resource (a retried request): the same lease or place in the queue.
+    /// The repeat also *claims* them for the call that asks now: a waiter's
+    /// `queued_at` becomes this entry's index and a lease's `queued_at` is
+    /// cleared, so an `AbandonWait` from an earlier call of the same client
+    /// that went away (it names the older entry) no longer matches and
+    /// cannot release what this call is about to return.
+    fn repeat_acquire(
+        &mut self,
+        cx: &mut Apply,
+        session: SessionId,
+        secret: SessionSecret,
+        req: &Acquire,
+    ) -> Option<Response> {
+        let res = self.resources.get_mut(&req.resource)?;
+        if let Some(lease) = res.holders.get_mut(&session) {
             if lease.mode != req.mode {
                 return Some(Response::Rejected(Rejection::ModeMismatch {
-                    session: session.id,
+                    session,
                     resource: req.resource.clone(),
                     held: lease.mode,
                 }));
             }
+            if lease.queued_at.take().is_some() {
+                cx.touched.resources.insert(req.resource.clone());
+            }
             return Some(Response::Acquired {
-                session: session.id,
-                secret: session.secret,
+                session,
+                secret,
                 grant: Grant {
                     resource: req.resource.clone(),
                     lease: lease.clone(),
@@ -591,19 +607,21 @@ impl LeaseState {
                 newly_granted: false,
             });
         }
-        let position = res.waiter_position(session.id)?;
-        let waiter = &res.waiters[position];
+        let position = res.waiter_position(session)?;
+        let waiter = &mut res.waiters[position];
         if waiter.mode != req.mode {
             return Some(Response::Rejected(Rejection::ModeMismatch {
-                session: session.id,
+                session,
                 resource: req.resource.clone(),
                 held: waiter.mode,
             }));
         }
+        waiter.queued_at = cx.index;
+        cx.touched.resources.insert(req.resource.clone());
         Some(Response::Queued {
-            session: session.id,
-            secret: session.secret,
-            queued_at: waiter.queued_at,
+            session,
+            secret,
+            queued_at: cx.index,
             resource: req.resource.clone(),
             position,
         })
@@ -615,9 +633,14 @@ impl LeaseState {
         };
         if let Some(lease) = self
             .resources
-            .get(resource)
-            .and_then(|r| r.holders.get(&session))
+            .get_mut(resource)
+            .and_then(|r| r.holders.get_mut(&session))
         {
+            // The grant won the race with the timeout: the live call that
+            // cancels takes it (as a repeat acquire would claim it).
+            if lease.queued_at.take().is_some() {
+                cx.touched.resources.insert(resource.to_string());
+            }
             return Response::Acquired {
                 session,
                 secret: s.secret,

@@ -547,3 +547,54 @@ fn an_abandoned_wait_that_lost_the_race_to_its_grant_releases_it() {
     assert_eq!(out.response, Response::WaitCancelled);
     assert!(log.state.resource("r").expect("a holds").waiters.is_empty());
 }
+
+/// A client whose first acquire call went away (its wait is abandoned)
+/// retried: the retry claims the wait, so the abandon of the first call,
+/// applying after the grant, cannot release the lease the retry returned.
+#[test]
+fn an_abandon_from_an_earlier_call_cannot_release_what_a_retry_claimed() {
+    for grant_before_retry in [false, true] {
+        let mut log = Log::new();
+        let a = log.open("a");
+        let b = log.open("b");
+        log.acquire(a, "r", Mode::Exclusive, false);
+        let Response::Queued {
+            queued_at: first, ..
+        } = log.acquire(b, "r", Mode::Exclusive, true)
+        else {
+            panic!("b should queue")
+        };
+        let release_a = Command::Release {
+            session: r(a),
+            resource: "r".into(),
+        };
+        if grant_before_retry {
+            log.apply(release_a.clone());
+        }
+        // The retry of the same call (same session, resource and mode).
+        let retry = log.acquire(b, "r", Mode::Exclusive, true);
+        match (&retry, grant_before_retry) {
+            (Response::Acquired { .. }, true) => {}
+            (Response::Queued { queued_at, .. }, false) => assert_ne!(*queued_at, first),
+            other => panic!("{other:?}"),
+        }
+        if !grant_before_retry {
+            log.apply(release_a);
+        }
+        // The first call's abandon applies last: it names the old wait.
+        let out = log.apply(Command::AbandonWait {
+            session: b,
+            resource: "r".into(),
+            queued_at: first,
+        });
+        assert_eq!(out.response, Response::WaitCancelled);
+        assert!(
+            log.state
+                .resource("r")
+                .expect("held")
+                .holders
+                .contains_key(&b),
+            "the lease the retry returned is still held (grant before retry: {grant_before_retry})"
+        );
+    }
+}
