@@ -47,15 +47,7 @@ pub struct Probe {
 impl Probe {
     /// Reads every gauge's source now.
     pub async fn observe(&self) -> Observed {
-        use openraft::storage::RaftLogStorage;
-        let committed = self
-            .log_store
-            .clone()
-            .read_committed()
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |l| l.index);
+        let committed = self.log_store.committed_index().await;
         let (term, leader_id, applied_index) = {
             let m = self.raft.metrics();
             let m = m.borrow();

@@ -40,6 +40,18 @@ impl LogStore {
         self.close_watch.clone()
     }
 
+    /// The committed log index as last saved (0 when none, or unreadable:
+    /// for reports such as `Status` and metrics, never for decisions).
+    pub async fn committed_index(&self) -> u64 {
+        use openraft::storage::RaftLogStorage;
+        self.clone()
+            .read_committed()
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index)
+    }
+
     /// Bytes the whole database (log, state machine, snapshot) takes on disk.
     pub fn db_size_on_disk_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

@@ -151,16 +151,7 @@ impl LeaseApi {
     }
 
     pub(super) async fn status_local(&self) -> pb::StatusResponse {
-        use openraft::storage::RaftLogStorage;
-        let committed = self
-            .log_store
-            .clone()
-            .read_committed()
-            .await
-            .ok()
-            .flatten()
-            .map(|l| l.index)
-            .unwrap_or(0);
+        let committed = self.log_store.committed_index().await;
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
             ServerState::Leader => "leader",
