@@ -685,6 +685,14 @@ async fn ttl_bounds_are_replicated_configuration() -> anyhow::Result<()> {
         .await
         .expect_err("min > max");
     assert_eq!(e.code(), Code::InvalidArgument);
+    // W above the nodes' own windows: refused (restart them first).
+    let mut too_wide = cfg(30_000, 60_000);
+    if let Some(c) = too_wide.config.as_mut() {
+        c.vote_window_ms = 10_000;
+    }
+    let e = api.set_config(too_wide).await.expect_err("W too wide");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("vote_window_ms"), "{}", e.message());
 
     api.set_config(cfg(3_000, 60_000)).await?;
     // Every node applies it.

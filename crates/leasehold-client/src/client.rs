@@ -191,16 +191,14 @@ impl Client {
             ttl_ms,
             request_id: new_request_id(),
         };
-        let (t_send, reply) = self
+        // The holder counts from before the FIRST attempt: a retry with the
+        // same request id may be answered with the session that attempt
+        // opened, whose TTL runs from when that attempt applied.
+        let t_send = Instant::now();
+        let reply = self
             .unary("open_session", |mut stub, _| {
                 let request = request.clone();
-                async move {
-                    // Read before sending: the holder counts from here.
-                    let t_send = Instant::now();
-                    stub.open_session(request)
-                        .await
-                        .map(|r| (t_send, r.into_inner()))
-                }
+                async move { stub.open_session(request).await.map(|r| r.into_inner()) }
             })
             .await?;
         self.observe_drift(reply.drift_ppm);
@@ -320,7 +318,11 @@ impl Client {
             session_secret: Default::default(),
             request_id: new_request_id(),
         };
-        let (t_send, reply) = self
+        // Counted from before the FIRST attempt (not the one answered): a
+        // retry with the same request id may get the private session the
+        // first attempt made, whose TTL runs from that attempt's apply.
+        let t_send = Instant::now();
+        let (_, reply) = self
             .acquire_raw(request, options.wait.unwrap_or_default())
             .await?;
         let lease = reply

@@ -111,6 +111,11 @@ pub struct LeaderState {
     /// Set for good by [`LeaderState::step_aside`] (the node is shutting
     /// down): it serves nothing and never takes over again.
     stepped_aside: bool,
+    /// The lease validity fixed at takeover: a configuration applied
+    /// mid-term may shorten the lease (a smaller `W`, a larger ρ) but never
+    /// lengthen it past what the vote gate and the followers were promised
+    /// when this term's lease was computed.
+    validity_cap_ms: Option<u64>,
     /// Tracked sessions (only while leading).
     sessions: HashMap<SessionId, Tracked>,
     /// The same, ordered by deadline, so due sessions are found in O(log n).
@@ -133,6 +138,7 @@ impl LeaderState {
             grace_until_ms: 0,
             votes_refused_until_ms: 0,
             stepped_aside: false,
+            validity_cap_ms: None,
             sessions: HashMap::new(),
             queue: BTreeSet::new(),
         }
@@ -168,9 +174,11 @@ impl LeaderState {
             .then_some((self.local_window_ms, self.cluster_window_ms))
     }
 
-    /// How long after `A` the leader may serve: `W (1 − ρ) / (1 + ρ) − m`.
+    /// How long after `A` the leader may serve: `W (1 − ρ) / (1 + ρ) − m`
+    /// with the current `W` and ρ, but never more than at takeover.
     pub fn lease_validity_ms(&self) -> u64 {
-        leader_lease_validity_ms(self.vote_window_ms(), self.drift_ppm, self.margin_ms)
+        let now = leader_lease_validity_ms(self.vote_window_ms(), self.drift_ppm, self.margin_ms);
+        self.validity_cap_ms.map_or(now, |cap| now.min(cap))
     }
 
     /// The term this node took over in, if it leads.
@@ -208,7 +216,11 @@ impl LeaderState {
     /// `now + TTL + grace + spread(id)`, which covers every promise an
     /// earlier leader made (its renewals all happened before now).
     /// Returns the failover grace in ms, or `None` when this node may not
-    /// lead ([`LeaderState::window_mismatch`]).
+    /// lead: its window is shorter than the cluster's
+    /// ([`LeaderState::window_mismatch`]), the cluster has no `W` yet (a
+    /// lease computed from this node's own window could outlast a
+    /// follower's shorter one: the leader replicates `W` first), or it
+    /// stepped aside.
     pub fn takeover(
         &mut self,
         term: u64,
@@ -216,13 +228,15 @@ impl LeaderState {
         now_ms: u64,
         sessions: impl IntoIterator<Item = (SessionId, u64, SessionSecret)>,
     ) -> Option<u64> {
-        if self.window_mismatch().is_some() || self.stepped_aside {
+        if self.window_mismatch().is_some() || self.cluster_window_ms == 0 || self.stepped_aside {
             return None;
         }
         self.sessions.clear();
         self.queue.clear();
         self.term = Some(term);
         self.acked_at_ms = None;
+        self.validity_cap_ms = None;
+        self.validity_cap_ms = Some(self.lease_validity_ms());
         let mut last = now_ms;
         for (id, ttl_ms, secret) in sessions {
             let deadline_ms = now_ms
@@ -256,6 +270,7 @@ impl LeaderState {
     pub fn step_down(&mut self) {
         self.term = None;
         self.acked_at_ms = None;
+        self.validity_cap_ms = None;
         self.grace_until_ms = 0;
         self.sessions = HashMap::new();
         self.queue = BTreeSet::new();
@@ -427,8 +442,16 @@ mod tests {
 
     const S: SessionSecret = SessionSecret([7; 16]);
 
+    /// The configuration of a cluster whose first leader set `W` = 600 ms.
+    fn config() -> LeaseConfig {
+        LeaseConfig {
+            vote_window_ms: 600,
+            ..LeaseConfig::default()
+        }
+    }
+
     fn leading(now_ms: u64) -> LeaderState {
-        let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
+        let mut l = LeaderState::new(600, 10, &config());
         l.takeover(1, now_ms, now_ms, []).expect("may lead");
         l
     }
@@ -522,7 +545,7 @@ mod tests {
 
     #[test]
     fn takeover_covers_ttl_plus_grace_and_spreads() {
-        let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
+        let mut l = LeaderState::new(600, 10, &config());
         let sessions: Vec<_> = (1..=1_000).map(|id| (id, 10_000, S)).collect();
         let grace = l.takeover(3, 90, 100, sessions.clone()).expect("may lead");
         let mut distinct = BTreeSet::new();
@@ -609,5 +632,45 @@ mod tests {
         l.set_config(&config);
         assert_eq!(l.window_mismatch(), None);
         assert_eq!(l.vote_window_ms(), 400);
+    }
+
+    #[test]
+    fn no_lease_before_the_cluster_has_a_vote_window() {
+        let mut l = LeaderState::new(600, 10, &LeaseConfig::default());
+        assert_eq!(l.takeover(1, 0, 0, []), None, "W not replicated yet");
+        assert_eq!(l.serving(0), Serving::NotLeading);
+        l.set_config(&config());
+        assert!(l.takeover(1, 0, 0, []).is_some());
+    }
+
+    #[test]
+    fn a_config_applied_mid_term_never_lengthens_the_lease_past_the_gate() {
+        // A node whose own window allows the cluster to raise W later.
+        let mut l = LeaderState::new(2_000, 10, &config());
+        l.takeover(1, 1_000, 1_000, []).expect("may lead");
+        let validity = l.lease_validity_ms();
+        // W raised to 1 s (and ρ lowered) mid-term.
+        l.set_config(&LeaseConfig {
+            vote_window_ms: 1_000,
+            drift_ppm: 0,
+            ..config()
+        });
+        assert_eq!(l.lease_validity_ms(), validity, "capped at takeover's");
+        assert_eq!(l.serving(1_000 + validity), Serving::WaitingForQuorum);
+        assert!(l.refuses_votes(1_000 + validity - 1));
+        // A shorter W applies at once.
+        l.set_config(&LeaseConfig {
+            vote_window_ms: 300,
+            ..config()
+        });
+        assert!(l.lease_validity_ms() < validity);
+        // The next term computes from the configuration it takes over with.
+        l.step_down();
+        l.set_config(&LeaseConfig {
+            vote_window_ms: 1_000,
+            ..config()
+        });
+        l.takeover(2, 5_000, 5_000, []).expect("may lead");
+        assert!(l.lease_validity_ms() > validity);
     }
 }

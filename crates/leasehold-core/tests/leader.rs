@@ -102,7 +102,10 @@ proptest! {
 
     #[test]
     fn leader_rules_match_the_naive_model(ops in prop::collection::vec(op(), 1..200)) {
-        let config = LeaseConfig::default();
+        let config = LeaseConfig {
+            vote_window_ms: W_MS,
+            ..LeaseConfig::default()
+        };
         let mut real = LeaderState::new(W_MS, MARGIN_MS, &config);
         let mut naive = Naive::default();
         let mut now: u64 = 1_000;

@@ -125,23 +125,36 @@ pub(crate) enum Decision {
 /// The join rule (module docs) for node `me` given every other member's
 /// answer; `may_found` is false for `--join`.
 pub(crate) fn decide(me: NodeId, may_found: bool, views: &[PeerView]) -> Decision {
-    let formed = views.iter().any(|v| matches!(v, PeerView::Formed { .. }));
-    if formed {
-        let leader = views
+    let formed: Vec<(u64, bool, &Vec<NodeId>)> = views
+        .iter()
+        .filter_map(|v| match v {
+            PeerView::Formed {
+                leader,
+                term,
+                members,
+            } => Some((*term, *leader, members)),
+            _ => None,
+        })
+        .collect();
+    if !formed.is_empty() {
+        // Follow a leader only of the highest term any member reports (a
+        // partitioned old leader answering with an older view must not let
+        // this node out), and stay out while any view that recent still
+        // lists this id.
+        let newest = formed.iter().map(|(t, _, _)| *t).max().unwrap_or(0);
+        let leader_is_newest = formed
             .iter()
-            .filter_map(|v| match v {
-                PeerView::Formed {
-                    leader: true,
-                    term,
-                    members,
-                } => Some((*term, members)),
-                _ => None,
-            })
-            .max_by_key(|(term, _)| *term);
-        return match leader {
-            None => Decision::Wait,
-            Some((_, members)) if members.contains(&me) => Decision::Quarantine,
-            Some(_) => Decision::AwaitMembership,
+            .any(|(term, leader, _)| *leader && *term == newest);
+        if !leader_is_newest {
+            return Decision::Wait;
+        }
+        let listed = formed
+            .iter()
+            .any(|(term, _, members)| *term >= newest && members.contains(&me));
+        return if listed {
+            Decision::Quarantine
+        } else {
+            Decision::AwaitMembership
         };
     }
     if views.contains(&PeerView::Unreachable) || !may_found {
@@ -298,6 +311,26 @@ mod tests {
                 1,
                 true,
                 &[formed(true, 3, &[2, 3]), formed(true, 5, &[1, 2, 3])]
+            ),
+            Decision::Quarantine
+        );
+        // A partitioned old leader (term 3, without us) while a follower of
+        // the newer term 4 still lists us: stay out, never trust the old view.
+        assert_eq!(
+            decide(
+                1,
+                true,
+                &[formed(true, 3, &[2, 3]), formed(false, 4, &[1, 2, 3])]
+            ),
+            Decision::Wait
+        );
+        // The newest leader without us, but a follower of that term still
+        // listing us (it has not applied the removal yet): stay out too.
+        assert_eq!(
+            decide(
+                1,
+                true,
+                &[formed(true, 4, &[2, 3]), formed(false, 4, &[1, 2, 3])]
             ),
             Decision::Quarantine
         );

@@ -105,6 +105,14 @@ impl ApplyObserver for LeaderCell {
         let mut rules = self.rules();
         if config_changed {
             rules.set_config(state.config());
+            if let Some((local, cluster)) = rules.window_mismatch() {
+                tracing::error!(
+                    local_window_ms = local,
+                    cluster_window_ms = cluster,
+                    "this node's election_timeout_ms_max is below the cluster's vote window: \
+                     it refuses to vote and to lead until restarted with at least the cluster's"
+                );
+            }
         }
         for change in sessions {
             rules.apply(*change, now_ms);
@@ -134,6 +142,9 @@ pub struct Lessor {
     cell: Arc<LeaderCell>,
     /// Counters.
     metrics: Arc<Metrics>,
+    /// When this node last proposed the cluster's vote window, and in
+    /// which term (it serves nothing until one is replicated).
+    window_proposed: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Lessor {
@@ -167,6 +178,7 @@ impl Lessor {
             timing,
             cell,
             metrics,
+            window_proposed: Mutex::new(None),
         });
         if let Some(error) = lessor.config_error() {
             tracing::error!(node_id, %error, "misconfigured vote window");
@@ -190,14 +202,17 @@ impl Lessor {
     /// follower or waiting for the report.
     pub fn serving(&self) -> Serving {
         let now_ms = self.cell.now_ms();
-        let (core, stepped_aside) = {
+        let (core, stepped_aside, rules_term) = {
             let rules = self.cell.rules();
-            (rules.serving(now_ms), rules.stepped_aside())
+            (rules.serving(now_ms), rules.stepped_aside(), rules.term())
         };
-        let (leader, _) = self.role();
+        let (leader, vote) = self.role();
         match core {
             _ if stepped_aside => Serving::ShuttingDown,
             _ if !leader => Serving::Follower,
+            // Leading again in a later term: the old term's `A` and
+            // deadlines do not count until this term's takeover.
+            _ if rules_term != Some(vote.leader_id().term) => Serving::WaitingForQuorum,
             CoreServing::Serving => Serving::Serving,
             CoreServing::FailoverGrace { remaining_ms } => Serving::FailoverGrace {
                 remaining: Duration::from_millis(remaining_ms),
@@ -365,14 +380,14 @@ impl Lessor {
             (s.session_count(), grace_ms, *s.config())
         });
         let Some(grace_ms) = grace_ms else {
-            if let Some(error) = self.config_error() {
-                tracing::error!(node_id = self.node_id, term, %error, "refusing to lead");
+            if config.vote_window_ms == 0 {
+                // Serve nothing until the cluster has one W: replicate ours.
+                self.set_cluster_vote_window(term, config);
+            } else if let Some(error) = self.config_error() {
+                tracing::debug!(node_id = self.node_id, term, %error, "refusing to lead");
             }
             return;
         };
-        if config.vote_window_ms == 0 {
-            self.set_cluster_vote_window(config);
-        }
         self.metrics.takeover();
         tracing::info!(
             node_id = self.node_id,
@@ -384,8 +399,22 @@ impl Lessor {
     }
 
     /// The first leader of a cluster (or of one upgraded from a version
-    /// without it) replicates its own vote window as the cluster's `W`.
-    fn set_cluster_vote_window(&self, config: leasehold_core::LeaseConfig) {
+    /// without it) replicates its own vote window as the cluster's `W`
+    /// before it serves anything; proposed at most once a second per term.
+    fn set_cluster_vote_window(&self, term: u64, config: leasehold_core::LeaseConfig) {
+        {
+            let mut last = self
+                .window_proposed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if let Some((t, at)) = *last {
+                if t == term && now.saturating_duration_since(at) < Duration::from_secs(1) {
+                    return;
+                }
+            }
+            *last = Some((term, now));
+        }
         let raft = self.raft.clone();
         let node_id = self.node_id;
         let w = self.timing.election_timeout_ms_max;

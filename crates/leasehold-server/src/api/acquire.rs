@@ -203,14 +203,16 @@ impl LeaseApi {
             }
         }
         // Timed out: withdraw the wait. If the grant won the race, keep it:
-        // this caller is still here to learn of it.
-        guard.raft = None;
+        // this caller is still here to learn of it. The guard stays armed
+        // until the withdrawal answers: if it fails, or this call is dropped
+        // meanwhile, the wait is abandoned instead of left queued.
         let (_, resp) = self
             .propose(Command::CancelWait {
                 session,
                 resource: resource.to_string(),
             })
             .await?;
+        guard.raft = None;
         match resp {
             CoreResponse::Acquired { grant, .. } => {
                 self.metrics.granted();

@@ -58,6 +58,18 @@ impl LeaseApi {
             (0, w) => w,
             (w, _) => w,
         };
+        if vote_window_ms > self.election_timeout_ms_max {
+            // Followers must refuse votes for at least W: raising W is the
+            // last step, after every node runs with a long enough window.
+            return Err(ApiError::invalid(
+                "vote_window_ms",
+                format!(
+                    "{vote_window_ms} ms is above this leader's own election_timeout_ms_max ({} \
+                     ms): restart every node with at least {vote_window_ms} ms first",
+                    self.election_timeout_ms_max
+                ),
+            ));
+        }
         let config = LeaseConfig {
             ttl_ms_min: c.ttl_ms_min,
             ttl_ms_max: c.ttl_ms_max,
