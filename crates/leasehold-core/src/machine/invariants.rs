@@ -1,0 +1,71 @@
+//! The structural invariants of [`LeaseState`], checked after every apply in
+//! tests (listed in the `machine` module's docs).
+
+use super::LeaseState;
+
+impl LeaseState {
+    /// Verifies every structural invariant; returns a description of the
+    /// first one broken. Cheap enough for tests, not for the hot path.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (name, res) in &self.resources {
+            if res.is_idle() {
+                return Err(format!("idle resource {name:?} stored"));
+            }
+            if res.exclusive_holder().is_some() && res.holders.len() > 1 {
+                return Err(format!("exclusive holder beside others on {name:?}"));
+            }
+            for (sid, lease) in &res.holders {
+                if *sid != lease.session {
+                    return Err(format!("holder key mismatch on {name:?}"));
+                }
+                let Some(s) = self.sessions.get(sid) else {
+                    return Err(format!("holder {sid} of {name:?} has no session"));
+                };
+                if !s.held.contains(name) {
+                    return Err(format!("session {sid} does not list held {name:?}"));
+                }
+            }
+            for w in &res.waiters {
+                let Some(s) = self.sessions.get(&w.session) else {
+                    return Err(format!("waiter {} of {name:?} has no session", w.session));
+                };
+                if !s.waiting.contains(name) {
+                    return Err(format!("session {} does not list wait {name:?}", w.session));
+                }
+                if res.holders.contains_key(&w.session) {
+                    return Err(format!(
+                        "session {} both holds and waits {name:?}",
+                        w.session
+                    ));
+                }
+            }
+            if let Some(head) = res.waiters.front() {
+                if res.admits(head.mode) {
+                    return Err(format!("grantable head waiter left on {name:?}"));
+                }
+            }
+        }
+        for (id, s) in &self.sessions {
+            for name in &s.held {
+                if !self
+                    .resources
+                    .get(name)
+                    .is_some_and(|r| r.holders.contains_key(id))
+                {
+                    return Err(format!("session {id} lists {name:?} it does not hold"));
+                }
+            }
+            for name in &s.waiting {
+                if self
+                    .resources
+                    .get(name)
+                    .and_then(|r| r.waiter_position(*id))
+                    .is_none()
+                {
+                    return Err(format!("session {id} lists wait {name:?} not queued"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
