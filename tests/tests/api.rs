@@ -1004,3 +1004,39 @@ async fn retries_with_a_request_id_are_idempotent() -> anyhow::Result<()> {
     assert!(e.message().contains("wait_timeout_ms"), "{}", e.message());
     c.shutdown().await
 }
+
+/// A waiting acquire learns at once that its session ended (closed here by
+/// another call), although no lease event touched its resource: it answers
+/// NOT_FOUND, not the wait timeout much later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_acquire_ends_with_its_session() -> anyhow::Result<()> {
+    let c = start().await?;
+    let ep = c.api_endpoint(c.serving_leader().await?)?;
+    let holder = open(&ep, "holder", LONG_TTL_MS).await?;
+    let waiter = open(&ep, "waiter", LONG_TTL_MS).await?;
+    let mut api = client(&ep).await?;
+    api.acquire(acquire_req(holder, "end/r", false, 0)).await?;
+    let wep = ep.clone();
+    let call = tokio::spawn(async move {
+        let mut api = client(&wep).await?;
+        // Far longer than the test waits below.
+        anyhow::Ok(
+            api.acquire(acquire_req(waiter, "end/r", false, 600_000))
+                .await,
+        )
+    });
+    waiters_become(&ep, "end/r", 1).await?;
+    api.close_session(pb::CloseSessionRequest {
+        session_id: waiter.id,
+        session_secret: waiter.secret(),
+    })
+    .await?;
+    let answer = tokio::time::timeout(WAIT, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("the waiting acquire did not notice its session ended"))???;
+    match answer {
+        Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+        Ok(granted) => anyhow::bail!("granted to a closed session: {granted:?}"),
+    }
+    c.shutdown().await
+}

@@ -56,7 +56,8 @@ pub struct Acquire {
 /// the same index on the same state gives the same result on every replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Opens a session; its id is the entry's log index.
+    /// Opens a session; its id is the command's position (the entry's log
+    /// index unless the entry is a batch).
     OpenSession {
         /// Who the client says it is (for operators).
         client_name: String,
@@ -93,7 +94,7 @@ pub enum Command {
         session: SessionId,
         /// Resource it waited for.
         resource: String,
-        /// Log index of the entry that queued the abandoned wait.
+        /// Position of the command that queued the abandoned wait.
         queued_at: LogIndex,
     },
     /// Releases a held lease.
@@ -118,6 +119,13 @@ pub enum Command {
     },
     /// Replaces the lease configuration.
     SetConfig(LeaseConfig),
+    /// Several commands in one log entry, applied in order exactly as if
+    /// each had its own entry (group commit: one append, one flush and one
+    /// replication round for all). Each command that changes state takes
+    /// the next position ([`crate::LeaseState::position`]), so session ids
+    /// and fencing tokens stay unique and increasing. At most
+    /// [`crate::limits::BATCH_COMMANDS_MAX`] commands; never nested.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -133,6 +141,7 @@ impl Command {
             Command::ExpireSessions { .. } => "expire_sessions",
             Command::Recall { .. } => "recall",
             Command::SetConfig(_) => "set_config",
+            Command::Batch(_) => "batch",
         }
     }
 }

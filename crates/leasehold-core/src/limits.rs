@@ -17,6 +17,8 @@ pub const LEASES_PER_SESSION_MAX: usize = 10_000;
 pub const WAITERS_PER_RESOURCE_MAX: usize = 10_000;
 /// Most sessions one `ExpireSessions` command may name.
 pub const EXPIRE_BATCH_MAX: usize = 1_000;
+/// Most commands one [`crate::Command::Batch`] entry carries.
+pub const BATCH_COMMANDS_MAX: usize = 1_024;
 /// Smallest TTL the configuration may allow, whatever the operator asks.
 pub const TTL_MS_FLOOR: u64 = 100;
 /// Largest TTL the configuration may allow (one day).

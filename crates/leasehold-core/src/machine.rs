@@ -7,7 +7,8 @@
 //!   the resource in `held` / `waiting` (and nothing else does);
 //! - a waiter's session does not also hold the resource;
 //! - the head of a non-empty queue cannot be granted (else it would have been);
-//! - no idle resource is stored.
+//! - no idle resource is stored;
+//! - no session id, fencing token or queue place exceeds the last position.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,12 @@ pub struct LeaseState {
     /// Log index of the last applied command that changed state (the watch
     /// revision).
     revision: LogIndex,
+    /// The last position handed out: every session id, fencing token and
+    /// queue place is the position of the command that made it. A command
+    /// that changes state takes `max(position + 1, its entry's index)`, so
+    /// with one command per entry the position is the entry's index, and
+    /// the commands of a [`Command::Batch`] take consecutive positions.
+    position: u64,
     /// Open sessions by the client's request id that opened them (derived
     /// from `sessions`, never encoded), so a retried open finds its session.
     by_request: BTreeMap<RequestId, SessionId>,
@@ -42,7 +49,10 @@ pub struct LeaseState {
 
 /// Collects the side outputs of one apply.
 struct Apply {
+    /// The entry's log index (the revision of its events).
     index: LogIndex,
+    /// This command's position: its session id, token or queue place.
+    position: u64,
     events: Vec<Event>,
     touched: Touched,
     sessions: Vec<SessionChange>,
@@ -105,9 +115,14 @@ impl LeaseState {
     }
 
     /// Rebuilds a state from persisted parts (storage load path).
+    ///
+    /// `position` is the last position handed out; stores written before
+    /// batches existed pass their revision (every id and token they issued
+    /// is an index no greater than it).
     pub fn from_parts(
         config: LeaseConfig,
         revision: LogIndex,
+        position: u64,
         sessions: impl IntoIterator<Item = Session>,
         resources: impl IntoIterator<Item = (String, Resource)>,
     ) -> Self {
@@ -123,6 +138,7 @@ impl LeaseState {
             sessions,
             resources: resources.into_iter().collect(),
             revision,
+            position,
             by_request,
         }
     }
@@ -135,6 +151,11 @@ impl LeaseState {
     /// Index of the last command that changed state.
     pub fn revision(&self) -> LogIndex {
         self.revision
+    }
+
+    /// The last position handed out (see [`Command::Batch`]).
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// One session.
@@ -182,7 +203,58 @@ impl LeaseState {
     /// Applies one command at `index`. Never fails: a refused command is a
     /// [`Response::Rejected`] and leaves the state untouched.
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> Applied {
+        match command {
+            Command::Batch(commands) => self.apply_batch(index, commands),
+            single => self.apply_one(index, single),
+        }
+    }
+
+    /// Applies the commands of one batch entry in order; each answer is the
+    /// one it would get in an entry of its own (ids and tokens aside, which
+    /// take consecutive positions).
+    fn apply_batch(&mut self, index: LogIndex, commands: &[Command]) -> Applied {
+        let refuse = |r: Rejection| Applied {
+            index,
+            response: Response::Rejected(r),
+            events: Vec::new(),
+            touched: Touched::default(),
+            sessions: Vec::new(),
+        };
+        if commands.is_empty() {
+            return refuse(Rejection::invalid("batch", "must not be empty"));
+        }
+        if commands.len() > limits::BATCH_COMMANDS_MAX {
+            return refuse(Rejection::LimitExceeded {
+                what: "commands in one batch".into(),
+                limit: limits::BATCH_COMMANDS_MAX as u64,
+            });
+        }
+        if commands.iter().any(|c| matches!(c, Command::Batch(_))) {
+            return refuse(Rejection::invalid("batch", "must not contain a batch"));
+        }
+        let mut all = Applied {
+            index,
+            response: Response::Noop,
+            events: Vec::new(),
+            touched: Touched::default(),
+            sessions: Vec::new(),
+        };
+        let mut responses = Vec::with_capacity(commands.len());
+        for command in commands {
+            let one = self.apply_one(index, command);
+            all.events.extend(one.events);
+            all.touched.merge(one.touched);
+            all.sessions.extend(one.sessions);
+            responses.push(one.response);
+        }
+        all.response = Response::Batch(responses);
+        all
+    }
+
+    /// Applies one command that is not a batch.
+    fn apply_one(&mut self, index: LogIndex, command: &Command) -> Applied {
         let mut cx = Apply {
+            position: self.position.saturating_add(1).max(index),
             index,
             events: Vec::new(),
             touched: Touched::default(),
@@ -219,9 +291,13 @@ impl LeaseState {
                 }
                 Err(r) => Response::Rejected(r),
             },
+            Command::Batch(_) => {
+                Response::Rejected(Rejection::invalid("batch", "must not contain a batch"))
+            }
         };
         if !cx.touched.is_empty() {
             self.revision = index;
+            self.position = cx.position;
         }
         Applied {
             index,
@@ -315,7 +391,7 @@ impl LeaseState {
         secret: SessionSecret,
         request_id: RequestId,
     ) -> SessionId {
-        let id = cx.index;
+        let id = cx.position;
         self.sessions.insert(
             id,
             Session {
@@ -418,7 +494,7 @@ impl LeaseState {
             let lease = Lease {
                 session: w.session,
                 mode: w.mode,
-                token: cx.index,
+                token: cx.position,
                 metadata: w.metadata,
                 recall: None,
                 queued_at: Some(w.queued_at),
@@ -496,7 +572,7 @@ impl LeaseState {
                 if let Err(r) = self.check_new_session(client_name, *ttl_ms) {
                     return Response::Rejected(r);
                 }
-                (cx.index, *secret)
+                (cx.position, *secret)
             }
         };
 
@@ -538,7 +614,7 @@ impl LeaseState {
             let lease = Lease {
                 session: session_id,
                 mode: req.mode,
-                token: cx.index,
+                token: cx.position,
                 metadata: req.metadata.clone(),
                 recall: None,
                 queued_at: None,
@@ -560,13 +636,13 @@ impl LeaseState {
                 session: session_id,
                 mode: req.mode,
                 metadata: req.metadata.clone(),
-                queued_at: cx.index,
+                queued_at: cx.position,
             });
             session.waiting.insert(req.resource.clone());
             Response::Queued {
                 session: session_id,
                 secret,
-                queued_at: cx.index,
+                queued_at: cx.position,
                 resource: req.resource.clone(),
                 position: res.waiters.len() - 1,
             }
@@ -618,12 +694,12 @@ impl LeaseState {
                 held: waiter.mode,
             }));
         }
-        waiter.queued_at = cx.index;
+        waiter.queued_at = cx.position;
         cx.touched.resources.insert(req.resource.clone());
         Some(Response::Queued {
             session,
             secret,
-            queued_at: cx.index,
+            queued_at: cx.position,
             resource: req.resource.clone(),
             position,
         })

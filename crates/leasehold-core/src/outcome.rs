@@ -57,7 +57,7 @@ pub enum Response {
         session: SessionId,
         /// That session's secret.
         secret: SessionSecret,
-        /// Log index of the entry that queued the wait.
+        /// Position of the command that queued the wait.
         queued_at: LogIndex,
         /// The resource.
         resource: String,
@@ -85,6 +85,8 @@ pub enum Response {
     ConfigSet(LeaseConfig),
     /// Nothing changed; this is why.
     Rejected(Rejection),
+    /// The answers to the commands of a [`crate::Command::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 /// Keys of replicated state changed by one apply, so storage can persist

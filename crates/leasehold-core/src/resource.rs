@@ -23,13 +23,13 @@ pub struct Lease {
     pub session: SessionId,
     /// Mode it is held in.
     pub mode: Mode,
-    /// Fencing token: the log index of the granting entry.
+    /// Fencing token: the position of the granting command.
     pub token: FencingToken,
     /// Holder metadata set at acquire.
     pub metadata: Vec<u8>,
     /// Set once someone recalled the lease.
     pub recall: Option<RecallNotice>,
-    /// Log index of the entry that queued the wait this lease was granted
+    /// Position of the command that queued the wait this lease was granted
     /// to (None: granted at once). Lets an abandoned wait that lost the
     /// race to its grant release exactly that lease.
     pub queued_at: Option<LogIndex>,
@@ -44,7 +44,7 @@ pub struct Waiter {
     pub mode: Mode,
     /// Metadata to attach once granted.
     pub metadata: Vec<u8>,
-    /// Log index of the entry that queued it (FIFO order, diagnostics).
+    /// Position of the command that queued it (FIFO order, diagnostics).
     pub queued_at: LogIndex,
 }
 

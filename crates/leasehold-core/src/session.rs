@@ -10,7 +10,7 @@ use crate::types::{RequestId, SessionId, SessionSecret};
 /// leader keeps deadlines in memory on its monotonic clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// Log index of the entry that opened it.
+    /// Position of the command that opened it.
     pub id: SessionId,
     /// Name the client gave, for operators and conflict messages.
     pub client_name: String,

@@ -18,7 +18,11 @@ pub const SNAPSHOT_MAGIC: &[u8; 4] = b"LHSM";
 /// a decoder for every older version still on disk. 2: session secrets and
 /// request ids, the wait a lease was granted to (version 1 stores are
 /// refused whole by the storage format version, so none is on disk).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// 3: the last position handed out (batches); version 2 is still read, its
+/// position being its revision.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The oldest format version still decoded.
+const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 2;
 
 /// Errors decoding an encoded state.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +43,21 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
-/// The encoded body.
+/// The encoded body of version 2.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBodyV2 {
+    config: LeaseConfig,
+    revision: LogIndex,
+    sessions: Vec<Session>,
+    resources: Vec<(String, Resource)>,
+}
+
+/// The encoded body of version 3.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     config: LeaseConfig,
     revision: LogIndex,
+    position: u64,
     sessions: Vec<Session>,
     resources: Vec<(String, Resource)>,
 }
@@ -52,6 +66,7 @@ struct SnapshotBody {
 struct SnapshotBodyRef<'a> {
     config: &'a LeaseConfig,
     revision: LogIndex,
+    position: u64,
     sessions: Vec<&'a Session>,
     resources: Vec<(&'a String, &'a Resource)>,
 }
@@ -62,6 +77,7 @@ impl LeaseState {
         let body = SnapshotBodyRef {
             config: self.config(),
             revision: self.revision(),
+            position: self.position(),
             sessions: self.sessions().collect(),
             resources: self.resources().collect(),
         };
@@ -81,12 +97,27 @@ impl LeaseState {
             return Err(SnapshotError::BadMagic);
         }
         let version = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if version != SNAPSHOT_FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion(version));
-        }
-        let body: SnapshotBody = postcard::from_bytes(&bytes[8..])?;
-        let state =
-            LeaseState::from_parts(body.config, body.revision, body.sessions, body.resources);
+        let body: SnapshotBody = match version {
+            SNAPSHOT_FORMAT_VERSION => postcard::from_bytes(&bytes[8..])?,
+            SNAPSHOT_FORMAT_VERSION_MIN => {
+                let v2: SnapshotBodyV2 = postcard::from_bytes(&bytes[8..])?;
+                SnapshotBody {
+                    config: v2.config,
+                    revision: v2.revision,
+                    position: v2.revision,
+                    sessions: v2.sessions,
+                    resources: v2.resources,
+                }
+            }
+            other => return Err(SnapshotError::UnsupportedVersion(other)),
+        };
+        let state = LeaseState::from_parts(
+            body.config,
+            body.revision,
+            body.position,
+            body.sessions,
+            body.resources,
+        );
         state
             .check_invariants()
             .map_err(SnapshotError::Inconsistent)?;

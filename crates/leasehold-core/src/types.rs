@@ -2,15 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Identifies a session. It is the Raft log index of the entry that opened the
-/// session, so it is unique across the cluster and never reused.
+/// Identifies a session. It is the position of the command that opened the
+/// session (see [`crate::LeaseState::position`]: the entry's log index unless
+/// the entry is a batch), so it is unique across the cluster and never reused.
 pub type SessionId = u64;
 
 /// A Raft log index as seen by the state machine. Every command is applied at
 /// one index; indexes strictly increase.
 pub type LogIndex = u64;
 
-/// A fencing token: the log index of the entry that granted the lease.
+/// A fencing token: the position of the command that granted the lease
+/// (strictly increasing across all grants).
 pub type FencingToken = u64;
 
 /// How a lease is held on a resource.

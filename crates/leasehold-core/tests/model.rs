@@ -226,6 +226,8 @@ impl Model {
             }
             Command::Recall { .. } => "recalled",
             Command::SetConfig(_) => "config",
+            // Never generated here (tests/batch.rs covers batches).
+            Command::Batch(_) => "batch",
         }
     }
 
@@ -255,6 +257,7 @@ fn class(r: &Response) -> &'static str {
         Response::Recalled { .. } => "recalled",
         Response::ConfigSet(_) => "config",
         Response::Noop => "noop",
+        Response::Batch(_) => "batch",
         Response::Rejected(Rejection::SessionNotFound(_)) => "not_found",
         Response::Rejected(Rejection::Conflict { .. }) => "conflict",
         Response::Rejected(Rejection::NotHolder { .. }) => "not_holder",

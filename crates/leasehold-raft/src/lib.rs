@@ -13,3 +13,11 @@ pub mod store;
 pub mod types;
 
 pub use types::{LeaseNode, NodeId, Raft, TypeConfig};
+
+/// `tracing` target of the per-stage timings of the write path (TRACE
+/// level, one event per stage: `stage`, `elapsed_us` and sizes):
+/// `peer_rpc` (leader → follower round trip), `follower_append`,
+/// `flush` (with its queueing), `apply`, and the server's `propose`. Turn
+/// on with `RUST_LOG=leasehold::stage=trace`; `docs/adr/0003-group-commit.md`
+/// shows how they were read.
+pub const STAGE_TARGET: &str = "leasehold::stage";

@@ -276,6 +276,65 @@ async fn unknown_format_version_is_refused() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_version_2_store_is_upgraded_and_a_batch_position_survives_reopen() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    {
+        let (_log, mut sm) = store::open(dir.path())?;
+        sm.apply(vec![command(1, 1, open_session("a"))]).await?;
+    }
+    {
+        // What a version 2 build left: version 2, no position record
+        // (documented layout: [0x00, 0x00] version, [0x00, 0x07] position).
+        let db = sled::open(dir.path())?;
+        db.insert([0x00, 0x00], &2u32.to_be_bytes())?;
+        db.remove([0x00, 0x07])?;
+        db.flush()?;
+    }
+    {
+        let (_log, mut sm) = store::open(dir.path())?;
+        // Its position is its revision.
+        assert_eq!(sm.read(|s| (s.position(), s.revision())), (1, 1));
+        // A batch at entry 2 takes positions 2 and 3.
+        let responses = sm
+            .apply(vec![command(
+                1,
+                2,
+                Command::Batch(vec![open_session("b"), open_session("c")]),
+            )])
+            .await?;
+        match &responses[..] {
+            [Response::Batch(rs)] => ensure!(
+                matches!(
+                    &rs[..],
+                    [
+                        Response::SessionOpened { session: 2, .. },
+                        Response::SessionOpened { session: 3, .. }
+                    ]
+                ),
+                "{rs:?}"
+            ),
+            other => bail!("{other:?}"),
+        }
+        sm.flush().await?;
+    }
+    {
+        let db = sled::open(dir.path())?;
+        let version = db.get([0x00, 0x00])?.context("no version")?;
+        assert_eq!(version.as_ref(), &STORE_FORMAT_VERSION.to_be_bytes());
+    }
+    let (_log, mut sm) = store::open(dir.path())?;
+    assert_eq!(sm.read(|s| (s.position(), s.revision())), (3, 2));
+    // The next entry (3) is behind the positions: its session is 4.
+    let responses = sm.apply(vec![command(1, 3, open_session("d"))]).await?;
+    ensure!(
+        matches!(responses[..], [Response::SessionOpened { session: 4, .. }]),
+        "{responses:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn foreign_database_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {

@@ -26,7 +26,7 @@ pub enum ServerError {
 }
 
 /// Why a proposal did not produce an applied response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     /// This node is not the leader; the leader is named when known.
     #[error("not the leader (leader: {leader_id:?})")]

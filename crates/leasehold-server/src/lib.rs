@@ -8,6 +8,7 @@
 //! - [`admission`]: the join rule of a pristine store: found a new cluster,
 //!   wait to be added, or stay out while the cluster still counts this id
 //!   (a wiped node).
+//! - [`proposer`]: group commit: concurrent proposals share one Raft entry.
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod lessor;
 pub mod metrics;
 pub mod node;
+pub mod proposer;
 pub mod shutdown;
 
 pub use admission::Admission;

@@ -21,6 +21,7 @@ use crate::error::{ProposeError, ServerError};
 use crate::http::Probe;
 use crate::lessor::{Lessor, Serving};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::proposer::Proposer;
 use crate::shutdown::Shutdown;
 use leasehold_proto::v1::leasehold_server::LeaseholdServer;
 use tonic::transport::server::TcpIncoming;
@@ -53,6 +54,8 @@ pub struct Node {
     config: NodeConfig,
     /// The Raft handle (cheap to clone).
     raft: Raft,
+    /// Proposals, grouped into entries (shared with the API).
+    proposer: Proposer,
     /// Read access to the applied lease state.
     state: StateMachineStore,
     /// Stops the peer server (and later the client API) on drop or trigger.
@@ -225,9 +228,11 @@ impl Node {
                 }
             })
         });
+        let proposer = Proposer::start(raft.clone());
         let api = LeaseApi::new(
             node_id,
             raft.clone(),
+            proposer.clone(),
             state.clone(),
             log_store,
             Arc::clone(&lessor),
@@ -266,6 +271,7 @@ impl Node {
 
         let node = Node {
             config,
+            proposer,
             raft,
             state,
             shutdown,
@@ -370,8 +376,7 @@ impl Node {
     /// Replicates `command` and returns the index it was applied at and the
     /// state machine's answer. Only the leader accepts proposals.
     pub async fn propose(&self, command: Command) -> Result<(LogIndex, Response), ProposeError> {
-        let written = self.raft.client_write(command).await?;
-        Ok((written.log_id.index, written.data))
+        self.proposer.propose(command).await
     }
 
     /// The first step of [`Node::shutdown`], exposed for drills and tests:

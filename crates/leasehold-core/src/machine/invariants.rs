@@ -15,6 +15,12 @@ impl LeaseState {
                 return Err(format!("exclusive holder beside others on {name:?}"));
             }
             for (sid, lease) in &res.holders {
+                if lease.token > self.position {
+                    return Err(format!(
+                        "token {} on {name:?} beyond the last position {}",
+                        lease.token, self.position
+                    ));
+                }
                 if *sid != lease.session {
                     return Err(format!("holder key mismatch on {name:?}"));
                 }
@@ -26,6 +32,12 @@ impl LeaseState {
                 }
             }
             for w in &res.waiters {
+                if w.queued_at > self.position {
+                    return Err(format!(
+                        "wait queued at {} on {name:?} beyond the last position {}",
+                        w.queued_at, self.position
+                    ));
+                }
                 let Some(s) = self.sessions.get(&w.session) else {
                     return Err(format!("waiter {} of {name:?} has no session", w.session));
                 };
@@ -46,6 +58,12 @@ impl LeaseState {
             }
         }
         for (id, s) in &self.sessions {
+            if *id > self.position {
+                return Err(format!(
+                    "session {id} beyond the last position {}",
+                    self.position
+                ));
+            }
             for name in &s.held {
                 if !self
                     .resources

@@ -260,7 +260,16 @@ impl PeerClient {
                 RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
             }
         };
-        let reply = match tokio::time::timeout(hard_ttl, call).await {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(hard_ttl, call).await;
+        tracing::trace!(
+            target: crate::STAGE_TARGET,
+            stage = "peer_rpc",
+            %rpc,
+            message_bytes,
+            elapsed_us = started.elapsed().as_micros() as u64,
+        );
+        let reply = match outcome {
             Ok(Ok(reply)) => reply.into_inner(),
             Ok(Err(status)) => {
                 return Err(TransportError::Status {

@@ -198,7 +198,15 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_isolation()?;
         let rpc: AppendEntriesRequest = decode_request("append_entries request", request)?;
+        let entries = rpc.entries.len();
+        let started = std::time::Instant::now();
         let reply: AppendEntriesReply = self.raft.append_entries(rpc).await;
+        tracing::trace!(
+            target: crate::STAGE_TARGET,
+            stage = "follower_append",
+            entries,
+            elapsed_us = started.elapsed().as_micros() as u64,
+        );
         encode_reply("append_entries reply", &reply)
     }
 

@@ -39,6 +39,8 @@ struct FlushRequest {
     db: Db,
     /// Completed after the flush.
     waiter: Waiter,
+    /// When it was queued (how long it waited for the flush to start).
+    queued_at: Instant,
 }
 
 /// Why a flush failed, shareable by all its waiters.
@@ -111,6 +113,7 @@ impl Flusher {
         let request = FlushRequest {
             db: self.db.clone(),
             waiter,
+            queued_at: Instant::now(),
         };
         self.tx
             .send(request)
@@ -131,6 +134,7 @@ impl Flusher {
 async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
     while let Some(first) = rx.recv().await {
         let db = first.db;
+        let queued_us = first.queued_at.elapsed().as_micros() as u64;
         let mut waiters = vec![first.waiter];
         while waiters.len() < BATCH_REQUESTS_MAX {
             match rx.try_recv() {
@@ -143,6 +147,13 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
         // learn the outcome.
         let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(flush_bytes)) => {
+                tracing::trace!(
+                    target: crate::STAGE_TARGET,
+                    stage = "flush",
+                    waiters = waiters.len(),
+                    queued_us,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                );
                 tracing::trace!(
                     waiters = waiters.len(),
                     flush_bytes,

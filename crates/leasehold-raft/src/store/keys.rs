@@ -248,6 +248,8 @@ pub(crate) const LAST_MEMBERSHIP: MetaField<StoredMembership> =
     MetaField::new(0x05, "last_membership");
 /// The lease state's revision (index of the last state-changing command).
 pub(crate) const REVISION: MetaField<u64> = MetaField::new(0x06, "revision");
+/// The lease state's last position (absent before format version 3).
+pub(crate) const POSITION: MetaField<u64> = MetaField::new(0x07, "position");
 
 /// Encodes a value of space `S`.
 pub(crate) fn encode<S: KeySpace>(value: &S::Value) -> Result<Vec<u8>, StoreError> {

@@ -26,6 +26,7 @@
 //! | `0x00` | `0x04` last applied         | `LogId`                                 |
 //! | `0x00` | `0x05` last membership      | `StoredMembership`                      |
 //! | `0x00` | `0x06` lease state revision | `u64`                                   |
+//! | `0x00` | `0x07` last position        | `u64` (absent in version 2: = revision) |
 //! | `0x01` | log index (`u64` BE)        | `Entry`                                 |
 //! | `0x02` | session id (`u64` BE)       | `leasehold_core::Session`               |
 //! | `0x03` | resource name (UTF-8)       | `leasehold_core::Resource`              |
@@ -62,8 +63,13 @@ use flusher::Flusher;
 /// request id, leases the index of the wait they were granted to (the
 /// Raft log's commands changed with them); a version 1 database is
 /// refused with a clear error (no migration: no version 1 cluster was
-/// ever released).
-pub const STORE_FORMAT_VERSION: u32 = 2;
+/// ever released). 3: log entries may carry `Command::Batch`, and the
+/// lease state's last position is stored; a version 2 database is
+/// upgraded in place when opened (its position is its revision), after
+/// which a version 2 build refuses it (it could not read batch entries).
+pub const STORE_FORMAT_VERSION: u32 = 3;
+/// The oldest format version upgraded in place on open.
+const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 
 /// Opens (or creates) the store in `dir` and loads the state machine.
 ///
@@ -96,6 +102,17 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
 fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
     match keys::get_format_version(db)? {
         Some(STORE_FORMAT_VERSION) => Ok(()),
+        Some(STORE_FORMAT_VERSION_UPGRADABLE) => {
+            // Nothing else changes on disk: the missing position reads as
+            // the revision. Durable with the first flush.
+            tracing::info!(
+                path = %dir.display(),
+                from = STORE_FORMAT_VERSION_UPGRADABLE,
+                to = STORE_FORMAT_VERSION,
+                "upgrading store format"
+            );
+            keys::set_format_version(db, STORE_FORMAT_VERSION)
+        }
         Some(found) => Err(StoreError::UnsupportedFormat {
             path: dir.to_path_buf(),
             found,

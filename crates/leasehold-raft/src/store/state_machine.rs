@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use leasehold_core::{Event, LeaseState, Response, SessionChange, Touched};
+use leasehold_core::{Event, LeaseState, Response, SessionChange, SessionId, Touched};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::broadcast;
@@ -22,8 +22,9 @@ use crate::types::{
 /// `RecvError::Lagged`.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
-/// The lease events one applied log entry produced, or news that a
-/// snapshot replaced the state.
+/// The lease events and ended sessions of one applied log entry (published
+/// only for entries that have either), or news that a snapshot replaced
+/// the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedEvents {
     /// Log index of the entry (the watch revision), or the last index the
@@ -31,6 +32,10 @@ pub struct AppliedEvents {
     pub index: u64,
     /// The events, in order (none after a snapshot install).
     pub events: Vec<Event>,
+    /// Sessions the entry ended (closed, expired, or gone with their last
+    /// private lease), so a waiter can tell its own session ended without
+    /// re-reading the state on every entry.
+    pub ended_sessions: Vec<SessionId>,
     /// The state jumped to `index` by installing a snapshot: the entries
     /// up to it were never applied here, so their events were never seen.
     pub snapshot_installed: bool,
@@ -122,11 +127,12 @@ impl StateMachineStore {
     pub(crate) fn load(db: Db, flusher: Flusher) -> Result<Self, StoreError> {
         let config = keys::get::<ConfigSpace>(&db, &())?.unwrap_or_default();
         let revision = keys::get_meta(&db, &keys::REVISION)?.unwrap_or(0);
+        let position = keys::get_meta(&db, &keys::POSITION)?.unwrap_or(revision);
         let sessions = keys::scan::<SessionSpace>(&db)
             .map(|item| item.map(|(_, session)| session))
             .collect::<Result<Vec<_>, _>>()?;
         let resources = keys::scan::<ResourceSpace>(&db).collect::<Result<Vec<_>, _>>()?;
-        let lease = LeaseState::from_parts(config, revision, sessions, resources);
+        let lease = LeaseState::from_parts(config, revision, position, sessions, resources);
         lease.check_invariants().map_err(StoreError::Inconsistent)?;
         let last_applied = keys::get_meta(&db, &keys::LAST_APPLIED)?;
         let last_membership = keys::get_meta(&db, &keys::LAST_MEMBERSHIP)?.unwrap_or_default();
@@ -255,7 +261,8 @@ fn write_pointers(machine: &Machine, batch: &mut sled::Batch) -> Result<(), Stor
         &keys::LAST_MEMBERSHIP,
         Some(&machine.last_membership),
     )?;
-    keys::put_meta(batch, &keys::REVISION, Some(&machine.lease.revision()))
+    keys::put_meta(batch, &keys::REVISION, Some(&machine.lease.revision()))?;
+    keys::put_meta(batch, &keys::POSITION, Some(&machine.lease.position()))
 }
 
 /// Adds a full rewrite of the sessions, resources and configuration spaces
@@ -314,6 +321,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let mut published = Vec::new();
         let mut batch = sled::Batch::default();
@@ -338,11 +346,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 machine.last_applied = Some(entry.log_id);
                 touched.merge(applied.touched);
+                let ended_sessions: Vec<SessionId> = applied
+                    .sessions
+                    .iter()
+                    .filter_map(|change| match change {
+                        SessionChange::Ended { session } => Some(*session),
+                        SessionChange::Opened { .. } => None,
+                    })
+                    .collect();
                 sessions.extend(applied.sessions);
-                if !applied.events.is_empty() {
+                if !applied.events.is_empty() || !ended_sessions.is_empty() {
                     published.push(AppliedEvents {
                         index,
                         events: applied.events,
+                        ended_sessions,
                         snapshot_installed: false,
                     });
                 }
@@ -364,6 +381,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .db
             .apply_batch(batch)
             .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+        tracing::trace!(
+            target: crate::STAGE_TARGET,
+            stage = "apply",
+            entries = responses.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+        );
         tracing::trace!(
             ?last_applied,
             entries = responses.len(),
@@ -453,6 +476,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _ = self.shared.events.send(Arc::new(AppliedEvents {
             index: meta.last_log_id.map_or(0, |l| l.index),
             events: Vec::new(),
+            ended_sessions: Vec::new(),
             snapshot_installed: true,
         }));
         Ok(())

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proposer::Proposer;
 use leasehold_core::machine::{validate_client_name, validate_metadata, validate_resource};
 use leasehold_core::{
     Acquire, Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
@@ -10,7 +11,6 @@ use leasehold_core::{
 };
 use leasehold_proto::v1 as pb;
 use leasehold_raft::store::AppliedEvents;
-use leasehold_raft::Raft;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -168,27 +168,28 @@ impl LeaseApi {
         // never learned of would block the resource for as long as the
         // session lives.
         let mut guard = AbandonOnDrop {
-            raft: Some(self.raft.clone()),
+            proposer: Some(self.proposer.clone()),
             session,
             resource: resource.to_string(),
             queued_at: wait.queued_at,
         };
         loop {
             if let Some(grant) = self.held(session, resource) {
-                guard.raft = None;
+                guard.proposer = None;
                 self.metrics.granted();
                 return Ok(self.acquired(session, wait.secret, &grant));
             }
             if self.state.read(|s| s.session(session).is_none()) {
-                guard.raft = None;
+                guard.proposer = None;
                 return Err(ApiError::SessionNotFound(session));
             }
             tokio::select! {
-                got = events.recv() => match got {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                got = next_relevant(events, session, resource) => match got {
+                    Ok(()) => continue,
                     Err(broadcast::error::RecvError::Closed) => {
                         return Err(self.shutting_down());
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = self.shutdown.clone().recv() => {
@@ -196,7 +197,7 @@ impl LeaseApi {
                     // hold up the drain for the whole wait, and withdraw
                     // the wait first (Raft still runs), so the session is
                     // not granted a lease its client never learns of.
-                    guard.raft = None;
+                    guard.proposer = None;
                     self.abandon_wait(&wait, resource).await;
                     return Err(self.shutting_down());
                 }
@@ -212,7 +213,7 @@ impl LeaseApi {
                 resource: resource.to_string(),
             })
             .await?;
-        guard.raft = None;
+        guard.proposer = None;
         match resp {
             CoreResponse::Acquired { grant, .. } => {
                 self.metrics.granted();
@@ -268,12 +269,37 @@ impl LeaseApi {
     }
 }
 
+/// Whether an applied entry may have granted `session`'s wait on
+/// `resource`, or ended the wait: it has an event on that resource (a grant
+/// to this waiter is one), it ended the session, or a snapshot replaced
+/// the state. Other entries leave the wait as it was.
+fn concerns_wait(applied: &AppliedEvents, session: SessionId, resource: &str) -> bool {
+    applied.snapshot_installed
+        || applied.ended_sessions.contains(&session)
+        || applied.events.iter().any(|e| e.resource == resource)
+}
+
+/// Returns once an applied entry concerns the wait (see [`concerns_wait`]),
+/// or with the channel's error (lagged: messages were lost, so re-check).
+async fn next_relevant(
+    events: &mut broadcast::Receiver<Arc<AppliedEvents>>,
+    session: SessionId,
+    resource: &str,
+) -> Result<(), broadcast::error::RecvError> {
+    loop {
+        let applied = events.recv().await?;
+        if concerns_wait(&applied, session, resource) {
+            return Ok(());
+        }
+    }
+}
+
 /// Withdraws a queued wait when dropped while armed (the waiting call was
 /// abandoned by its caller), releasing the lease if it was granted to that
 /// very wait in the meantime.
 struct AbandonOnDrop {
     /// Set while the wait still needs withdrawing.
-    raft: Option<Raft>,
+    proposer: Option<Proposer>,
     /// The waiting session.
     session: SessionId,
     /// The resource it waits for.
@@ -284,17 +310,60 @@ struct AbandonOnDrop {
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        if let Some(raft) = self.raft.take() {
+        if let Some(proposer) = self.proposer.take() {
             let command = Command::AbandonWait {
                 session: self.session,
                 resource: std::mem::take(&mut self.resource),
                 queued_at: self.queued_at,
             };
             tokio::spawn(async move {
-                if let Err(error) = raft.client_write(command).await {
+                if let Err(error) = proposer.propose(command).await {
                     tracing::warn!(%error, "could not withdraw an abandoned wait");
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leasehold_core::{Event, EventKind, Mode};
+
+    use super::*;
+
+    fn applied(events: &[(&str, SessionId)], ended: &[SessionId]) -> AppliedEvents {
+        AppliedEvents {
+            index: 7,
+            events: events
+                .iter()
+                .map(|(resource, session)| Event {
+                    revision: 7,
+                    kind: EventKind::Acquired,
+                    resource: (*resource).to_string(),
+                    session: *session,
+                    mode: Mode::Exclusive,
+                    token: 7,
+                })
+                .collect(),
+            ended_sessions: ended.to_vec(),
+            snapshot_installed: false,
+        }
+    }
+
+    #[test]
+    fn a_wait_wakes_only_for_entries_that_concern_it() {
+        // Its resource changed, its session ended, or the state was replaced.
+        assert!(concerns_wait(&applied(&[("r", 9)], &[]), 5, "r"));
+        assert!(concerns_wait(&applied(&[], &[5]), 5, "r"));
+        let mut snapshot = applied(&[], &[]);
+        snapshot.snapshot_installed = true;
+        assert!(concerns_wait(&snapshot, 5, "r"));
+        // Anything else leaves it asleep.
+        assert!(!concerns_wait(&applied(&[("other", 5)], &[6]), 5, "r"));
+        assert!(!concerns_wait(
+            &applied(&[("r2", 5), ("q", 9)], &[]),
+            5,
+            "r"
+        ));
     }
 }

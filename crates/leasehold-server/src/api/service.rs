@@ -12,6 +12,8 @@ use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::leasehold_server::Leasehold;
 use leasehold_raft::store::{LogStore, StateMachineStore};
 use leasehold_raft::{NodeId, Raft};
+
+use crate::proposer::Proposer;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -19,7 +21,6 @@ use super::error::ApiError;
 use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
-use crate::error::ProposeError;
 use crate::lessor::Lessor;
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
@@ -31,8 +32,10 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct LeaseApi {
     /// This node.
     pub(super) node_id: NodeId,
-    /// Proposals and metrics.
+    /// Membership changes, Raft metrics and forwarding.
     pub(super) raft: Raft,
+    /// Proposals, grouped into entries (group commit).
+    pub(super) proposer: Proposer,
     /// Reads of applied state.
     pub(super) state: StateMachineStore,
     /// Leader lease, deadlines, serving state.
@@ -84,6 +87,7 @@ impl LeaseApi {
     pub fn new(
         node_id: NodeId,
         raft: Raft,
+        proposer: Proposer,
         state: StateMachineStore,
         log_store: LogStore,
         lessor: Arc<Lessor>,
@@ -100,6 +104,7 @@ impl LeaseApi {
             node_id,
             forwarder: Forwarder::new(node_id, raft.clone()),
             raft,
+            proposer,
             state,
             lessor,
             history,
@@ -120,9 +125,9 @@ impl LeaseApi {
     /// Replicates a command; times out as UNAVAILABLE.
     pub(super) async fn propose(&self, command: Command) -> Result<(u64, CoreResponse), ApiError> {
         self.metrics.proposed();
-        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(command)).await {
-            Ok(Ok(w)) => Ok((w.log_id.index, w.data)),
-            Ok(Err(e)) => Err(ProposeError::from(e).into()),
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.proposer.propose(command)).await {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ApiError::unavailable(
                 "the command did not commit in time (it may still apply); retry",
             )),
