@@ -8,9 +8,10 @@
 //! - a waiter's session does not also hold the resource;
 //! - the head of a non-empty queue cannot be granted (else it would have been);
 //! - no idle resource is stored;
-//! - no session id, fencing token or queue place exceeds the last position.
+//! - no session id, fencing token or queue place exceeds the last position;
+//! - the recall index lists exactly the leases under a recall notice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{Acquire, Command, SessionRef, SessionTarget};
 use crate::config::LeaseConfig;
@@ -45,6 +46,10 @@ pub struct LeaseState {
     /// Open sessions by the client's request id that opened them (derived
     /// from `sessions`, never encoded), so a retried open finds its session.
     by_request: BTreeMap<RequestId, SessionId>,
+    /// The resources each session holds under a recall notice (derived
+    /// from `resources`, never encoded), so a keepalive finds a session's
+    /// notices without walking every lease it holds.
+    recalled: BTreeMap<SessionId, BTreeSet<String>>,
 }
 
 /// Collects the side outputs of one apply.
@@ -133,13 +138,48 @@ impl LeaseState {
             .filter(|s| s.request_id != 0)
             .map(|s| (s.request_id, s.id))
             .collect();
+        let resources: BTreeMap<String, Resource> = resources.into_iter().collect();
+        let mut recalled: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
+        for (name, res) in &resources {
+            for lease in res.holders.values().filter(|l| l.recall.is_some()) {
+                recalled
+                    .entry(lease.session)
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
         LeaseState {
             config,
             sessions,
-            resources: resources.into_iter().collect(),
+            resources,
             revision,
             position,
             by_request,
+            recalled,
+        }
+    }
+
+    /// The resources `session` holds under a recall notice, with their
+    /// leases (a keepalive reports them). Empty for most sessions; costs a
+    /// lookup per recalled lease, not per lease held.
+    pub fn recalled_leases(&self, session: SessionId) -> impl Iterator<Item = (&String, &Lease)> {
+        self.recalled
+            .get(&session)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| {
+                let (name, res) = self.resources.get_key_value(name)?;
+                Some((name, res.holders.get(&session)?))
+            })
+    }
+
+    /// Forgets that `session`'s lease on `name` was recalled (it is gone).
+    fn forget_recall(&mut self, session: SessionId, name: &str) {
+        if let Some(names) = self.recalled.get_mut(&session) {
+            names.remove(name);
+            if names.is_empty() {
+                self.recalled.remove(&session);
+            }
         }
     }
 
@@ -471,6 +511,7 @@ impl LeaseState {
                     cx.event(kind, name, &lease);
                 }
             }
+            self.forget_recall(id, name);
             self.settle(cx, name);
             released.push(name.clone());
         }
@@ -786,6 +827,7 @@ impl LeaseState {
         };
         s.held.remove(resource);
         let private_and_empty = s.private && s.lease_count() == 0;
+        self.forget_recall(session, resource);
         cx.touched.sessions.insert(session);
         cx.event(EventKind::Released, resource, &lease);
         self.settle(cx, resource);
@@ -816,6 +858,10 @@ impl LeaseState {
                 reason: reason.to_string(),
             });
             holders.push(lease.session);
+            self.recalled
+                .entry(lease.session)
+                .or_default()
+                .insert(resource.to_string());
             cx.events.push(Event {
                 revision: cx.index,
                 kind: EventKind::Recalled,

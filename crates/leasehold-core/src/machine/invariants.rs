@@ -57,6 +57,22 @@ impl LeaseState {
                 }
             }
         }
+        let mut recalled: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> =
+            std::collections::BTreeMap::new();
+        for (name, res) in &self.resources {
+            for lease in res.holders.values().filter(|l| l.recall.is_some()) {
+                recalled
+                    .entry(lease.session)
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
+        if recalled != self.recalled {
+            return Err(format!(
+                "recall index {:?} differs from the recalled leases {recalled:?}",
+                self.recalled
+            ));
+        }
         for (id, s) in &self.sessions {
             if *id > self.position {
                 return Err(format!(

@@ -108,12 +108,10 @@ impl LeaseApi {
                 .iter()
                 .zip(renewed)
                 .map(|(id, ttl)| {
-                    let notices = match (ttl, s.session(*id)) {
-                        (Some(_), Some(session)) => session
-                            .held
-                            .iter()
-                            .filter_map(|name| {
-                                let lease = s.resource(name)?.holders.get(id)?;
+                    let notices = match ttl {
+                        Some(_) => s
+                            .recalled_leases(*id)
+                            .filter_map(|(name, lease)| {
                                 let recall = lease.recall.as_ref()?;
                                 Some(pb::Notice {
                                     resource: name.clone(),
@@ -123,7 +121,7 @@ impl LeaseApi {
                                 })
                             })
                             .collect(),
-                        _ => Vec::new(),
+                        None => Vec::new(),
                     };
                     pb::SessionStatus {
                         session_id: *id,
