@@ -7,6 +7,9 @@
 //! - [`config`]: the replicated [`LeaseConfig`] (TTL bounds, drift, grace).
 //! - [`command`]: the replicated [`Command`]s.
 //! - [`session`], [`resource`]: the replicated records.
+//! - [`small`]: [`SmallMap`] / [`SmallSet`]: ordered collections sized to
+//!   their contents while small (the holders of a resource, the leases of a
+//!   session), encoded as the `BTreeMap` / `BTreeSet` they replace.
 //! - [`machine`]: [`LeaseState`] and its deterministic `apply`.
 //! - [`outcome`]: what an apply returns ([`Response`], events, touched keys).
 //! - [`event`]: lease events for watchers.
@@ -31,6 +34,7 @@ pub mod outcome;
 pub mod rejection;
 pub mod resource;
 pub mod session;
+pub mod small;
 pub mod snapshot;
 pub mod time;
 pub mod types;
@@ -44,5 +48,6 @@ pub use outcome::{Applied, Grant, Response, SessionChange, Touched};
 pub use rejection::{HolderRef, Rejection};
 pub use resource::{Lease, RecallNotice, Resource, Waiter};
 pub use session::Session;
+pub use small::{SmallMap, SmallSet};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use types::{FencingToken, LogIndex, Mode, RequestId, SessionId, SessionSecret};

@@ -1,9 +1,10 @@
 //! A named resource: its holders and its FIFO queue of waiters.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::small::SmallMap;
 use crate::types::{FencingToken, LogIndex, Mode, SessionId};
 
 /// A recall notice attached to a lease: the service asked the holder to give
@@ -52,8 +53,8 @@ pub struct Waiter {
 /// waiters is not stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
-    /// Current holders by session.
-    pub holders: BTreeMap<SessionId, Lease>,
+    /// Current holders by session (almost always one: see [`SmallMap`]).
+    pub holders: SmallMap<SessionId, Lease>,
     /// Waiters in arrival order.
     pub waiters: VecDeque<Waiter>,
 }

@@ -1,9 +1,8 @@
 //! A session: the client's heartbeat. All its leases live and die with it.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
+use crate::small::SmallSet;
 use crate::types::{RequestId, SessionId, SessionSecret};
 
 /// Replicated record of an open session. Its deadline is *not* here: the
@@ -24,9 +23,9 @@ pub struct Session {
     /// retry of that request finds this session instead of opening another.
     pub request_id: RequestId,
     /// Resources this session holds (index into the resource table).
-    pub held: BTreeSet<String>,
+    pub held: SmallSet<String>,
     /// Resources this session waits for.
-    pub waiting: BTreeSet<String>,
+    pub waiting: SmallSet<String>,
 }
 
 impl Session {

@@ -71,6 +71,13 @@ pub const STORE_FORMAT_VERSION: u32 = 3;
 /// The oldest format version upgraded in place on open.
 const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 
+/// sled's page cache bound. sled's default (1 GiB) would let the cache
+/// alone take more than a node's whole memory budget (issue 8: a million
+/// leases under 1 GiB resident); the lease state is served from memory by
+/// the state machine, and the log is read back only for replication of
+/// recent entries and snapshots, so a small cache costs little.
+pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Opens (or creates) the store in `dir` and loads the state machine.
 ///
 /// Must be called inside a tokio runtime: the flusher is a task on it, and
@@ -80,6 +87,7 @@ const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = sled::Config::new()
         .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES)
         .open()
         .map_err(|source| StoreError::Open {
             path: dir.to_path_buf(),
