@@ -263,27 +263,26 @@ impl Lessor {
 
     /// Renews sessions (id, presented secret) for a keepalive received now.
     pub fn renew(&self, sessions: &[(SessionId, SessionSecret)]) -> KeepAlive {
-        if self.cell.rules().stepped_aside() {
-            return KeepAlive::ShuttingDown;
-        }
-        if !self.role().0 {
-            return KeepAlive::NotServing;
-        }
-        let outcome = {
+        // One lock of the rules per message: stepping aside, the leader
+        // lease and the renewals are decided together, at one instant.
+        let (outcome, rules_term) = {
             let now_ms = self.cell.now_ms();
-            self.cell.rules().renew(sessions, now_ms)
+            let mut rules = self.cell.rules();
+            if rules.stepped_aside() {
+                return KeepAlive::ShuttingDown;
+            }
+            (rules.renew(sessions, now_ms), rules.term())
         };
         let renewed = match outcome {
             RenewOutcome::NotServing => return KeepAlive::NotServing,
             RenewOutcome::Denied(id) => return KeepAlive::Denied(id),
             RenewOutcome::Renewed(r) => r,
         };
-        // The lease may have lapsed, or the node stepped aside, while we
-        // worked: check again before answering.
-        match self.serving() {
-            Serving::ShuttingDown => return KeepAlive::ShuttingDown,
-            s if !s.may_serve() => return KeepAlive::NotServing,
-            _ => {}
+        // Raft may have moved on while we renewed: answer only as the
+        // leader of the term whose rules renewed (read after renewing).
+        let (leader, vote) = self.role();
+        if !leader || rules_term != Some(vote.leader_id().term) {
+            return KeepAlive::NotServing;
         }
         let out: Vec<Option<u64>> = renewed
             .into_iter()
