@@ -106,13 +106,15 @@ fn rows(a: &CompareArgs) -> Vec<Row> {
         clients,
         work,
     };
+    let c1 = "1 client".to_string();
+    let cn = format!("{n} clients");
     let all = vec![
-        row("open", "open session, library (etcd: LeaseGrant)", "1".into(), Work::Open(1)),
-        row("open", "open session, library (etcd: LeaseGrant)", n.to_string(), Work::Open(n)),
-        row("open-raw", "open session, raw gRPC (etcd: LeaseGrant)", "1".into(), Work::OpenRaw(1)),
-        row("open-raw", "open session, raw gRPC (etcd: LeaseGrant)", n.to_string(), Work::OpenRaw(n)),
-        row("lock", "lock cycle: acquire one of 64 + release (etcd: grant + txn + revoke)", "1".into(), Work::Lock(1)),
-        row("lock", "lock cycle: acquire one of 64 + release (etcd: grant + txn + revoke)", n.to_string(), Work::Lock(n)),
+        row("open", "open session, library (etcd: LeaseGrant)", c1.clone(), Work::Open(1)),
+        row("open", "open session, library (etcd: LeaseGrant)", cn.clone(), Work::Open(n)),
+        row("open-raw", "open session, raw gRPC (etcd: LeaseGrant)", c1.clone(), Work::OpenRaw(1)),
+        row("open-raw", "open session, raw gRPC (etcd: LeaseGrant)", cn.clone(), Work::OpenRaw(n)),
+        row("lock", "lock cycle: acquire one of 64 + release (etcd: grant + txn + revoke)", c1.clone(), Work::Lock(1)),
+        row("lock", "lock cycle: acquire one of 64 + release (etcd: grant + txn + revoke)", cn.clone(), Work::Lock(n)),
         row("keepalive", "keepalive, one session per stream (renewals/s)", "1 session".into(), Work::KeepAlive(1, 1)),
         row("keepalive", "keepalive, one session per stream (renewals/s)", format!("{n} sessions"), Work::KeepAlive(n, 1)),
         row(
