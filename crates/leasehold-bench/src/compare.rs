@@ -44,7 +44,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 100_000)]
     pub memory_leases: u64,
     /// TTL of the memory row's leases, seconds: must outlast creating them.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 200)]
     pub memory_ttl_s: u64,
     /// Only these rows (comma-separated ids: open, open-raw, lock,
     /// keepalive, failover, memory).
@@ -119,7 +119,7 @@ fn rows(a: &CompareArgs) -> Vec<Row> {
         row("keepalive", "keepalive, one session per stream (renewals/s)", format!("{n} sessions"), Work::KeepAlive(n, 1)),
         row(
             "keepalive",
-            "keepalive, many sessions (etcd: one stream per lease; Leasehold: the library's shape, one stream, all sessions in each message) (renewals/s)",
+            "keepalive, many sessions (etcd: a stream per lease; Leasehold: one stream, all in each message) (renewals/s)",
             format!("{k} sessions"),
             Work::KeepAlive(1, k),
         ),
@@ -218,6 +218,7 @@ async fn run_rows(args: &CompareArgs, c: &mut Clusters) -> anyhow::Result<Vec<Ro
         vec![System::Leasehold]
     };
     let mut results = Vec::new();
+    let mut failed = Vec::new();
     for row in rows(args) {
         let mut result = RowResult {
             throughput: !matches!(row.work, Work::Failover | Work::Memory),
@@ -233,7 +234,23 @@ async fn run_rows(args: &CompareArgs, c: &mut Clusters) -> anyhow::Result<Vec<Ro
         };
         for rep in 0..repeats {
             for &system in &systems {
-                let run = one(args, c, system, row.work).await?;
+                let run = match one(args, c, system, row.work).await {
+                    Ok(run) => run,
+                    Err(e) => {
+                        // Recorded, and the rows go on; the run fails at the end.
+                        failed.push(format!(
+                            "{} [{}] on {}: {e:#}",
+                            row.label,
+                            row.clients,
+                            system.name()
+                        ));
+                        Run {
+                            errors: 1,
+                            note: format!("run failed: {e:#}"),
+                            ..Run::default()
+                        }
+                    }
+                };
                 println!(
                     "{:<9} {} [{} clients] run {}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  errors {}  {}",
                     system.name(),
@@ -256,6 +273,7 @@ async fn run_rows(args: &CompareArgs, c: &mut Clusters) -> anyhow::Result<Vec<Ro
         results.push(result);
         report::write(&args.out, &results, args)?;
     }
+    anyhow::ensure!(failed.is_empty(), "runs failed:\n{}", failed.join("\n"));
     Ok(results)
 }
 

@@ -152,11 +152,13 @@ pub fn markdown(rows: &[RowResult], args: &CompareArgs, plot_name: &str) -> Stri
         for (name, runs) in [("etcd", &r.etcd), ("Leasehold", &r.leasehold)] {
             for (i, run) in runs.iter().enumerate().filter(|(_, run)| run.errors > 0) {
                 notes.push(format!(
-                    "- {} [{}], {name} run {}: {} failed calls",
+                    "- {} [{}], {name} run {}: {} failed calls{}{}",
                     r.label,
                     r.clients,
                     i + 1,
-                    run.errors
+                    run.errors,
+                    if run.note.is_empty() { "" } else { "; " },
+                    run.note
                 ));
             }
         }
