@@ -97,6 +97,7 @@ struct Row {
     work: Work,
 }
 
+/// The rows in run order, filtered by `--only` (memory skipped with 0 leases).
 fn rows(a: &CompareArgs) -> Vec<Row> {
     let n = a.clients;
     let k = a.keepalive_sessions;
@@ -195,9 +196,8 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(e) = clusters.etcd.as_mut() {
         e.stop().await?;
     }
-    let results = result?;
+    result?;
     println!("wrote {}", args.out.display());
-    drop(results);
     Ok(())
 }
 
@@ -331,6 +331,7 @@ async fn one(
     }
 }
 
+/// One run of one row on etcd, whose leader is member `i`.
 #[cfg(feature = "etcd")]
 async fn etcd_one(
     c: &mut Clusters,
@@ -354,6 +355,7 @@ async fn etcd_one(
     }
 }
 
+/// Without the `etcd` feature there is no etcd side.
 #[cfg(not(feature = "etcd"))]
 async fn etcd_one(
     _c: &mut Clusters,

@@ -161,6 +161,7 @@ enum Cli {
     InProcess(inprocess::InProcessArgs),
 }
 
+/// Runs the subcommand.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
