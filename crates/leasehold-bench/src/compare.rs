@@ -252,7 +252,7 @@ async fn run_rows(args: &CompareArgs, c: &mut Clusters) -> anyhow::Result<Vec<Ro
                     }
                 };
                 println!(
-                    "{:<9} {} [{} clients] run {}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  errors {}  {}",
+                    "{:<9} {} [{}] run {}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  errors {}  {}",
                     system.name(),
                     row.label,
                     row.clients,

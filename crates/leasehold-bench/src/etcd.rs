@@ -236,8 +236,12 @@ pub async fn failover(
                         g.lost = true;
                         break;
                     }
-                    _ => {
-                        g.failed(endpoints.len());
+                    Ok(Err(e)) => {
+                        g.failed(endpoints.len(), format!("{e:#}"));
+                        stream = None;
+                    }
+                    Err(_) => {
+                        g.failed(endpoints.len(), "no answer within the call timeout".into());
                         stream = None;
                     }
                 }

@@ -85,6 +85,8 @@ pub struct Gaps {
     pub lost: bool,
     /// Latency of every answered renewal.
     lat: Vec<Duration>,
+    /// Why the first failed renewal failed.
+    first_error: Option<String>,
 }
 
 impl Gaps {
@@ -97,6 +99,7 @@ impl Gaps {
             errors: 0,
             lost: false,
             lat: Vec::new(),
+            first_error: None,
         }
     }
 
@@ -108,9 +111,11 @@ impl Gaps {
         self.lat.push(now - sent);
     }
 
-    /// A renewal failed: count it and move to the next of `n` endpoints.
-    pub fn failed(&mut self, n: usize) {
+    /// A renewal failed (`why`): count it and move to the next of `n`
+    /// endpoints.
+    pub fn failed(&mut self, n: usize, why: String) {
         self.errors += 1;
+        self.first_error.get_or_insert(why);
         self.endpoint = (self.endpoint + 1) % n.max(1);
     }
 
@@ -126,9 +131,11 @@ impl Gaps {
         let lost = all.iter().filter(|g| g.lost).count();
         let gap = all.iter().map(|g| g.max_gap).max().unwrap_or_default();
         let errors = all.iter().map(|g| g.errors).sum();
+        let first_error = all.iter().find_map(|g| g.first_error.clone());
         let lat: Vec<Duration> = all.into_iter().flat_map(|g| g.lat).collect();
         let ops = lat.len() as u64;
         let mut run = stats::summarize(lat, ops, errors, duration);
+        run.first_error = first_error;
         run.note = format!(
             "longest renewal gap {:.0} ms, {errors} failed renewals, {lost}/{sessions} sessions lost",
             gap.as_secs_f64() * 1e3
@@ -178,7 +185,7 @@ mod tests {
     fn gaps_take_the_longest_silence_and_count_failures() {
         let mut g = Gaps::new(2);
         g.ok(Instant::now());
-        g.failed(3);
+        g.failed(3, "refused".into());
         assert_eq!(g.endpoint, 0);
         std::thread::sleep(Duration::from_millis(30));
         g.ok(Instant::now());
@@ -186,6 +193,7 @@ mod tests {
         assert!(g.max_gap >= Duration::from_millis(30));
         let run = Gaps::summarize(vec![g, Gaps::new(0)], Duration::from_secs(1));
         assert_eq!(run.errors, 1);
+        assert_eq!(run.first_error.as_deref(), Some("refused"));
         assert_eq!(run.ops_per_s, 2.0);
         assert!(run.note.contains("0/2 sessions lost"), "{}", run.note);
     }

@@ -128,20 +128,21 @@ pub fn markdown(rows: &[RowResult], args: &CompareArgs, plot_name: &str) -> Stri
     let special: Vec<&RowResult> = rows.iter().filter(|r| !r.throughput).collect();
     if !special.is_empty() {
         let _ = writeln!(s, "\n## Failover and memory\n");
-        let _ = writeln!(s, "| row | sessions | system | run | result | renewals/s or creations/s | p50 / p99 / p99.9 ms |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "| row | sessions | system | run | result | renewals/s or creations/s | p50 / p99 / p99.9 ms | failed calls |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for r in special {
             for (name, runs) in [("etcd", &r.etcd), ("Leasehold", &r.leasehold)] {
                 for (i, run) in runs.iter().enumerate() {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {name} | {} | {} | {} | {} |",
+                        "| {} | {} | {name} | {} | {} | {} | {} | {} |",
                         r.label,
                         r.clients,
                         i + 1,
                         run.note,
                         thousands(run.ops_per_s),
                         lat_cell(std::slice::from_ref(run)),
+                        errors_cell(run),
                     );
                 }
             }
@@ -152,11 +153,11 @@ pub fn markdown(rows: &[RowResult], args: &CompareArgs, plot_name: &str) -> Stri
         for (name, runs) in [("etcd", &r.etcd), ("Leasehold", &r.leasehold)] {
             for (i, run) in runs.iter().enumerate().filter(|(_, run)| run.errors > 0) {
                 notes.push(format!(
-                    "- {} [{}], {name} run {}: {} failed calls{}{}",
+                    "- {} [{}], {name} run {}: {}{}{}",
                     r.label,
                     r.clients,
                     i + 1,
-                    run.errors,
+                    errors_cell(run),
                     if run.note.is_empty() { "" } else { "; " },
                     run.note
                 ));
@@ -245,6 +246,14 @@ pub fn svg(rows: &[RowResult]) -> String {
     s
 }
 
+/// Failed calls and the first one's error.
+fn errors_cell(run: &Run) -> String {
+    match &run.first_error {
+        Some(e) if run.errors > 0 => format!("{} (first: {})", run.errors, e.replace('|', "/")),
+        _ => run.errors.to_string(),
+    }
+}
+
 /// XML text escaping.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -279,6 +288,7 @@ mod tests {
             p999_ms: p50 * 8.0,
             errors: 0,
             note: String::new(),
+            first_error: None,
         }
     }
 
@@ -322,6 +332,8 @@ mod tests {
         failover.throughput = false;
         failover.label = "failover".into();
         failover.leasehold[0].note = "longest renewal gap 900 ms".into();
+        failover.leasehold[0].errors = 2;
+        failover.leasehold[0].first_error = Some("status: Unavailable".into());
         let args = <CompareArgs as clap::Args>::augment_args(clap::Command::new("t"))
             .try_get_matches_from(["t"])
             .and_then(|m| <CompareArgs as clap::FromArgMatches>::from_arg_matches(&m))

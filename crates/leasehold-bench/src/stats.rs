@@ -25,6 +25,8 @@ pub struct Run {
     pub errors: u64,
     /// Row-specific figures (failover gap, memory), printed as they are.
     pub note: String,
+    /// The first failed call's error, if any call failed.
+    pub first_error: Option<String>,
 }
 
 /// The `p` quantile (0..=1) of sorted latencies, in milliseconds.
@@ -46,6 +48,7 @@ pub fn summarize(mut lat: Vec<Duration>, ops: u64, errors: u64, elapsed: Duratio
         p999_ms: quantile_ms(&lat, 0.999),
         errors,
         note: String::new(),
+        first_error: None,
     }
 }
 
@@ -70,6 +73,7 @@ where
             let mut state = state;
             let mut lat = Vec::new();
             let (mut ops, mut errors, mut i) = (0u64, 0u64, 0u64);
+            let mut first_error: Option<String> = None;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let (s, r) = op(state, i).await;
@@ -80,13 +84,14 @@ where
                         lat.push(t.elapsed());
                         ops += n;
                     }
-                    Err(_) => {
+                    Err(e) => {
                         errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
                         tokio::time::sleep(ERROR_PAUSE).await;
                     }
                 }
             }
-            (state, lat, ops, errors)
+            (state, lat, ops, errors, first_error)
         }));
     }
     tokio::time::sleep(duration).await;
@@ -94,21 +99,28 @@ where
     let mut lat = Vec::new();
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut states = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok((s, l, o, e)) => {
+            Ok((s, l, o, e, f)) => {
                 states.push(s);
                 lat.extend(l);
                 ops += o;
                 errors += e;
+                first_error = first_error.or(f);
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                first_error = first_error.or(Some(format!("worker panicked: {e}")));
+            }
         }
     }
     // The calls in flight at the stop finished after it and counted:
     // measure to the last of them.
     let elapsed = started.elapsed();
-    (summarize(lat, ops, errors, elapsed), states)
+    let mut run = summarize(lat, ops, errors, elapsed);
+    run.first_error = first_error;
+    (run, states)
 }
 
 /// Runs `op(state, i)` for every `i` in `0..n` exactly once, spread over
@@ -130,6 +142,7 @@ where
             let mut state = state;
             let mut lat = Vec::new();
             let (mut ops, mut errors) = (0u64, 0u64);
+            let mut first_error: Option<String> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -143,27 +156,37 @@ where
                         lat.push(t.elapsed());
                         ops += k;
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
                 }
             }
-            (state, lat, ops, errors)
+            (state, lat, ops, errors, first_error)
         }));
     }
     let mut lat = Vec::new();
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut states = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok((s, l, o, e)) => {
+            Ok((s, l, o, e, f)) => {
                 states.push(s);
                 lat.extend(l);
                 ops += o;
                 errors += e;
+                first_error = first_error.or(f);
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                first_error = first_error.or(Some(format!("worker panicked: {e}")));
+            }
         }
     }
-    (summarize(lat, ops, errors, started.elapsed()), states)
+    let mut run = summarize(lat, ops, errors, started.elapsed());
+    run.first_error = first_error;
+    (run, states)
 }
 
 #[cfg(test)]
@@ -197,6 +220,7 @@ mod tests {
         assert!(calls > 0);
         assert!(run.errors > 0 && run.errors <= calls / 4 + 2);
         assert!(run.ops_per_s > 0.0);
+        assert_eq!(run.first_error.as_deref(), Some("refused"));
         assert!(run.p50_ms >= 1.0 && run.p99_ms >= run.p50_ms && run.p999_ms >= run.p99_ms);
     }
 
@@ -219,5 +243,6 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
         assert_eq!(run.errors, 1);
+        assert_eq!(run.first_error.as_deref(), Some("no"));
     }
 }
