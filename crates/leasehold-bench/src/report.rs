@@ -181,8 +181,8 @@ pub fn markdown(rows: &[RowResult], args: &CompareArgs, plot_name: &str) -> Stri
 /// for each system on a log axis from 0.1 ms to 10 s.
 pub fn svg(rows: &[RowResult]) -> String {
     let rows: Vec<&RowResult> = rows.iter().filter(|r| r.throughput).collect();
-    const W: f64 = 980.0;
-    const LEFT: f64 = 430.0;
+    const W: f64 = 1100.0;
+    const LEFT: f64 = 540.0;
     const ROW_H: f64 = 44.0;
     const TOP: f64 = 40.0;
     let (lo, hi) = (0.1f64.log10(), 10_000f64.log10());
@@ -211,7 +211,7 @@ pub fn svg(rows: &[RowResult]) -> String {
         let y = TOP + ROW_H * k as f64;
         let label: String = format!("{} [{}]", r.label, r.clients)
             .chars()
-            .take(72)
+            .take(90)
             .collect();
         let _ = writeln!(
             s,
