@@ -11,7 +11,7 @@ use leasehold_tests::{wait_until, TestCluster, WAIT};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::{ms, percentile};
+use crate::inprocess::{ms, percentile};
 
 /// Acquire+release pairs through the leader's API, one client.
 pub async fn latency(c: &TestCluster, pairs: usize) -> anyhow::Result<()> {

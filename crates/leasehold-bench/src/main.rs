@@ -1,179 +1,206 @@
-//! `leasehold-bench`: starts a three-node cluster in this process (real
-//! gRPC on 127.0.0.1, real sled with fsync) and prints replicated command
-//! latency with one client and throughput with many concurrent clients.
+//! `leasehold-bench`: Leasehold against etcd, side by side, on 3-node
+//! loopback clusters of real processes (`compare`, what `cluster/bench.sh`
+//! runs), and the older in-process figures (`in-process`).
 //!
 //! # Layout
-//! - `latency`: one client proposes sequentially; prints p50/p90/p99/max.
-//! - `throughput`: N clients propose concurrently for a fixed time.
-//! - [`api`]: the same and more through the client gRPC API: keepalive
-//!   renewals per second, failover timing.
+//! - [`compare`]: the rows, interleaved etcd / Leasehold, each twice; the
+//!   flags; writes the results.
+//! - [`procs`]: the clusters as child processes: start, SIGKILL, restart,
+//!   RSS of a pid, the pid file the script's trap reads.
+//! - [`lh`]: Leasehold's side of each row (client library and raw gRPC).
+//! - `etcd` (feature `etcd`): etcd's side of each row (`etcd-client`).
+//! - [`stats`]: closed-loop and fixed-count load, percentiles.
+//! - [`report`]: the markdown table and the SVG latency plot.
+//! - [`inprocess`], [`api`]: the in-process cluster bench.
+//! - here: what rows share (TTLs, failover and memory parameters, renewal
+//!   gaps).
 
 mod api;
+mod compare;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod inprocess;
+mod lh;
+mod procs;
+mod report;
+mod stats;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use leasehold_core::{Acquire, Command, Mode, Response, SessionRef, SessionSecret, SessionTarget};
-use leasehold_tests::{ClusterOptions, TestCluster};
 
-/// Flags.
+use stats::Run;
+
+/// TTL of sessions (etcd: leases) opened by the throughput rows; they are
+/// closed (revoked) after each row, so it only has to outlast the row.
+pub const SESSION_TTL: Duration = Duration::from_secs(60);
+
+/// Resources the lock-cycle row spreads its clients over.
+pub const LOCK_RESOURCES: usize = 64;
+
+/// The failover row's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverSpec {
+    /// Sessions renewed, each on its own stream.
+    pub sessions: usize,
+    /// Their TTL.
+    pub ttl: Duration,
+    /// Time between a session's renewals.
+    pub interval: Duration,
+    /// A renewal (with reconnecting) not answered within this has failed.
+    pub call_timeout: Duration,
+    /// When the leader is killed, from the start of the row.
+    pub kill_after: Duration,
+    /// Length of the row.
+    pub duration: Duration,
+}
+
+/// The memory row's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct MemorySpec {
+    /// Leases held at once.
+    pub leases: u64,
+    /// Their TTL (no renewals): must outlast creating them all.
+    pub ttl: Duration,
+    /// Concurrent creators.
+    pub workers: usize,
+    /// Waiting for expiry gives up this long after the TTL.
+    pub expiry_slack: Duration,
+    /// Pause between the last expiry and the last RSS reading.
+    pub settle: Duration,
+}
+
+/// Renewal bookkeeping of one session in the failover row.
+#[derive(Debug)]
+pub struct Gaps {
+    /// Index of the endpoint the session's stream goes to.
+    pub endpoint: usize,
+    /// When the last renewal was answered (or the row began).
+    last_ok: Instant,
+    /// Longest time between answered renewals.
+    max_gap: Duration,
+    /// Failed renewals (errors, timeouts, refused connections).
+    errors: u64,
+    /// The service said the session is gone.
+    pub lost: bool,
+    /// Latency of every answered renewal.
+    lat: Vec<Duration>,
+    /// Why the first failed renewal failed.
+    first_error: Option<String>,
+}
+
+impl Gaps {
+    /// Bookkeeping for a session starting at endpoint `endpoint`.
+    pub fn new(endpoint: usize) -> Self {
+        Gaps {
+            endpoint,
+            last_ok: Instant::now(),
+            max_gap: Duration::ZERO,
+            errors: 0,
+            lost: false,
+            lat: Vec::new(),
+            first_error: None,
+        }
+    }
+
+    /// A renewal sent at `sent` was answered now.
+    pub fn ok(&mut self, sent: Instant) {
+        let now = Instant::now();
+        self.max_gap = self.max_gap.max(now - self.last_ok);
+        self.last_ok = now;
+        self.lat.push(now - sent);
+    }
+
+    /// A renewal failed (`why`): count it and move to the next of `n`
+    /// endpoints.
+    pub fn failed(&mut self, n: usize, why: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+        self.endpoint = (self.endpoint + 1) % n.max(1);
+    }
+
+    /// Ends the row: the time since the last answer counts as a gap too.
+    pub fn finish(mut self) -> Self {
+        self.max_gap = self.max_gap.max(self.last_ok.elapsed());
+        self
+    }
+
+    /// The row's figures from every session's bookkeeping.
+    pub fn summarize(all: Vec<Gaps>, duration: Duration) -> Run {
+        let sessions = all.len();
+        let lost = all.iter().filter(|g| g.lost).count();
+        let gap = all.iter().map(|g| g.max_gap).max().unwrap_or_default();
+        let errors = all.iter().map(|g| g.errors).sum();
+        let first_error = all.iter().find_map(|g| g.first_error.clone());
+        let lat: Vec<Duration> = all.into_iter().flat_map(|g| g.lat).collect();
+        let ops = lat.len() as u64;
+        let mut run = stats::summarize(lat, ops, errors, duration);
+        run.first_error = first_error;
+        run.note = format!(
+            "longest renewal gap {:.0} ms, {errors} failed renewals, {lost}/{sessions} sessions lost",
+            gap.as_secs_f64() * 1e3
+        );
+        run
+    }
+}
+
+/// The memory row's note: RSS before, held, after expiry, bytes per lease.
+pub fn memory_note(leases: u64, held_count: u64, before: u64, held: u64, after: u64) -> String {
+    let per = (held as f64 - before as f64) / leases.max(1) as f64;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "{leases} leases ({held_count} alive when measured): leader RSS {:.1} MiB before, {:.1} MiB held \
+         (≈ {:.1} KB/lease), {:.1} MiB after all expired",
+        mib(before),
+        mib(held),
+        per / 1000.0,
+        mib(after)
+    )
+}
+
+/// Subcommands.
 #[derive(Parser, Debug)]
-#[command(about = "Replicated command latency and throughput on a 3-node loopback cluster")]
-struct Args {
-    /// Sequential acquire+release pairs for the latency run.
-    #[arg(long, default_value_t = 1000)]
-    latency_ops: usize,
-    /// Concurrent clients for the throughput run.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
-    /// Length of the throughput run.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Sessions for the keepalive run.
-    #[arg(long, default_value_t = 1000)]
-    sessions: usize,
-    /// Session TTL for the failover run.
-    #[arg(long, default_value_t = 2000)]
-    failover_ttl_ms: u64,
+#[command(about = "Leasehold benchmarks: against etcd on real 3-node clusters, or in-process")]
+enum Cli {
+    /// Leasehold vs etcd on 3-node loopback clusters (cluster/bench.sh).
+    Compare(compare::CompareArgs),
+    /// A 3-node Leasehold cluster inside this process.
+    InProcess(inprocess::InProcessArgs),
 }
 
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-pub(crate) fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-async fn open(c: &TestCluster, name: &str) -> anyhow::Result<u64> {
-    match c
-        .propose(Command::OpenSession {
-            client_name: name.into(),
-            ttl_ms: 60_000,
-            secret: SECRET,
-            request_id: 0,
-        })
-        .await?
-    {
-        (_, Response::SessionOpened { session, .. }) => Ok(session),
-        (_, other) => anyhow::bail!("open: {other:?}"),
-    }
-}
-
-/// The secret of every session this bench opens by proposal.
-const SECRET: SessionSecret = SessionSecret([5; 16]);
-
-fn owned(id: u64) -> SessionRef {
-    SessionRef { id, secret: SECRET }
-}
-
-fn acquire(session: u64, resource: String) -> Command {
-    Command::Acquire(Acquire {
-        session: SessionTarget::Existing(owned(session)),
-        resource,
-        mode: Mode::Exclusive,
-        wait: false,
-        metadata: Vec::new(),
-    })
-}
-
+/// Runs the subcommand.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    // Production Raft timing (the test default heartbeat is shorter).
-    let options = ClusterOptions {
-        timing: leasehold_server::RaftTiming::default(),
-        ..ClusterOptions::default()
-    };
-    let cluster = Arc::new(TestCluster::start(options).await?);
-    let leader = cluster.leader().await?;
-    println!("3-node cluster on 127.0.0.1 up; leader is node {leader}");
+    match Cli::parse() {
+        Cli::Compare(args) => compare::run(args).await,
+        Cli::InProcess(args) => inprocess::run(args).await,
+    }
+}
 
-    // Latency: one client, one command at a time, measured at the leader.
-    let session = open(&cluster, "latency").await?;
-    let node = cluster.node(leader)?;
-    let mut samples = Vec::with_capacity(args.latency_ops * 2);
-    for i in 0..args.latency_ops {
-        let resource = format!("lat/{i}");
-        let t = Instant::now();
-        node.propose(acquire(session, resource.clone())).await?;
-        samples.push(t.elapsed());
-        let t = Instant::now();
-        node.propose(Command::Release {
-            session: owned(session),
-            resource,
-        })
-        .await?;
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-    println!(
-        "latency, 1 client, {} replicated commands (acquire/release): p50 {}  p90 {}  p99 {}  max {}",
-        samples.len(),
-        ms(percentile(&samples, 0.50)),
-        ms(percentile(&samples, 0.90)),
-        ms(percentile(&samples, 0.99)),
-        ms(percentile(&samples, 1.0)),
-    );
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    // Throughput: N clients, each with its own session, acquire+release loops.
-    let done = Arc::new(AtomicU64::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let session = open(&cluster, &format!("tp-{c}")).await?;
-        let cluster = Arc::clone(&cluster);
-        let done = Arc::clone(&done);
-        tasks.push(tokio::spawn(async move {
-            let node = cluster.node(leader)?;
-            let mut lat = Vec::new();
-            let mut i = 0u64;
-            while Instant::now() < stop_at {
-                let resource = format!("tp/{c}/{i}");
-                let t = Instant::now();
-                node.propose(acquire(session, resource.clone())).await?;
-                node.propose(Command::Release {
-                    session: owned(session),
-                    resource,
-                })
-                .await?;
-                lat.push(t.elapsed() / 2);
-                done.fetch_add(2, Ordering::Relaxed);
-                i += 1;
-            }
-            anyhow::Ok(lat)
-        }));
+    #[test]
+    fn gaps_take_the_longest_silence_and_count_failures() {
+        let mut g = Gaps::new(2);
+        g.ok(Instant::now());
+        g.failed(3, "refused".into());
+        assert_eq!(g.endpoint, 0);
+        std::thread::sleep(Duration::from_millis(30));
+        g.ok(Instant::now());
+        let g = g.finish();
+        assert!(g.max_gap >= Duration::from_millis(30));
+        let run = Gaps::summarize(vec![g, Gaps::new(0)], Duration::from_secs(1));
+        assert_eq!(run.errors, 1);
+        assert_eq!(run.first_error.as_deref(), Some("refused"));
+        assert_eq!(run.ops_per_s, 2.0);
+        assert!(run.note.contains("0/2 sessions lost"), "{}", run.note);
     }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
+
+    #[test]
+    fn memory_note_gives_bytes_per_lease() {
+        let note = memory_note(1000, 1000, 10 << 20, (10 << 20) + 3_000_000, 11 << 20);
+        assert!(note.contains("≈ 3.0 KB/lease"), "{note}");
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    let n = done.load(Ordering::Relaxed);
-    println!(
-        "throughput, {} clients, {:.1} s: {} commands, {:.0} commands/s (p50 {}  p99 {})",
-        args.clients,
-        elapsed,
-        n,
-        n as f64 / elapsed,
-        ms(percentile(&all, 0.50)),
-        ms(percentile(&all, 0.99)),
-    );
-    let mut cluster = match Arc::try_unwrap(cluster) {
-        Ok(c) => c,
-        Err(_) => anyhow::bail!("cluster still shared"),
-    };
-    api::latency(&cluster, args.latency_ops).await?;
-    api::throughput(&cluster, args.clients, args.seconds).await?;
-    api::renewals(&cluster, args.sessions, 8, args.seconds).await?;
-    api::failover(&mut cluster, args.failover_ttl_ms).await?;
-    cluster.shutdown().await
 }
