@@ -348,19 +348,38 @@ impl Lessor {
         let term = vote.leader_id().term;
         let asked_at_ms = self.cell.now_ms();
         let limit = Duration::from_millis(self.timing.election_timeout_ms_max);
-        match tokio::time::timeout(limit, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => {}
+        // Only the quorum's answer: a renewal of `A` needs nothing applied,
+        // so it never waits behind the state machine under write load.
+        let read_log_id = match tokio::time::timeout(limit, self.raft.get_read_log_id()).await {
+            Ok(Ok((read_log_id, _applied))) => read_log_id,
             Ok(Err(e)) => {
                 tracing::debug!(node_id = self.node_id, %e, "quorum did not confirm leadership");
                 return;
             }
             Err(_) => return,
-        }
+        };
         if self.role() != (true, vote) {
             return;
         }
         if self.cell.rules().confirmed(term, asked_at_ms) {
             return;
+        }
+        // Takeover reads the sessions: every entry of earlier terms must be
+        // applied first (the read log id is at least this term's first
+        // entry). `A` of this round stays `asked_at_ms`, before the wait.
+        if let Some(read) = read_log_id {
+            let applied = self
+                .raft
+                .wait(Some(limit))
+                .applied_index_at_least(Some(read.index), "takeover")
+                .await;
+            if let Err(e) = applied {
+                tracing::debug!(node_id = self.node_id, %e, "entries of earlier terms not applied yet");
+                return;
+            }
+            if self.role() != (true, vote) {
+                return;
+            }
         }
         // Takeover: every entry of earlier terms is applied (the
         // confirmation waited for this term's first entry). The sessions
