@@ -20,7 +20,7 @@ use crate::{FailoverSpec, MemorySpec, LOCK_RESOURCES, SESSION_TTL};
 const SETUP_WORKERS: usize = 32;
 
 /// A raw gRPC client of `endpoint` (`host:port`).
-async fn raw(endpoint: &str) -> anyhow::Result<LeaseholdClient<Channel>> {
+pub async fn raw(endpoint: &str) -> anyhow::Result<LeaseholdClient<Channel>> {
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))?
         .connect_timeout(Duration::from_millis(500))
         .connect()

@@ -12,6 +12,8 @@
 //! - [`stats`]: closed-loop and fixed-count load, percentiles.
 //! - [`report`]: the markdown table and the SVG latency plot.
 //! - [`inprocess`], [`api`]: the in-process cluster bench.
+//! - [`scale`]: one cluster holding a million leases (memory, snapshot,
+//!   restart and catch-up at that size).
 //! - here: what rows share (TTLs, failover and memory parameters, renewal
 //!   gaps).
 
@@ -23,6 +25,7 @@ mod inprocess;
 mod lh;
 mod procs;
 mod report;
+mod scale;
 mod stats;
 
 use std::time::{Duration, Instant};
@@ -166,6 +169,9 @@ enum Cli {
     Compare(compare::CompareArgs),
     /// A 3-node Leasehold cluster inside this process.
     InProcess(inprocess::InProcessArgs),
+    /// One Leasehold cluster holding many leases: memory, snapshot,
+    /// restart and catch-up at that size.
+    Scale(scale::ScaleArgs),
 }
 
 /// Runs the subcommand.
@@ -174,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Compare(args) => compare::run(args).await,
         Cli::InProcess(args) => inprocess::run(args).await,
+        Cli::Scale(args) => scale::run(args).await,
     }
 }
 
