@@ -349,6 +349,47 @@ async fn an_oversized_append_entries_asks_openraft_to_split_it() {
     node.stop().await;
 }
 
+/// Several entries over the AppendEntries bound (1 MiB by default) are
+/// split by openraft; one entry over it still goes out whole.
+#[tokio::test]
+async fn several_entries_over_the_append_entries_bound_are_split_one_is_sent() {
+    let node = Node::start(1, passive_config()).await;
+    let mut client = client_to(&node, PeerNetworkConfig::default()).await;
+    // 3 entries of ~600 KiB: 1.8 MiB, far below the 64 MiB message limit.
+    let err = client
+        .append_entries(
+            AppendEntriesRequest {
+                vote: Vote::new_committed(1, 2),
+                prev_log_id: None,
+                entries: big_entries(3, 600 * 1024),
+                leader_commit: None,
+            },
+            option(),
+        )
+        .await
+        .expect_err("over the AppendEntries bound");
+    match err {
+        RPCError::PayloadTooLarge(too_large) => assert_eq!(too_large.entries_hint(), 1),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert_eq!(node.raft.metrics().borrow().last_log_index, None);
+    // One entry of 1.5 MiB is sent and appended.
+    client
+        .append_entries(
+            AppendEntriesRequest {
+                vote: Vote::new_committed(1, 2),
+                prev_log_id: None,
+                entries: big_entries(1, 1536 * 1024),
+                leader_commit: None,
+            },
+            RPCOption::new(Duration::from_secs(10)),
+        )
+        .await
+        .expect("a single entry goes out whole");
+    assert_eq!(node.raft.metrics().borrow().last_log_index, Some(0));
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn a_server_side_size_refusal_is_payload_too_large_too() {
     // The service mounted on a caller's own router with a small limit.

@@ -25,7 +25,7 @@ use super::payload::{
     self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
     VoteReply, VoteRpc,
 };
-use super::MESSAGE_BYTES_MAX;
+use super::{APPEND_ENTRIES_BYTES_MAX, MESSAGE_BYTES_MAX};
 use crate::types::{LeaseNode, NodeId, TypeConfig};
 
 /// The error type openraft expects from `RaftNetwork` methods.
@@ -43,6 +43,15 @@ pub struct PeerNetworkConfig {
     /// AppendEntries batch and snapshot chunk once encoded; tonic's 4 MiB
     /// default does not.
     pub message_bytes_max: usize,
+    /// Largest AppendEntries of several entries sent, in bytes; a larger one
+    /// is reported as `PayloadTooLarge` so that openraft sends fewer entries
+    /// (a single entry goes out up to `message_bytes_max`). openraft 0.9
+    /// gives every AppendEntries one heartbeat interval (100 ms by default)
+    /// end to end, follower flush included: with group commit an entry may
+    /// carry a thousand commands, and a follower catching up would be sent
+    /// up to `max_payload_entries` of them at once, tens of MiB that never
+    /// arrive in time.
+    pub append_entries_bytes_max: usize,
     /// HTTP/2 keepalive ping interval: detects half-open connections (a peer
     /// host that vanished) so the channel reconnects instead of timing out
     /// every call.
@@ -60,6 +69,7 @@ impl Default for PeerNetworkConfig {
         PeerNetworkConfig {
             connect_timeout: Duration::from_secs(1),
             message_bytes_max: MESSAGE_BYTES_MAX,
+            append_entries_bytes_max: APPEND_ENTRIES_BYTES_MAX,
             keep_alive_interval: Duration::from_secs(10),
             backoff_initial: BACKOFF_INITIAL,
             backoff_max: BACKOFF_MAX,
@@ -165,6 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target_node: node.clone(),
             client,
             message_bytes_max: self.config.message_bytes_max,
+            append_entries_bytes_max: self.config.append_entries_bytes_max,
             backoff_initial: self.config.backoff_initial,
             backoff_max: self.config.backoff_max,
             isolation: self.config.isolation.clone(),
@@ -200,6 +211,8 @@ pub struct PeerClient {
     /// Largest message sent, in bytes: larger requests are refused before
     /// sending so that AppendEntries can report `PayloadTooLarge`.
     message_bytes_max: usize,
+    /// See [`PeerNetworkConfig::append_entries_bytes_max`].
+    append_entries_bytes_max: usize,
     /// Shape of the backoff openraft applies after `Unreachable`.
     backoff_initial: Duration,
     /// Cap of that backoff.
@@ -220,6 +233,7 @@ impl PeerClient {
         rpc: RPCTypes,
         request: &Req,
         hard_ttl: Duration,
+        bytes_max: usize,
     ) -> Result<Reply, TransportError>
     where
         Req: Serialize,
@@ -245,11 +259,12 @@ impl PeerClient {
         // tonic would refuse it too, but by resetting the stream, which
         // reaches us as an unrecognisable internal error.
         let message_bytes = payload.encoded_len();
-        if message_bytes > self.message_bytes_max {
+        let limit_bytes = bytes_max.min(self.message_bytes_max);
+        if message_bytes > limit_bytes {
             return Err(TransportError::TooLarge {
                 rpc,
                 message_bytes,
-                limit_bytes: self.message_bytes_max,
+                limit_bytes,
             });
         }
         let request = tonic::Request::new(payload);
@@ -364,8 +379,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let entries = rpc.entries.len() as u64;
         let hard_ttl = option.hard_ttl();
+        let bytes_max = if entries > 1 {
+            self.append_entries_bytes_max
+        } else {
+            self.message_bytes_max
+        };
         let reply: AppendEntriesReply = self
-            .call(RPCTypes::AppendEntries, &rpc, hard_ttl)
+            .call(RPCTypes::AppendEntries, &rpc, hard_ttl, bytes_max)
             .await
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, entries, hard_ttl, e))?;
         reply.map_err(|e| self.remote(e))
@@ -378,7 +398,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let hard_ttl = option.hard_ttl();
         let reply: InstallSnapshotReply = self
-            .call(RPCTypes::InstallSnapshot, &rpc, hard_ttl)
+            .call(
+                RPCTypes::InstallSnapshot,
+                &rpc,
+                hard_ttl,
+                self.message_bytes_max,
+            )
             .await
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, 0, hard_ttl, e))?;
         reply.map_err(|e| self.remote(e))
@@ -387,7 +412,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn vote(&mut self, rpc: VoteRpc, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let hard_ttl = option.hard_ttl();
         let reply: VoteReply = self
-            .call(RPCTypes::Vote, &rpc, hard_ttl)
+            .call(RPCTypes::Vote, &rpc, hard_ttl, self.message_bytes_max)
             .await
             .map_err(|e| self.rpc_error(RPCTypes::Vote, 0, hard_ttl, e))?;
         reply.map_err(|e| self.remote(e))
@@ -451,6 +476,7 @@ mod tests {
             target_node: node("127.0.0.1:1"),
             client: Err("not used".to_string()),
             message_bytes_max: MESSAGE_BYTES_MAX,
+            append_entries_bytes_max: APPEND_ENTRIES_BYTES_MAX,
             backoff_initial: BACKOFF_INITIAL,
             backoff_max: BACKOFF_MAX,
             isolation: crate::network::Isolation::default(),

@@ -58,3 +58,7 @@ impl Isolation {
 
 /// Largest gRPC message either side sends or accepts, in bytes (64 MiB).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Default bound on an AppendEntries of several entries (1 MiB): see
+/// `PeerNetworkConfig::append_entries_bytes_max`.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
