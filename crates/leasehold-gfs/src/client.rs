@@ -286,10 +286,18 @@ impl GfsClient {
         Ok(r.version)
     }
 
-    /// The elected master's status.
+    /// The elected master's status (a standby's if none is elected).
     pub async fn status(&self) -> Result<pb::StatusReply, GfsError> {
-        self.master_call(|mut m| async move { m.status(pb::StatusRequest {}).await })
-            .await
+        let mut standby = None;
+        for address in &self.masters {
+            let mut stub = self.pool.master(address)?;
+            match stub.status(pb::StatusRequest {}).await {
+                Ok(r) if r.get_ref().is_master => return Ok(r.into_inner()),
+                Ok(r) => standby = standby.or(Some(r.into_inner())),
+                Err(_) => {}
+            }
+        }
+        standby.ok_or_else(|| GfsError::Unavailable("no master answered".into()))
     }
 }
 

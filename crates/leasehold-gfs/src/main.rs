@@ -151,6 +151,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse().cmd).await {
         Ok(code) => code,
@@ -284,9 +285,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             for c in s.chunks {
                 let replicas: Vec<_> = c.replicas.iter().map(|r| r.server_id.clone()).collect();
+                let primary_id = c
+                    .replicas
+                    .iter()
+                    .find(|r| r.address == c.primary)
+                    .map(|r| r.server_id.clone())
+                    .unwrap_or_default();
                 println!(
                     "{}",
-                    serde_json::json!({"chunk": c.chunk, "version": c.version, "primary": c.primary, "replicas": replicas})
+                    serde_json::json!({
+                        "chunk": c.chunk, "version": c.version, "primary": c.primary,
+                        "primary_id": primary_id, "replicas": replicas,
+                    })
                 );
             }
         }

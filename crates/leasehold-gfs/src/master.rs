@@ -53,6 +53,10 @@ pub struct MasterConfig {
     pub call_timeout: Duration,
     /// Least time between two re-replication recalls of one chunk.
     pub rereplicate_every: Duration,
+    /// A replica counts as missing (to re-replicate) only once its
+    /// chunkserver has not reported for this long: a short pause or
+    /// partition does not move every chunk it stores (GFS waits too).
+    pub rereplicate_after: Duration,
     /// Where its events go.
     pub history: History,
 }
@@ -69,6 +73,7 @@ impl MasterConfig {
             grace: Duration::from_millis(1_000),
             call_timeout: Duration::from_secs(3),
             rereplicate_every: Duration::from_secs(2),
+            rereplicate_after: Duration::from_secs(5),
             history: History::none(),
         }
     }

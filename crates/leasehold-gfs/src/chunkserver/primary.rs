@@ -162,9 +162,11 @@ impl Inner {
         Ok((version, set))
     }
 
-    /// A client mutation at the primary: checks the role and the version,
-    /// assigns the next serial, applies locally, forwards to every
-    /// secondary, and answers only once every replica of the set applied it.
+    /// A client mutation at the primary: checks the role
+    /// (`Lease::is_usable`: held, not recalled, before the holder deadline)
+    /// and the version, assigns the next serial, applies locally, forwards
+    /// to every secondary, and answers only once every replica of the set
+    /// applied it.
     pub(crate) async fn mutate(
         self: &Arc<Self>,
         chunk: &str,
@@ -175,12 +177,15 @@ impl Inner {
         let cell = self.cell(chunk)?;
         let mut st = cell.lock().await;
         self.check_alive()?;
+        // The instant of acceptance is read before the lease is checked: the
+        // lease was valid then, however long this process pauses after.
+        let t_accept = mono_ns();
         let role = st.primary.as_ref().ok_or_else(|| {
             GfsError::NotPrimary(format!("{} is not primary of {chunk}", self.config.id))
         })?;
         if !self.config.unsafe_ignore_deadline {
             match role.lease.status() {
-                LeaseStatus::Held if role.lease.is_valid() => {}
+                _ if role.lease.is_usable() => {}
                 LeaseStatus::Held => {
                     return Err(GfsError::NotPrimary(format!(
                         "holder deadline of {chunk} passed"
@@ -231,7 +236,7 @@ impl Inner {
         };
         let serial = st.last_serial + 1;
         self.config.history.record(Event::Accept {
-            t_ns: mono_ns(),
+            t_ns: t_accept,
             chunk: chunk.to_string(),
             version: term,
             server: self.config.id.clone(),

@@ -42,9 +42,12 @@ impl MasterInner {
             for (chunk, h) in &holders {
                 let v = st.max_version.entry(chunk.clone()).or_default();
                 *v = (*v).max(h.version);
-                st.last_primary
-                    .entry(chunk.clone())
-                    .or_insert_with(|| h.member.server_id.clone());
+                if !st.inflight.contains(chunk) {
+                    // A primary this master did not assign (an earlier master's).
+                    st.last_primary
+                        .entry(chunk.clone())
+                        .or_insert_with(|| h.member.server_id.clone());
+                }
             }
             st.holders = holders;
             let live = Self::live_servers(&st, self.config.report_timeout);
@@ -99,8 +102,9 @@ impl MasterInner {
         }
     }
 
-    /// Whether the primary's term has fewer live replicas than the
-    /// replication factor while other live chunkservers could take one.
+    /// Whether the primary's term has fewer present replicas (reported
+    /// within `rereplicate_after`) than the replication factor while other
+    /// live chunkservers could take one.
     fn needs_replicas(
         &self,
         st: &State,
@@ -120,7 +124,15 @@ impl MasterInner {
             .iter()
             .map(|r| r.server_id.as_str())
             .collect();
-        let have = set.iter().filter(|s| live.contains(**s)).count();
+        // Members still reporting recently enough count as present.
+        let have = set
+            .iter()
+            .filter(|s| {
+                st.servers
+                    .get(**s)
+                    .is_some_and(|v| v.last_report.elapsed() <= self.config.rereplicate_after)
+            })
+            .count();
         let want = Self::replication(st, chunk) as usize;
         let spare = live.iter().any(|s| !set.contains(s.as_str()));
         let recent = st
@@ -186,15 +198,24 @@ impl MasterInner {
         let plan = {
             let mut st = self.state();
             let live = Self::live_servers(&st, self.config.report_timeout);
-            let mut by_load: Vec<(usize, String)> = live
+            // Least loaded first: fewest primaries, then fewest chunks.
+            let mut by_load: Vec<(usize, usize, String)> = live
                 .iter()
-                .map(|s| (st.servers.get(s).map_or(0, |v| v.chunks.len()), s.clone()))
+                .map(|s| {
+                    let primaries = st
+                        .holders
+                        .values()
+                        .filter(|h| &h.member.server_id == s)
+                        .count();
+                    let chunks = st.servers.get(s).map_or(0, |v| v.chunks.len());
+                    (primaries, chunks, s.clone())
+                })
                 .collect();
             by_load.sort();
             let picked: Vec<Member> = by_load
                 .into_iter()
                 .take(replication as usize)
-                .filter_map(|(_, s)| member(&st, &s))
+                .filter_map(|(_, _, s)| member(&st, &s))
                 .collect();
             let Some((primary, secondaries)) = picked.split_first() else {
                 return Err(GfsError::Unavailable("no live chunkserver".into()));
