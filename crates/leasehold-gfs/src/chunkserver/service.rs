@@ -26,6 +26,20 @@ impl ChunkService {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         ChunkService { inner }
     }
+
+    /// Runs a mutation in its own task: a client that gives up does not
+    /// cut it off between the local apply and the forwarding.
+    async fn mutate(
+        &self,
+        chunk: String,
+        version: u64,
+        m: Mutation,
+    ) -> Result<pb::MutationReply, GfsError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.mutate(&chunk, version, m).await })
+            .await
+            .map_err(|e| GfsError::Unavailable(format!("mutation task: {e}")))?
+    }
 }
 
 impl Inner {
@@ -125,10 +139,16 @@ impl Chunkserver for ChunkService {
         let req = request.into_inner();
         check_chunk(&req.chunk)?;
         let secondaries = req.secondaries.iter().map(member_from_pb).collect();
-        let (version, set) = self
-            .inner
-            .become_primary(&req.chunk, secondaries, req.create)
-            .await?;
+        // In its own task: a master that gives up waiting must not cut an
+        // assignment off halfway.
+        let inner = Arc::clone(&self.inner);
+        let (version, set) = tokio::spawn(async move {
+            inner
+                .become_primary(&req.chunk, secondaries, req.create)
+                .await
+        })
+        .await
+        .map_err(|e| GfsError::Unavailable(format!("become_primary task: {e}")))??;
         Ok(Response::new(pb::BecomePrimaryReply {
             version,
             replicas: set.iter().map(super::member_to_pb).collect(),
@@ -145,9 +165,7 @@ impl Chunkserver for ChunkService {
             offset: req.offset,
             data: req.data.to_vec(),
         };
-        Ok(Response::new(
-            self.inner.mutate(&req.chunk, req.version, m).await?,
-        ))
+        Ok(Response::new(self.mutate(req.chunk, req.version, m).await?))
     }
 
     async fn append(
@@ -159,9 +177,7 @@ impl Chunkserver for ChunkService {
         let m = Mutation::Append {
             data: req.data.to_vec(),
         };
-        Ok(Response::new(
-            self.inner.mutate(&req.chunk, req.version, m).await?,
-        ))
+        Ok(Response::new(self.mutate(req.chunk, req.version, m).await?))
     }
 
     async fn apply(

@@ -182,12 +182,23 @@ impl MasterInner {
         })
     }
 
-    /// Creates a chunk on the least loaded live chunkservers.
+    /// Creates a chunk on the least loaded live chunkservers. The work runs
+    /// in its own task: a caller that gives up (its RPC dropped) must not
+    /// leave the chunk marked in flight forever.
     pub(crate) async fn create(
-        &self,
+        self: &Arc<Self>,
         chunk: &str,
         replication: u32,
     ) -> Result<pb::Location, GfsError> {
+        let inner = Arc::clone(self);
+        let chunk = chunk.to_string();
+        tokio::spawn(async move { inner.create_now(&chunk, replication).await })
+            .await
+            .map_err(|e| GfsError::Unavailable(format!("create task: {e}")))?
+    }
+
+    /// The work of [`MasterInner::create`].
+    async fn create_now(&self, chunk: &str, replication: u32) -> Result<pb::Location, GfsError> {
         let known = {
             let st = self.state();
             st.max_version.contains_key(chunk) || st.inflight.contains(chunk)
