@@ -66,55 +66,49 @@ impl Inner {
             .session()
             .ok_or_else(|| GfsError::Unavailable(format!("{} has no session", self.config.id)))?;
         let metadata = serde_json::to_vec(&self.me()).map_err(|e| GfsError::Disk(e.to_string()))?;
-        let lease = session
-            .acquire(
-                &chunk_lease(chunk),
-                AcquireOptions::exclusive().metadata(metadata),
-            )
-            .await
-            .map_err(|e| match e {
-                leasehold_client::ClientError::Conflict(m) => GfsError::NotPrimary(m),
-                other => GfsError::from(other),
-            })?;
-        let version = lease.fencing_token();
-        if version <= st.meta.version {
-            // Cannot happen (tokens only grow); refuse rather than reuse.
-            let _ = lease.release().await;
-            return Err(GfsError::StaleVersion(format!(
-                "granted token {version} is not above the replica's version {}",
-                st.meta.version
-            )));
-        }
-        // Stamp the content on every secondary; those that fail leave the set.
         let content = self.store.read_all(chunk)?;
-        let mut intended = vec![self.me()];
-        intended.extend(secondaries.iter().cloned());
-        let calls = secondaries.iter().map(|m| {
-            let pool = self.pool.clone();
-            let req = pb::InstallRequest {
-                chunk: chunk.to_string(),
-                version,
-                data: content.clone().into(),
-                replicas: intended.iter().map(member_to_pb).collect(),
-            };
-            let m = m.clone();
-            async move {
-                let r = match pool.chunkserver(&m.address) {
-                    Ok(mut stub) => stub.install(req).await.map_err(GfsError::from),
-                    Err(e) => Err(e),
-                };
-                (m, r)
+        let mut secondaries = secondaries;
+        let mut attempt = 0;
+        let (lease, version, installed) = loop {
+            attempt += 1;
+            let lease = session
+                .acquire(
+                    &chunk_lease(chunk),
+                    AcquireOptions::exclusive().metadata(metadata.clone()),
+                )
+                .await
+                .map_err(|e| match e {
+                    leasehold_client::ClientError::Conflict(m) => GfsError::NotPrimary(m),
+                    other => GfsError::from(other),
+                })?;
+            let version = lease.fencing_token();
+            if version <= st.meta.version {
+                // Cannot happen (tokens only grow); refuse rather than reuse.
+                let _ = lease.release().await;
+                return Err(GfsError::StaleVersion(format!(
+                    "granted token {version} is not above the replica's version {}",
+                    st.meta.version
+                )));
             }
-        });
-        let mut installed = Vec::new();
-        for (m, r) in futures::future::join_all(calls).await {
-            match r {
-                Ok(_) => installed.push(m),
-                Err(e) => {
-                    tracing::warn!(chunk, secondary = %m.server_id, error = %e, "install failed; replica left out")
-                }
+            let (installed, failed) = self
+                .install_all(chunk, version, &content, &secondaries)
+                .await;
+            if failed == 0 {
+                break (lease, version, installed);
             }
-        }
+            // A failed install may still have stamped the version on that
+            // replica, which would then look up to date without receiving
+            // this term's mutations: this term takes no write. Give the
+            // lease up and start a newer term with the replicas that did
+            // install (the others are stale by version).
+            let _ = lease.release().await;
+            if attempt >= 3 {
+                return Err(GfsError::Unavailable(format!(
+                    "{chunk}: installs kept failing"
+                )));
+            }
+            secondaries = installed;
+        };
         let mut set = vec![self.me()];
         set.extend(installed.iter().cloned());
         let meta = Meta {
@@ -324,6 +318,50 @@ impl Inner {
                 tracing::debug!(chunk, error = %e, "release after stepping down failed");
             }
         }
+    }
+}
+
+impl Inner {
+    /// Installs `content` at `version` on every secondary; answers those
+    /// that acknowledged and how many did not.
+    async fn install_all(
+        &self,
+        chunk: &str,
+        version: u64,
+        content: &[u8],
+        secondaries: &[Member],
+    ) -> (Vec<Member>, usize) {
+        let mut intended = vec![self.me()];
+        intended.extend(secondaries.iter().cloned());
+        let calls = secondaries.iter().map(|m| {
+            let pool = self.pool.clone();
+            let req = pb::InstallRequest {
+                chunk: chunk.to_string(),
+                version,
+                data: content.to_vec().into(),
+                replicas: intended.iter().map(member_to_pb).collect(),
+            };
+            let m = m.clone();
+            async move {
+                let r = match pool.chunkserver(&m.address) {
+                    Ok(mut stub) => stub.install(req).await.map_err(GfsError::from),
+                    Err(e) => Err(e),
+                };
+                (m, r)
+            }
+        });
+        let mut installed = Vec::new();
+        let mut failed = 0;
+        for (m, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(_) => installed.push(m),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(chunk, version, secondary = %m.server_id, error = %e, "install failed; term abandoned")
+                }
+            }
+        }
+        (installed, failed)
     }
 }
 
