@@ -9,7 +9,11 @@ const PROTO_ROOT: &str = "../../proto";
 
 /// Every proto file to compile, relative to [`PROTO_ROOT`]. Adding a service
 /// is one line here plus a module in `src/lib.rs`.
-const PROTOS: &[&str] = &["leasehold/raft/v1/raft.proto", "leasehold/v1/lease.proto"];
+const PROTOS: &[&str] = &[
+    "leasehold/raft/v1/raft.proto",
+    "leasehold/v1/lease.proto",
+    "leasehold/gfs/v1/gfs.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A directory path makes cargo rescan the whole tree, so new files count.

@@ -697,6 +697,14 @@ impl Lease {
         self.status.borrow().is_held() && self.owner.core.is_valid_at(Instant::now())
     }
 
+    /// Whether the holder may *begin* a new use of the resource now: held,
+    /// not recalled, and the holder deadline not passed. A recalled lease
+    /// stays [valid](Lease::is_valid) so that work in flight can finish,
+    /// but takes no new work (a GFS primary stops accepting writes).
+    pub fn is_usable(&self) -> bool {
+        *self.status.borrow() == LeaseStatus::Held && self.owner.core.is_valid_at(Instant::now())
+    }
+
     /// The lease's status.
     pub fn status(&self) -> LeaseStatus {
         self.status.borrow().clone()

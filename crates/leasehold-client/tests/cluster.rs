@@ -119,6 +119,7 @@ async fn keepalive_renews_past_the_ttl_and_recall_is_signalled() -> anyhow::Resu
     assert!(lease.is_valid(), "renewed for 5 s with a 2 s TTL");
     assert!(session.deadline() > first_deadline + Duration::from_secs(2));
     assert_eq!(lease.status(), LeaseStatus::Held);
+    assert!(lease.is_usable());
 
     let holders = client.recall("kept", "maintenance").await?;
     assert_eq!(holders, [session.id()]);
@@ -130,6 +131,7 @@ async fn keepalive_renews_past_the_ttl_and_recall_is_signalled() -> anyhow::Resu
         }
     );
     assert!(lease.is_valid(), "recalled is still held");
+    assert!(!lease.is_usable(), "recalled takes no new work");
     session.release("kept").await?;
     assert_eq!(
         lease.status(),

@@ -10,6 +10,9 @@
 //! - [`v1`]: the client API (`leasehold.v1.Leasehold`): sessions, keepalive,
 //!   acquire/release, get/list/watch, recall, status. See
 //!   `proto/leasehold/v1/lease.proto`.
+//! - [`gfs::v1`]: GFS-style chunk primaries on Leasehold
+//!   (`leasehold.gfs.v1.Master`, `leasehold.gfs.v1.Chunkserver`). See
+//!   `proto/leasehold/gfs/v1/gfs.proto`.
 
 /// Raft peer protocol (`leasehold.raft.*`).
 pub mod raft {
@@ -28,6 +31,16 @@ pub mod v1 {
     #![allow(missing_docs)]
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("leasehold.v1");
+}
+
+/// GFS-style chunk primaries (`leasehold.gfs.*`).
+pub mod gfs {
+    /// Version 1: the `Master` and `Chunkserver` services and their messages.
+    pub mod v1 {
+        #![allow(missing_docs)]
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("leasehold.gfs.v1");
+    }
 }
 
 /// Response metadata key carrying the leader's client API address when a
