@@ -15,6 +15,8 @@
 //! node is idle. Each command's answer is its own; an error of the entry
 //! (not the leader, fatal) is every command's error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use leasehold_core::limits::BATCH_COMMANDS_MAX;
@@ -22,7 +24,7 @@ use leasehold_core::{Command, LogIndex, Response};
 use leasehold_raft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::error::ProposeError;
+use crate::error::{ProposeError, RaftWriteError};
 
 /// Entries proposed and not yet answered, at most. Two keep the log busy:
 /// one commits while the next collects commands.
@@ -98,9 +100,20 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        // Submitted here, in queue order (only the answer is awaited in
+        // its own task): entries reach the log in the order their commands
+        // were queued, even with two in flight.
+        let started = std::time::Instant::now();
+        let (replies, submitted) = submit(&raft, group).await;
         tokio::spawn(async move {
-            write_group(&raft, group).await;
+            let commands = replies.len();
+            answer(replies, submitted).await;
+            tracing::trace!(
+                target: leasehold_raft::STAGE_TARGET,
+                stage = "propose",
+                commands,
+                elapsed_us = started.elapsed().as_micros() as u64,
+            );
             drop(slot);
         });
     }
@@ -113,43 +126,61 @@ async fn write_one(raft: &Raft, command: Command) -> Answer {
     Ok((written.log_id.index, written.data))
 }
 
-/// Proposes a group as one entry (a lone command as itself) and answers
-/// every caller.
-async fn write_group(raft: &Raft, mut group: Vec<Proposal>) {
-    let started = std::time::Instant::now();
-    let commands = group.len();
-    write_entry(raft, &mut group).await;
-    tracing::trace!(
-        target: leasehold_raft::STAGE_TARGET,
-        stage = "propose",
-        commands,
-        elapsed_us = started.elapsed().as_micros() as u64,
-    );
+/// The answer of one submitted entry, to await.
+type Submitted = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// Hands the group to Raft as one entry (a lone command as itself) without
+/// waiting for it to commit; returns the callers in order.
+async fn submit(raft: &Raft, group: Vec<Proposal>) -> (Vec<oneshot::Sender<Answer>>, Submitted) {
+    let (mut commands, replies): (Vec<Command>, Vec<oneshot::Sender<Answer>>) =
+        group.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let command = match commands.pop() {
+        Some(only) if commands.is_empty() => only,
+        Some(last) => {
+            commands.push(last);
+            Command::Batch(commands)
+        }
+        None => {
+            let empty: Answer = Err(ProposeError::Fatal("an empty group".into()));
+            return (replies, Box::pin(std::future::ready(empty)));
+        }
+    };
+    let submitted: Submitted = match raft.client_write_ff(command).await {
+        Ok(receiver) => Box::pin(async move {
+            match receiver.await {
+                Ok(Ok(written)) => Ok((written.log_id.index, written.data)),
+                Ok(Err(e)) => Err(ProposeError::from(RaftWriteError::APIError(e))),
+                Err(_) => Err(ProposeError::Fatal("raft stopped before answering".into())),
+            }
+        }),
+        Err(fatal) => {
+            let failed: Answer = Err(ProposeError::from(RaftWriteError::Fatal(fatal)));
+            Box::pin(std::future::ready(failed))
+        }
+    };
+    (replies, submitted)
 }
 
-/// Writes the group's entry and answers its callers.
-async fn write_entry(raft: &Raft, group: &mut Vec<Proposal>) {
-    if group.len() == 1 {
-        if let Some(one) = group.pop() {
-            // The caller may have given up waiting; nothing to do then.
-            let _ = one.reply.send(write_one(raft, one.command).await);
-        }
-        return;
-    }
-    let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Answer>>) =
-        group.drain(..).map(|p| (p.command, p.reply)).unzip();
-    let count = commands.len();
-    match write_one(raft, Command::Batch(commands)).await {
-        Ok((index, Response::Batch(responses))) if responses.len() == count => {
-            tracing::trace!(index, count, "proposed a batch");
+/// Waits for the entry's answer and gives each caller its own.
+async fn answer(replies: Vec<oneshot::Sender<Answer>>, submitted: Submitted) {
+    let written = submitted.await;
+    let count = replies.len();
+    match written {
+        Ok((index, Response::Batch(responses))) if count > 1 && responses.len() == count => {
             for (reply, response) in replies.into_iter().zip(responses) {
+                // The caller may have given up waiting; nothing to do then.
                 let _ = reply.send(Ok((index, response)));
             }
         }
+        Ok((index, response)) if count == 1 => {
+            for reply in replies {
+                let _ = reply.send(Ok((index, response.clone())));
+            }
+        }
         Ok((index, other)) => {
-            // The state machine refused the batch as a whole (it never
-            // should: the proposer respects its limits); each caller learns
-            // why, and nothing was applied.
+            // The state machine refused the batch as a whole: it checks the
+            // batch before applying any of it, so nothing was applied (the
+            // proposer keeps to its limits, so this is a bug).
             tracing::error!(index, count, response = ?other, "a batch was refused whole");
             for reply in replies {
                 let _ = reply.send(Ok((index, other.clone())));

@@ -69,6 +69,12 @@ impl Inner {
         let content = self.store.read_all(chunk)?;
         let mut secondaries = secondaries;
         let mut attempt = 0;
+        // Every attempt must be a newer term than the replica's version and
+        // than any earlier attempt of this call: a release that did not
+        // reach the service leaves the lease held, and acquiring again would
+        // answer the same grant and token — a term whose failed install may
+        // already have stamped that version on a replica.
+        let mut floor = st.meta.version;
         let (lease, version, installed) = loop {
             attempt += 1;
             let lease = session
@@ -82,12 +88,13 @@ impl Inner {
                     other => GfsError::from(other),
                 })?;
             let version = lease.fencing_token();
-            if version <= st.meta.version {
-                // Cannot happen (tokens only grow); refuse rather than reuse.
+            if version <= floor {
+                // The same grant again (or an older one): refuse rather than
+                // reuse its version.
                 let _ = lease.release().await;
                 return Err(GfsError::StaleVersion(format!(
-                    "granted token {version} is not above the replica's version {}",
-                    st.meta.version
+                    "granted token {version} is not above {floor} (the replica's version or an \
+                     earlier attempt's)"
                 )));
             }
             let (installed, failed) = self
@@ -101,7 +108,13 @@ impl Inner {
             // this term's mutations: this term takes no write. Give the
             // lease up and start a newer term with the replicas that did
             // install (the others are stale by version).
-            let _ = lease.release().await;
+            if let Err(e) = lease.release().await {
+                // Still held: a new attempt would get this very term back.
+                return Err(GfsError::Unavailable(format!(
+                    "{chunk}: an install failed and the lease could not be given up: {e}"
+                )));
+            }
+            floor = version;
             if attempt >= 3 {
                 return Err(GfsError::Unavailable(format!(
                     "{chunk}: installs kept failing"
