@@ -23,7 +23,12 @@ use crate::resource::{Lease, RecallNotice, Resource, Waiter};
 use crate::session::Session;
 use crate::types::{LogIndex, RequestId, SessionId, SessionSecret};
 
+mod batch;
 mod invariants;
+mod recalls;
+mod validate;
+
+pub use validate::{validate_client_name, validate_metadata, validate_reason, validate_resource};
 
 /// The whole replicated lease state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,40 +81,6 @@ impl Apply {
     }
 }
 
-/// Checks that a field of `len` bytes is within `max` bytes.
-fn check_bytes(field: &str, len: usize, max: usize) -> Result<(), Rejection> {
-    if len > max {
-        return Err(Rejection::invalid(
-            field,
-            format!("{len} bytes exceeds the limit of {max} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a resource name: non-empty, bounded.
-pub fn validate_resource(name: &str) -> Result<(), Rejection> {
-    if name.is_empty() {
-        return Err(Rejection::invalid("resource", "must not be empty"));
-    }
-    check_bytes("resource", name.len(), limits::RESOURCE_NAME_BYTES_MAX)
-}
-
-/// Checks holder metadata length.
-pub fn validate_metadata(metadata: &[u8]) -> Result<(), Rejection> {
-    check_bytes("metadata", metadata.len(), limits::METADATA_BYTES_MAX)
-}
-
-/// Checks a client name length.
-pub fn validate_client_name(name: &str) -> Result<(), Rejection> {
-    check_bytes("client_name", name.len(), limits::CLIENT_NAME_BYTES_MAX)
-}
-
-/// Checks a recall reason length.
-pub fn validate_reason(reason: &str) -> Result<(), Rejection> {
-    check_bytes("reason", reason.len(), limits::REASON_BYTES_MAX)
-}
-
 impl LeaseState {
     /// An empty state with the given configuration.
     pub fn new(config: LeaseConfig) -> Self {
@@ -156,30 +127,6 @@ impl LeaseState {
             position,
             by_request,
             recalled,
-        }
-    }
-
-    /// The resources `session` holds under a recall notice, with their
-    /// leases (a keepalive reports them). Empty for most sessions; costs a
-    /// lookup per recalled lease, not per lease held.
-    pub fn recalled_leases(&self, session: SessionId) -> impl Iterator<Item = (&String, &Lease)> {
-        self.recalled
-            .get(&session)
-            .into_iter()
-            .flatten()
-            .filter_map(move |name| {
-                let (name, res) = self.resources.get_key_value(name)?;
-                Some((name, res.holders.get(&session)?))
-            })
-    }
-
-    /// Forgets that `session`'s lease on `name` was recalled (it is gone).
-    fn forget_recall(&mut self, session: SessionId, name: &str) {
-        if let Some(names) = self.recalled.get_mut(&session) {
-            names.remove(name);
-            if names.is_empty() {
-                self.recalled.remove(&session);
-            }
         }
     }
 
@@ -247,48 +194,6 @@ impl LeaseState {
             Command::Batch(commands) => self.apply_batch(index, commands),
             single => self.apply_one(index, single),
         }
-    }
-
-    /// Applies the commands of one batch entry in order; each answer is the
-    /// one it would get in an entry of its own (ids and tokens aside, which
-    /// take consecutive positions).
-    fn apply_batch(&mut self, index: LogIndex, commands: &[Command]) -> Applied {
-        let refuse = |r: Rejection| Applied {
-            index,
-            response: Response::Rejected(r),
-            events: Vec::new(),
-            touched: Touched::default(),
-            sessions: Vec::new(),
-        };
-        if commands.is_empty() {
-            return refuse(Rejection::invalid("batch", "must not be empty"));
-        }
-        if commands.len() > limits::BATCH_COMMANDS_MAX {
-            return refuse(Rejection::LimitExceeded {
-                what: "commands in one batch".into(),
-                limit: limits::BATCH_COMMANDS_MAX as u64,
-            });
-        }
-        if commands.iter().any(|c| matches!(c, Command::Batch(_))) {
-            return refuse(Rejection::invalid("batch", "must not contain a batch"));
-        }
-        let mut all = Applied {
-            index,
-            response: Response::Noop,
-            events: Vec::new(),
-            touched: Touched::default(),
-            sessions: Vec::new(),
-        };
-        let mut responses = Vec::with_capacity(commands.len());
-        for command in commands {
-            let one = self.apply_one(index, command);
-            all.events.extend(one.events);
-            all.touched.merge(one.touched);
-            all.sessions.extend(one.sessions);
-            responses.push(one.response);
-        }
-        all.response = Response::Batch(responses);
-        all
     }
 
     /// Applies one command that is not a batch.
