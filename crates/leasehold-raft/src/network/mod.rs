@@ -8,8 +8,8 @@
 //!   [`Raft`](crate::Raft); [`serve_peer`] runs it on a listener with
 //!   `TCP_NODELAY` set on every accepted connection, and [`peer_service`]
 //!   builds the tonic service for a server that mounts it on its own router.
-//! - Payloads: postcard-encoded openraft messages in `RaftPayload.data` (see
-//!   `proto/leasehold/raft/v1/raft.proto`).
+//! - [`payload`]: postcard-encoded openraft messages in `RaftPayload.data`
+//!   (see `proto/leasehold/raft/v1/raft.proto`).
 //!
 //! Both sides accept messages up to [`MESSAGE_BYTES_MAX`] (tonic's default
 //! is 4 MiB, below openraft's snapshot chunks once encoded). Keep
@@ -19,7 +19,7 @@
 mod backoff;
 mod client;
 mod error;
-mod payload;
+pub mod payload;
 mod server;
 
 pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};

@@ -6,6 +6,12 @@
 //! (as opposed to the transport) reaches the caller as a `RemoteError`.
 //! postcard is compact (snapshot bytes are copied 1:1, integers are varints)
 //! and not self-describing: both ends must use the same openraft types.
+//!
+//! Public so that the exact decoding the peer server and client run can be
+//! exercised on its own (the fuzz target
+//! `crates/leasehold-fuzz/fuzz_targets/peer_messages.rs`): a payload that
+//! does not decode is a [`TransportError::Decode`] naming the message, never
+//! a panic.
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse};
@@ -18,31 +24,28 @@ use super::error::TransportError;
 use crate::types::{NodeId, TypeConfig};
 
 /// An AppendEntries request as sent.
-pub(crate) type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 /// An AppendEntries reply as sent.
-pub(crate) type AppendEntriesReply = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+pub type AppendEntriesReply = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
 /// A Vote request as sent.
-pub(crate) type VoteRpc = VoteRequest<NodeId>;
+pub type VoteRpc = VoteRequest<NodeId>;
 /// A Vote reply as sent.
-pub(crate) type VoteReply = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+pub type VoteReply = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
 /// One snapshot chunk as sent.
-pub(crate) type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
+pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
 /// The reply to one snapshot chunk as sent.
-pub(crate) type InstallSnapshotReply =
+pub type InstallSnapshotReply =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
 /// Encodes `value` into a payload; `what` names it in errors.
-pub(crate) fn encode<T: Serialize>(
-    what: &'static str,
-    value: &T,
-) -> Result<RaftPayload, TransportError> {
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<RaftPayload, TransportError> {
     postcard::to_allocvec(value)
         .map(|data| RaftPayload { data: data.into() })
         .map_err(|source| TransportError::Encode { what, source })
 }
 
 /// Decodes a payload made by [`encode`]; `what` names it in errors.
-pub(crate) fn decode<T: DeserializeOwned>(
+pub fn decode<T: DeserializeOwned>(
     what: &'static str,
     payload: &RaftPayload,
 ) -> Result<T, TransportError> {

@@ -89,6 +89,13 @@ pub enum StoreError {
         /// The raw key.
         key: Vec<u8>,
     },
+    /// The format version record is not the four bytes of a big-endian
+    /// `u32`.
+    #[error("malformed format version record: {len} bytes, expected 4")]
+    BadFormatVersion {
+        /// Length of the stored value.
+        len: usize,
+    },
     /// The stored lease state breaks an invariant of the domain core.
     #[error("stored lease state is inconsistent: {0}")]
     Inconsistent(String),

@@ -288,6 +288,17 @@ pub(crate) fn scan<S: KeySpace>(
     })
 }
 
+/// Every open session, in id order, each checked against its key
+/// ([`decode_session`]).
+pub(crate) fn scan_sessions(
+    tree: &sled::Tree,
+) -> impl Iterator<Item = Result<leasehold_core::Session, StoreError>> {
+    tree.scan_prefix([SessionSpace::PREFIX]).map(|item| {
+        let (k, v) = item?;
+        decode_session(&k, &v)
+    })
+}
+
 /// Adds removal of every key of space `S` to `batch`.
 pub(crate) fn clear_space<S: KeySpace>(
     tree: &sled::Tree,
@@ -322,18 +333,32 @@ fn encode_meta<V: Serialize>(field: &MetaField<V>, value: &V) -> Result<Vec<u8>,
     })
 }
 
+/// Decodes the raw value of a meta field.
+pub(crate) fn decode_meta<V: DeserializeOwned>(
+    field: &MetaField<V>,
+    raw: &[u8],
+) -> Result<V, StoreError> {
+    postcard::from_bytes(raw).map_err(|source| StoreError::Decode {
+        what: field.name,
+        source,
+    })
+}
+
+/// Encodes the value of a meta field (its raw stored bytes).
+pub(crate) fn encode_meta_value<V: Serialize>(
+    field: &MetaField<V>,
+    value: &V,
+) -> Result<Vec<u8>, StoreError> {
+    encode_meta(field, value)
+}
+
 /// Reads a meta field.
 pub(crate) fn get_meta<V: DeserializeOwned>(
     tree: &sled::Tree,
     field: &MetaField<V>,
 ) -> Result<Option<V>, StoreError> {
     match tree.get(field.key())? {
-        Some(raw) => postcard::from_bytes(&raw)
-            .map(Some)
-            .map_err(|source| StoreError::Decode {
-                what: field.name,
-                source,
-            }),
+        Some(raw) => decode_meta(field, &raw).map(Some),
         None => Ok(None),
     }
 }
@@ -361,18 +386,53 @@ pub(crate) fn put_meta<V: Serialize>(
     Ok(())
 }
 
+/// Decodes the raw value of the format version record (exactly four
+/// big-endian bytes).
+pub(crate) fn decode_format_version(raw: &[u8]) -> Result<u32, StoreError> {
+    let bytes: [u8; 4] = raw
+        .try_into()
+        .map_err(|_| StoreError::BadFormatVersion { len: raw.len() })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
 /// Reads the format version record (`None` on a fresh database).
 pub(crate) fn get_format_version(tree: &sled::Tree) -> Result<Option<u32>, StoreError> {
     match tree.get(FORMAT_VERSION_KEY)? {
-        Some(raw) => {
-            let bytes: [u8; 4] = raw.as_ref().try_into().map_err(|_| StoreError::BadKey {
-                space: "meta/format_version",
-                key: FORMAT_VERSION_KEY.to_vec(),
-            })?;
-            Ok(Some(u32::from_be_bytes(bytes)))
-        }
+        Some(raw) => decode_format_version(&raw).map(Some),
         None => Ok(None),
     }
+}
+
+/// Decodes one log record: the entry stored under `raw_key`, which must
+/// carry that very index (an entry filed under another index would be
+/// replicated or applied at the wrong place).
+pub(crate) fn decode_log_entry(raw_key: &[u8], raw_value: &[u8]) -> Result<Entry, StoreError> {
+    let index = LogSpace::decode_key(raw_key)?;
+    let entry = decode::<LogSpace>(raw_value)?;
+    if entry.log_id.index != index {
+        return Err(StoreError::Inconsistent(format!(
+            "log entry stored under index {index} carries log id {}",
+            entry.log_id
+        )));
+    }
+    Ok(entry)
+}
+
+/// Decodes one session record: the session stored under `raw_key`, which
+/// must carry that very id.
+pub(crate) fn decode_session(
+    raw_key: &[u8],
+    raw_value: &[u8],
+) -> Result<leasehold_core::Session, StoreError> {
+    let id = SessionSpace::decode_key(raw_key)?;
+    let session = decode::<SessionSpace>(raw_value)?;
+    if session.id != id {
+        return Err(StoreError::Inconsistent(format!(
+            "session record stored under id {id} carries id {}",
+            session.id
+        )));
+    }
+    Ok(session)
 }
 
 /// Writes the format version record.

@@ -71,8 +71,8 @@ impl LogStore {
     pub fn last_entry_id(&self) -> Result<Option<LogId>, StoreError> {
         match self.db.range(LogSpace::key_range(&(..))).next_back() {
             Some(item) => {
-                let (_, raw) = item?;
-                Ok(Some(keys::decode::<LogSpace>(&raw)?.log_id))
+                let (key, raw) = item?;
+                Ok(Some(keys::decode_log_entry(&key, &raw)?.log_id))
             }
             None => Ok(None),
         }
@@ -82,8 +82,10 @@ impl LogStore {
     fn read_entries(&self, range: &impl RangeBounds<u64>) -> Result<Vec<Entry>, StoreError> {
         self.db
             .range(LogSpace::key_range(range))
-            .values()
-            .map(|raw| keys::decode::<LogSpace>(&raw?))
+            .map(|item| {
+                let (key, raw) = item?;
+                keys::decode_log_entry(&key, &raw)
+            })
             .collect()
     }
 

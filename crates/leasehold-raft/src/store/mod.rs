@@ -10,6 +10,8 @@
 //! - `db`: the shared database handle and [`CloseWatch`] (when it closed).
 //! - `flusher`: the single serialized flush path (group commit).
 //! - [`log`]: [`LogStore`] (`RaftLogStorage`, `RaftLogReader`).
+//! - [`record`]: [`decode_record`]: any raw record decoded by its key (for
+//!   tools and fuzzing; the store reads through the same decoders).
 //! - [`state_machine`]: [`StateMachineStore`] (`RaftStateMachine`,
 //!   `RaftSnapshotBuilder`) and [`AppliedEvents`].
 //!
@@ -46,6 +48,7 @@ pub mod error;
 mod flusher;
 mod keys;
 pub mod log;
+pub mod record;
 pub mod state_machine;
 
 use std::path::Path;
@@ -53,6 +56,7 @@ use std::path::Path;
 pub use db::CloseWatch;
 pub use error::StoreError;
 pub use log::LogStore;
+pub use record::{decode_record, encode_record, Record};
 pub use state_machine::{AppliedEvents, ApplyObserver, SnapshotStats, StateMachineStore};
 
 use db::Db;

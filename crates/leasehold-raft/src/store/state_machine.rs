@@ -128,9 +128,7 @@ impl StateMachineStore {
         let config = keys::get::<ConfigSpace>(&db, &())?.unwrap_or_default();
         let revision = keys::get_meta(&db, &keys::REVISION)?.unwrap_or(0);
         let position = keys::get_meta(&db, &keys::POSITION)?.unwrap_or(revision);
-        let sessions = keys::scan::<SessionSpace>(&db)
-            .map(|item| item.map(|(_, session)| session))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = keys::scan_sessions(&db).collect::<Result<Vec<_>, _>>()?;
         let resources = keys::scan::<ResourceSpace>(&db).collect::<Result<Vec<_>, _>>()?;
         let lease = LeaseState::from_parts(config, revision, position, sessions, resources);
         lease.check_invariants().map_err(StoreError::Inconsistent)?;
