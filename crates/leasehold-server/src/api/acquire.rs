@@ -4,10 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proposer::Proposer;
-use leasehold_core::machine::{validate_client_name, validate_metadata, validate_resource};
 use leasehold_core::{
-    Acquire, Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
-    SessionTarget,
+    Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
 };
 use leasehold_proto::v1 as pb;
 use leasehold_raft::store::AppliedEvents;
@@ -15,7 +13,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::convert::lease_to_proto;
-use super::error::{mode_from_proto, ApiError};
+use super::error::ApiError;
+use super::request;
 use super::service::LeaseApi;
 use super::session::new_secret;
 
@@ -38,62 +37,12 @@ impl LeaseApi {
         req: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, ApiError> {
         let received = Instant::now();
-        validate_resource(&req.resource)?;
-        validate_metadata(&req.metadata)?;
-        let mode = mode_from_proto(req.mode)?;
-        if req.wait_timeout_ms > WAIT_MS_MAX {
-            return Err(ApiError::invalid(
-                "wait_timeout_ms",
-                format!(
-                    "{} ms exceeds the limit of {WAIT_MS_MAX} ms",
-                    req.wait_timeout_ms
-                ),
-            ));
-        }
-        let session = if req.session_id == 0 {
-            if req.ttl_ms == 0 {
-                return Err(ApiError::invalid(
-                    "session_id",
-                    "0 means a one-call lease, which needs ttl_ms",
-                ));
-            }
-            if req.wait_timeout_ms > req.ttl_ms {
-                // Nobody renews the private session while it waits, and the
-                // holder counts its deadline from before the request: a
-                // longer wait would expire the session under its own waiter.
-                return Err(ApiError::invalid(
-                    "wait_timeout_ms",
-                    format!(
-                        "{} ms exceeds the one-call lease's ttl_ms ({} ms); open a session \
-                         (kept alive while it waits) to wait longer",
-                        req.wait_timeout_ms, req.ttl_ms
-                    ),
-                ));
-            }
-            validate_client_name(&req.client_name)?;
-            self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
-            SessionTarget::Private {
-                client_name: req.client_name.clone(),
-                ttl_ms: req.ttl_ms,
-                secret: new_secret(),
-                request_id: req.request_id,
-            }
-        } else {
-            SessionTarget::Existing(self.owned_session(req.session_id, &req.session_secret)?)
-        };
-        let wait = req.wait_timeout_ms > 0;
+        let secret = new_secret();
+        let acquire = self.state.read(|s| request::acquire(s, &req, secret))?;
         let started = Instant::now();
         // Subscribe before proposing so a grant cannot slip past unseen.
         let mut events = self.state.subscribe();
-        let proposed = self
-            .propose(Command::Acquire(Acquire {
-                session,
-                resource: req.resource.clone(),
-                mode,
-                wait,
-                metadata: req.metadata.to_vec(),
-            }))
-            .await;
+        let proposed = self.propose(Command::Acquire(acquire)).await;
         // Granted, queued or refused: the entry answered (a queue wait is
         // not part of it).
         self.metrics.acquire_took(received.elapsed());
@@ -249,14 +198,8 @@ impl LeaseApi {
         &self,
         req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ApiError> {
-        validate_resource(&req.resource)?;
-        let session = self.owned_session(req.session_id, &req.session_secret)?;
-        let (_, resp) = self
-            .propose(Command::Release {
-                session,
-                resource: req.resource,
-            })
-            .await?;
+        let command = self.state.read(|s| request::release(s, &req))?;
+        let (_, resp) = self.propose(command).await?;
         match resp {
             CoreResponse::Released { grant } => {
                 self.metrics.released();

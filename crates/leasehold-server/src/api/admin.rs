@@ -1,17 +1,17 @@
 //! `Recall`, `SetConfig`, `ChangeMembership` and `Status`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use leasehold_core::machine::{validate_reason, validate_resource};
-use leasehold_core::{Command, LeaseConfig, Response as CoreResponse};
+use leasehold_core::{Command, Response as CoreResponse};
 use leasehold_proto::v1 as pb;
-use leasehold_raft::{LeaseNode, NodeId};
+use leasehold_raft::NodeId;
 use openraft::ServerState;
 
 use super::convert::config_to_proto;
 use super::error::ApiError;
 use super::forward::known_leader;
+use super::request;
 use super::service::LeaseApi;
 use crate::error::ProposeError;
 use crate::lessor::Serving;
@@ -26,14 +26,8 @@ impl LeaseApi {
         &self,
         req: pb::RecallRequest,
     ) -> Result<pb::RecallResponse, ApiError> {
-        validate_resource(&req.resource)?;
-        validate_reason(&req.reason)?;
-        let (_, resp) = self
-            .propose(Command::Recall {
-                resource: req.resource,
-                reason: req.reason,
-            })
-            .await?;
+        let command = request::recall(&req)?;
+        let (_, resp) = self.propose(command).await?;
         match resp {
             CoreResponse::Recalled { holders } => {
                 self.metrics.recalled();
@@ -47,38 +41,8 @@ impl LeaseApi {
         &self,
         req: pb::SetConfigRequest,
     ) -> Result<pb::SetConfigResponse, ApiError> {
-        let c = req
-            .config
-            .ok_or_else(|| ApiError::invalid("config", "missing"))?;
-        // 0 keeps the cluster's window (or, before the first leader set
-        // one, takes this node's own).
-        let current = self.state.read(|s| s.config().vote_window_ms);
-        let vote_window_ms = match (c.vote_window_ms, current) {
-            (0, 0) => self.election_timeout_ms_max,
-            (0, w) => w,
-            (w, _) => w,
-        };
-        if vote_window_ms > self.election_timeout_ms_max {
-            // Followers must refuse votes for at least W: raising W is the
-            // last step, after every node runs with a long enough window.
-            return Err(ApiError::invalid(
-                "vote_window_ms",
-                format!(
-                    "{vote_window_ms} ms is above this leader's own election_timeout_ms_max ({} \
-                     ms): restart every node with at least {vote_window_ms} ms first",
-                    self.election_timeout_ms_max
-                ),
-            ));
-        }
-        let config = LeaseConfig {
-            ttl_ms_min: c.ttl_ms_min,
-            ttl_ms_max: c.ttl_ms_max,
-            drift_ppm: c.drift_ppm,
-            grace_margin_ms: c.grace_margin_ms,
-            vote_window_ms,
-        };
-        // Also checks ttl_ms_min ≥ 2 W against the cluster-wide W.
-        config.validate()?;
+        let current = self.state.read(|s| *s.config());
+        let config = request::set_config(&req, &current, self.election_timeout_ms_max)?;
         let (_, resp) = self.propose(Command::SetConfig(config)).await?;
         match resp {
             CoreResponse::ConfigSet(c) => Ok(pb::SetConfigResponse {
@@ -92,37 +56,7 @@ impl LeaseApi {
         &self,
         req: pb::ChangeMembershipRequest,
     ) -> Result<pb::ChangeMembershipResponse, ApiError> {
-        if req.voters.is_empty() || req.voters.len() > VOTERS_MAX {
-            return Err(ApiError::invalid(
-                "voters",
-                format!(
-                    "{} voters; between 1 and {VOTERS_MAX} are allowed",
-                    req.voters.len()
-                ),
-            ));
-        }
-        let mut voters = BTreeMap::new();
-        for m in &req.voters {
-            if m.node_id == 0 || m.raft_addr.is_empty() || m.api_addr.is_empty() {
-                return Err(ApiError::invalid(
-                    "voters",
-                    format!(
-                        "member {} needs a non-zero id, raft_addr and api_addr",
-                        m.node_id
-                    ),
-                ));
-            }
-            let node = LeaseNode {
-                raft_addr: m.raft_addr.clone(),
-                api_addr: m.api_addr.clone(),
-            };
-            if voters.insert(m.node_id, node).is_some() {
-                return Err(ApiError::invalid(
-                    "voters",
-                    format!("node {} listed twice", m.node_id),
-                ));
-            }
-        }
+        let voters = request::change_membership(&req)?;
         let known = self
             .raft
             .metrics()

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use leasehold_core::{SessionId, SessionSecret};
 use leasehold_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::error::{secret_from_proto, ApiError};
+use super::error::ApiError;
+use super::request;
 use super::service::{BoxStream, LeaseApi};
 use crate::lessor::{KeepAlive, Serving};
 
@@ -71,27 +71,7 @@ impl LeaseApi {
         msg: &pb::KeepAliveRequest,
     ) -> Result<pb::KeepAliveResponse, ApiError> {
         let ids = &msg.session_ids;
-        if ids.len() > KEEPALIVE_SESSIONS_MAX {
-            return Err(ApiError::invalid(
-                "session_ids",
-                format!("more than {KEEPALIVE_SESSIONS_MAX} sessions in one keepalive"),
-            ));
-        }
-        if msg.session_secrets.len() != ids.len() {
-            return Err(ApiError::invalid(
-                "session_secrets",
-                format!(
-                    "{} secrets for {} sessions; send one per session, in order",
-                    msg.session_secrets.len(),
-                    ids.len()
-                ),
-            ));
-        }
-        let named: Vec<(SessionId, SessionSecret)> = ids
-            .iter()
-            .zip(&msg.session_secrets)
-            .map(|(id, secret)| Ok((*id, secret_from_proto(*id, secret)?)))
-            .collect::<Result<_, ApiError>>()?;
+        let named = request::keepalive(msg)?;
         let renewed = match self.lessor.renew(&named) {
             KeepAlive::Renewed(r) => r,
             KeepAlive::Denied(id) => return Err(ApiError::PermissionDenied(id)),

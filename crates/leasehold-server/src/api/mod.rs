@@ -10,6 +10,8 @@
 //! - [`read`]: `Get`, `List`.
 //! - [`sessions`]: `ListSessions`, paged, without secrets.
 //! - [`admin`]: `Recall`, `SetConfig`, `ChangeMembership`, `Status`.
+//! - [`request`]: the checks of decoded requests, as pure functions (the
+//!   handlers and the fuzz target run the same ones).
 //! - [`convert`]: domain types to wire types.
 //! - [`forward`]: serve here, forward to the leader (hop limit), or refuse
 //!   with the leader's address; the one leader lookup.
@@ -24,6 +26,7 @@ pub mod forward;
 pub mod history;
 pub mod keepalive;
 pub mod read;
+pub mod request;
 pub mod service;
 pub mod session;
 pub mod sessions;

@@ -1,10 +1,10 @@
 //! `Get` and `List`: reads of the applied state on the serving leader.
 
-use leasehold_core::machine::validate_resource;
 use leasehold_proto::v1 as pb;
 
 use super::convert::resource_to_proto;
 use super::error::ApiError;
+use super::request;
 use super::service::LeaseApi;
 
 /// Default page of `List`.
@@ -14,7 +14,7 @@ pub const LIST_PAGE_MAX: usize = 1_000;
 
 impl LeaseApi {
     pub(super) async fn get_local(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
-        validate_resource(&req.resource)?;
+        request::get(&req)?;
         Ok(self.state.read(|s| pb::GetResponse {
             state: Some(resource_to_proto(s, &self.lessor, &req.resource)),
             revision: s.revision(),
@@ -25,22 +25,7 @@ impl LeaseApi {
         &self,
         req: pb::ListRequest,
     ) -> Result<pb::ListResponse, ApiError> {
-        if req.prefix.len() > leasehold_core::limits::RESOURCE_NAME_BYTES_MAX {
-            return Err(ApiError::invalid(
-                "prefix",
-                "longer than a resource name may be",
-            ));
-        }
-        let page = match req.page_size as usize {
-            0 => LIST_PAGE_DEFAULT,
-            n if n > LIST_PAGE_MAX => {
-                return Err(ApiError::invalid(
-                    "page_size",
-                    format!("{n} exceeds the limit of {LIST_PAGE_MAX}"),
-                ))
-            }
-            n => n,
-        };
+        let page = request::list(&req)?;
         let after = req.page_token;
         Ok(self.state.read(|s| {
             let start = if after.as_str() > req.prefix.as_str() {

@@ -1,10 +1,10 @@
 //! `OpenSession` and `CloseSession`.
 
-use leasehold_core::machine::validate_client_name;
-use leasehold_core::{Command, Response as CoreResponse, SessionRef, SessionSecret};
+use leasehold_core::{Response as CoreResponse, SessionSecret};
 use leasehold_proto::v1 as pb;
 
 use super::error::ApiError;
+use super::request;
 use super::service::LeaseApi;
 
 impl LeaseApi {
@@ -12,16 +12,11 @@ impl LeaseApi {
         &self,
         req: pb::OpenSessionRequest,
     ) -> Result<pb::OpenSessionResponse, ApiError> {
-        validate_client_name(&req.client_name)?;
-        self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
-        let (_, resp) = self
-            .propose(Command::OpenSession {
-                client_name: req.client_name,
-                ttl_ms: req.ttl_ms,
-                secret: new_secret(),
-                request_id: req.request_id,
-            })
-            .await?;
+        let secret = new_secret();
+        let command = self
+            .state
+            .read(|s| request::open_session(s, &req, secret))?;
+        let (_, resp) = self.propose(command).await?;
         match resp {
             CoreResponse::SessionOpened {
                 session,
@@ -41,21 +36,11 @@ impl LeaseApi {
         &self,
         req: pb::CloseSessionRequest,
     ) -> Result<pb::CloseSessionResponse, ApiError> {
-        let session = self.owned_session(req.session_id, &req.session_secret)?;
-        let (_, resp) = self.propose(Command::CloseSession { session }).await?;
+        let command = self.state.read(|s| request::close_session(s, &req))?;
+        let (_, resp) = self.propose(command).await?;
         match resp {
             CoreResponse::SessionClosed { released } => Ok(pb::CloseSessionResponse { released }),
             other => Err(ApiError::refused(other)),
-        }
-    }
-
-    /// A session named by a client with its secret, checked against the
-    /// applied state before anything is proposed (apply checks again).
-    pub(super) fn owned_session(&self, id: u64, secret: &[u8]) -> Result<SessionRef, ApiError> {
-        match self.state.read(|s| s.session(id).map(|x| x.secret)) {
-            None => Err(ApiError::SessionNotFound(id)),
-            Some(stored) if !stored.matches(secret) => Err(ApiError::PermissionDenied(id)),
-            Some(stored) => Ok(SessionRef { id, secret: stored }),
         }
     }
 }

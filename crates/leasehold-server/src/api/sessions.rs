@@ -5,6 +5,7 @@ use leasehold_core::Session;
 use leasehold_proto::v1 as pb;
 
 use super::error::ApiError;
+use super::request;
 use super::service::LeaseApi;
 use crate::lessor::Lessor;
 
@@ -31,7 +32,7 @@ pub fn session_to_proto(s: &Session, lessor: &Lessor) -> pb::SessionInfo {
 }
 
 /// The page size a request asks for, checked.
-fn page_size(asked: u32) -> Result<usize, ApiError> {
+pub(super) fn page_size(asked: u32) -> Result<usize, ApiError> {
     match usize::try_from(asked).unwrap_or(usize::MAX) {
         0 => Ok(SESSIONS_PAGE_DEFAULT),
         n if n > SESSIONS_PAGE_MAX => Err(ApiError::invalid(
@@ -43,7 +44,7 @@ fn page_size(asked: u32) -> Result<usize, ApiError> {
 }
 
 /// The last session id of the previous page (0: from the first).
-fn page_after(token: &str) -> Result<u64, ApiError> {
+pub(super) fn page_after(token: &str) -> Result<u64, ApiError> {
     if token.is_empty() {
         return Ok(0);
     }
@@ -63,8 +64,7 @@ impl LeaseApi {
         &self,
         req: pb::ListSessionsRequest,
     ) -> Result<pb::ListSessionsResponse, ApiError> {
-        let page = page_size(req.page_size)?;
-        let after = page_after(&req.page_token)?;
+        let (page, after) = request::list_sessions(&req)?;
         Ok(self.state.read(|s| {
             let mut sessions: Vec<&Session> = s.sessions_after(after).take(page + 1).collect();
             let next = if sessions.len() > page {

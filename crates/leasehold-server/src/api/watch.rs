@@ -11,6 +11,7 @@ use super::convert::event_to_proto;
 use super::error::ApiError;
 use super::forward::SHUTTING_DOWN;
 use super::history::Feed;
+use super::request;
 use super::service::{BoxStream, LeaseApi};
 
 /// Starts a watch of `req.prefix` from `req.start_revision`.
@@ -18,12 +19,7 @@ pub(super) fn serve(
     api: Arc<LeaseApi>,
     req: pb::WatchRequest,
 ) -> Result<BoxStream<pb::WatchEvent>, ApiError> {
-    if req.prefix.len() > leasehold_core::limits::RESOURCE_NAME_BYTES_MAX {
-        return Err(ApiError::invalid(
-            "prefix",
-            "longer than a resource name may be",
-        ));
-    }
+    request::watch(&req)?;
     let (kept, covered_from, mut live) = api.history.replay_and_subscribe(req.start_revision);
     if req.start_revision > 0 && req.start_revision < covered_from {
         return Err(ApiError::OutOfRange {
