@@ -9,7 +9,8 @@
 //! - the head of a non-empty queue cannot be granted (else it would have been);
 //! - no idle resource is stored;
 //! - no session id, fencing token or queue place exceeds the last position;
-//! - the recall index lists exactly the leases under a recall notice.
+//! - the recall index lists exactly the leases under a recall notice;
+//! - the configuration is valid ([`LeaseConfig::validate`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,6 +7,11 @@ impl LeaseState {
     /// Verifies every structural invariant; returns a description of the
     /// first one broken. Cheap enough for tests, not for the hot path.
     pub fn check_invariants(&self) -> Result<(), String> {
+        // Only `SetConfig` changes it, and only to a valid one; a decoded
+        // snapshot or store must not bring in one apply would refuse.
+        if let Err(r) = self.config.validate() {
+            return Err(format!("configuration is not valid: {r}"));
+        }
         for (name, res) in &self.resources {
             if res.is_idle() {
                 return Err(format!("idle resource {name:?} stored"));
