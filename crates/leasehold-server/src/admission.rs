@@ -37,7 +37,7 @@ use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_raft::{LeaseNode, NodeId, Raft};
 use openraft::error::{InitializeError, RaftError};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::NodeConfig;
 use crate::shutdown::ShutdownSignal;
@@ -176,6 +176,7 @@ async fn probe(client: &mut LeaseholdClient<Channel>) -> PeerView {
 /// publishing each state on `state`.
 pub(crate) async fn admit(
     config: NodeConfig,
+    tls: Option<leasehold_raft::tls::NodeTls>,
     raft: Raft,
     quarantine: leasehold_raft::network::Isolation,
     state: watch::Sender<Admission>,
@@ -185,7 +186,7 @@ pub(crate) async fn admit(
     let mut clients: Vec<LeaseholdClient<Channel>> = Vec::new();
     let mut unusable = 0usize;
     for p in config.peers.iter().filter(|p| p.id != node_id) {
-        match Endpoint::from_shared(format!("http://{}", p.node.api_addr)) {
+        match leasehold_raft::tls::endpoint(&p.node.api_addr, tls.as_ref()) {
             Ok(e) => clients.push(LeaseholdClient::new(
                 e.connect_timeout(PROBE_TIMEOUT)
                     .tcp_nodelay(true)

@@ -12,6 +12,7 @@
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
+//! - [`certs`]: throwaway CA, node and client certificates for dev and tests.
 //! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
 //! - [`metrics`]: every metric of the node (counters, gauges, histograms)
 //!   and their Prometheus registry.
@@ -24,6 +25,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -35,7 +37,7 @@ pub mod proposer;
 pub mod shutdown;
 
 pub use admission::Admission;
-pub use config::{ConfigProblem, NodeConfig, PeerSpec, RaftTiming};
+pub use config::{ConfigProblem, NodeConfig, PeerSpec, RaftTiming, TlsFiles};
 pub use error::{ProposeError, ServerError};
 pub use lessor::Serving;
 pub use node::{Node, DRAIN_MAX};

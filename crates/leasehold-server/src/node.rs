@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use leasehold_core::{Command, LeaseState, LogIndex, Response};
 use leasehold_raft::network::{
-    serve_peer_service, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
+    serve_peer_service_tls, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
 };
 use leasehold_raft::store::{self, StateMachineStore};
+use leasehold_raft::tls::{ClientAuth, NodeTls};
 use leasehold_raft::{NodeId, Raft};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -46,6 +47,34 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
             addr: addr.to_string(),
             source,
         })
+}
+
+/// The node's TLS material, read and checked, or `None` for explicit
+/// plaintext (with a warning: anyone who reaches the ports may talk to it).
+fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, ServerError> {
+    match &config.tls {
+        Some(files) => {
+            let tls = NodeTls::load(&files.ca_cert, &files.cert, &files.key)
+                .map_err(|e| ServerError::Config(format!("tls: {e}")))?;
+            tracing::info!(
+                node_id = config.node_id,
+                ca_cert = %files.ca_cert.display(),
+                cert = %files.cert.display(),
+                "TLS on: peers need a certificate of the cluster CA (mutual TLS), clients get TLS"
+            );
+            Ok(Some(tls))
+        }
+        None => {
+            tracing::warn!(
+                node_id = config.node_id,
+                raft_listen = %config.raft_listen,
+                api_listen = %config.api_listen,
+                "plaintext: anyone who reaches these ports can send Raft messages to this node \
+                 and call its client API, unauthenticated and unencrypted"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// A running node: Raft, its sled store, and the peer gRPC server.
@@ -111,6 +140,7 @@ impl Node {
         api_listener: TcpListener,
     ) -> Result<Node, ServerError> {
         config.validate()?;
+        let tls = load_tls(&config)?;
         let raft_config = Arc::new(config.raft_config()?);
         let raft_addr = listener
             .local_addr()
@@ -141,6 +171,7 @@ impl Node {
                 config.node_id,
                 PeerNetworkConfig {
                     isolation: isolation.clone(),
+                    tls: tls.clone(),
                     ..PeerNetworkConfig::default()
                 },
             ),
@@ -203,8 +234,11 @@ impl Node {
         let shutdown = Shutdown::new();
         let signal = shutdown.signal();
         let node_id = config.node_id;
+        let peer_tls = tls.clone();
         let peer_task = tokio::spawn(async move {
-            if let Err(error) = serve_peer_service(listener, service, signal.recv()).await {
+            let served =
+                serve_peer_service_tls(listener, service, peer_tls.as_ref(), signal.recv()).await;
+            if let Err(error) = served {
                 tracing::error!(node_id, %error, "peer server stopped");
             }
         });
@@ -241,11 +275,20 @@ impl Node {
             shutdown.signal(),
             alive,
             config.timing.election_timeout_ms_max,
-        );
+        )
+        .with_tls(tls.clone());
+        let mut api_server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            api_server = api_server
+                .tls_config(tls.server_config(ClientAuth::Optional))
+                .map_err(|e| {
+                    ServerError::Config(format!("tls: {}", leasehold_raft::tls::error_chain(&e)))
+                })?;
+        }
         let api_signal = shutdown.signal();
         let api_task = tokio::spawn(async move {
             let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
-            let result = tonic::transport::Server::builder()
+            let result = api_server
                 .add_service(LeaseholdServer::new(LeaseService::new(api)))
                 .serve_with_incoming_shutdown(incoming, api_signal.recv())
                 .await;
@@ -262,6 +305,7 @@ impl Node {
         let admission_task = (!restarted).then(|| {
             tokio::spawn(admission::admit(
                 config.clone(),
+                tls.clone(),
                 raft.clone(),
                 quarantine,
                 admission_tx,

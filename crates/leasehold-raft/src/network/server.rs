@@ -19,6 +19,7 @@ use super::payload::{
     VoteReply, VoteRpc,
 };
 use super::MESSAGE_BYTES_MAX;
+use crate::tls::{ClientAuth, NodeTls};
 use crate::types::Raft;
 
 /// Answers the peer RPCs from the local Raft: decodes the payload, calls
@@ -142,7 +143,7 @@ where
     serve_peer_service(listener, PeerService::new(raft), shutdown).await
 }
 
-/// Like [`serve_peer`], for a configured [`PeerService`].
+/// Like [`serve_peer`], for a configured [`PeerService`] (plaintext).
 pub async fn serve_peer_service<F>(
     listener: TcpListener,
     service: PeerService,
@@ -151,10 +152,31 @@ pub async fn serve_peer_service<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_peer_service_tls(listener, service, None, shutdown).await
+}
+
+/// Like [`serve_peer_service`], with mutual TLS when `tls` is given: a
+/// caller must present a certificate signed by the cluster CA, or its
+/// handshake fails before any RPC reaches the service.
+pub async fn serve_peer_service_tls<F>(
+    listener: TcpListener,
+    service: PeerService,
+    tls: Option<&NodeTls>,
+    shutdown: F,
+) -> Result<(), TransportError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let local_addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(addr = ?local_addr, "raft peer server listening");
-    let result = Server::builder()
+    tracing::info!(addr = ?local_addr, tls = tls.is_some(), "raft peer server listening");
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.server_config(ClientAuth::Required))
+            .map_err(TransportError::Serve)?;
+    }
+    let result = builder
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_proto::{FORWARD_HOPS_MAX, HOPS_METADATA_KEY};
+use leasehold_raft::tls::NodeTls;
 use leasehold_raft::{LeaseNode, NodeId, Raft};
 use openraft::RaftMetrics;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::error::ApiError;
 use crate::lessor::{Lessor, Serving};
@@ -40,6 +41,9 @@ pub struct Forwarder {
     raft: Raft,
     /// Cached clients by address.
     clients: Mutex<HashMap<String, LeaseholdClient<Channel>>>,
+    /// TLS of the channels to the leader (the node's certificate, the
+    /// cluster CA); `None`: plaintext.
+    tls: Option<NodeTls>,
 }
 
 /// Timeout for establishing a connection to the leader.
@@ -52,7 +56,14 @@ impl Forwarder {
             node_id,
             raft,
             clients: Mutex::new(HashMap::new()),
+            tls: None,
         }
+    }
+
+    /// Dials the leader over TLS (`None`: plaintext).
+    pub fn with_tls(mut self, tls: Option<NodeTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The leader's client address, if a leader other than this node is known.
@@ -107,7 +118,7 @@ impl Forwarder {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = leasehold_raft::tls::endpoint(addr, self.tls.as_ref())
             .map_err(|e| ApiError::unavailable(format!("bad leader address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);

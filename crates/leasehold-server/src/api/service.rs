@@ -113,6 +113,12 @@ impl LeaseApi {
         }
     }
 
+    /// Forwards to the leader over TLS (`None`: plaintext).
+    pub fn with_tls(mut self, tls: Option<leasehold_raft::tls::NodeTls>) -> Self {
+        self.forwarder = self.forwarder.with_tls(tls);
+        self
+    }
+
     /// What this node answers once it began shutting down: UNAVAILABLE,
     /// with the leader's address when another node is known to lead.
     pub(super) fn shutting_down(&self) -> ApiError {
