@@ -20,6 +20,9 @@ use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 
+/// The directory of a TLS cluster's certificates, in its temporary directory.
+const TLS_DIR: &str = "tls";
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,6 +42,11 @@ pub struct ClusterOptions {
     /// Serve every node's metrics and health endpoint on a free loopback
     /// port ([`Node::metrics_addr`] tells which).
     pub metrics: bool,
+    /// Run with TLS: a throwaway CA and node certificates are generated
+    /// into the cluster's directory ([`TestCluster::tls_dir`]), peers talk
+    /// mutual TLS, the client API TLS. Off: every node runs with explicit
+    /// plaintext.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +62,7 @@ impl Default for ClusterOptions {
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
             metrics: false,
+            tls: false,
         }
     }
 }
@@ -125,6 +134,21 @@ impl TestCluster {
             listeners.insert(id, (listener, api_listener));
             data_dirs.insert(id, dir.path().join(format!("node-{id}")));
         }
+        if options.tls {
+            let nodes: Vec<leasehold_server::certs::NodeCert> = peers
+                .iter()
+                .map(|p| leasehold_server::certs::NodeCert {
+                    id: p.id,
+                    hosts: vec!["127.0.0.1".into()],
+                })
+                .collect();
+            leasehold_server::certs::init(
+                &dir.path().join(TLS_DIR),
+                &nodes,
+                &[leasehold_server::certs::DEFAULT_CLIENT.into()],
+                false,
+            )?;
+        }
         let mut cluster = TestCluster {
             _dir: dir,
             data_dirs,
@@ -171,7 +195,17 @@ impl TestCluster {
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
+        match self.tls_dir() {
+            Some(dir) => c.tls = Some(leasehold_server::certs::node_files(&dir, id)),
+            None => c.plaintext = true,
+        }
         Ok(c)
+    }
+
+    /// Where the CA, node and client certificates are (`ca.pem`,
+    /// `node-ID.pem`, `client.pem`, …), when the cluster runs TLS.
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.options.tls.then(|| self._dir.path().join(TLS_DIR))
     }
 
     /// Client API addresses (`host:port`) of every member, running or not.

@@ -38,6 +38,102 @@ pub(crate) struct ClientConfig {
     pub(crate) backoff_initial: Duration,
     /// Longest pause between rounds of attempts.
     pub(crate) backoff_max: Duration,
+    /// TLS of the connections (`https://`); `None`: plaintext (`http://`).
+    pub(crate) tls: Option<ClientTls>,
+}
+
+/// Largest PEM file [`ClientTls::load`] reads, in bytes.
+pub const PEM_BYTES_MAX: u64 = 1024 * 1024;
+
+/// TLS settings of a client: the CA that signed the nodes' certificates
+/// and, optionally, a client certificate to present (nodes verify it
+/// against their CA).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM of the CA the nodes' certificates must chain to.
+    ca_cert_pem: Vec<u8>,
+    /// PEM of the client certificate and its key, if one is presented.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("client_cert", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// TLS trusting the CA in `ca_cert_pem`, with no client certificate.
+    pub fn new(ca_cert_pem: impl Into<Vec<u8>>) -> Self {
+        ClientTls {
+            ca_cert_pem: ca_cert_pem.into(),
+            identity: None,
+        }
+    }
+
+    /// Presents this client certificate (PEM) and key (PEM).
+    pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Reads the CA certificate and, when both are given, a client
+    /// certificate and key from PEM files; checks that they parse.
+    pub fn load(
+        ca_cert: &std::path::Path,
+        client_cert: Option<&std::path::Path>,
+        client_key: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let read = |what: &str, path: &std::path::Path| -> Result<Vec<u8>, ClientError> {
+            let bad = |e: std::io::Error| {
+                ClientError::Config(format!("cannot read {what} {}: {e}", path.display()))
+            };
+            let len = std::fs::metadata(path).map_err(bad)?.len();
+            if len > PEM_BYTES_MAX {
+                return Err(ClientError::Config(format!(
+                    "{what} {} is larger than {PEM_BYTES_MAX} bytes",
+                    path.display()
+                )));
+            }
+            std::fs::read(path).map_err(bad)
+        };
+        let mut tls = ClientTls::new(read("CA certificate", ca_cert)?);
+        match (client_cert, client_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(read("client certificate", cert)?, read("client key", key)?);
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ClientError::Config(
+                    "a client certificate needs its key (client key missing)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ClientError::Config(
+                    "a client key needs its certificate (client certificate missing)".into(),
+                ))
+            }
+        }
+        tls.tonic_config()?;
+        Ok(tls)
+    }
+
+    /// tonic's configuration; fails when the PEM does not parse.
+    pub(crate) fn tonic_config(&self) -> Result<tonic::transport::ClientTlsConfig, ClientError> {
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_cert_pem));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        // Building a connector parses everything: report bad PEM now.
+        tonic::transport::Endpoint::from_static("https://localhost")
+            .tls_config(config.clone())
+            .map_err(|e| ClientError::Config(format!("TLS: {}", crate::error::chain(&e))))?;
+        Ok(config)
+    }
 }
 
 impl Default for ClientConfig {
@@ -51,6 +147,7 @@ impl Default for ClientConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             backoff_initial: BACKOFF_INITIAL_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -133,6 +230,15 @@ impl ClientBuilder {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.backoff_initial = initial;
         self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Connects over TLS (`https://`), trusting `tls`'s CA and presenting
+    /// its client certificate if any. Without it the client speaks
+    /// plaintext (`http://`), which only a node started with plaintext
+    /// accepts.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 

@@ -139,6 +139,21 @@ impl From<Status> for ClientError {
     }
 }
 
+/// An error and its sources on one line.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Whether `status` means "could not reach the node or the connection
 /// broke" rather than an answer from the service: `UNAVAILABLE`, or
 /// `UNKNOWN`/`CANCELLED` raised by the transport (h2 or hyper errors, which

@@ -174,8 +174,24 @@ impl Transport {
         if let Some(c) = r.channels.get(addr) {
             return Ok(LeaseholdClient::new(c.clone()));
         }
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
+        let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        let uri = match &self.config.tls {
+            Some(_) => format!("https://{authority}"),
+            None if addr.starts_with("https://") => {
+                return Err(ClientError::Config(format!(
+                    "endpoint {addr:?} asks for TLS but no CA certificate is configured"
+                )))
+            }
+            None => format!("http://{authority}"),
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic_config()?)
+                .map_err(|e| ClientError::Config(format!("TLS: {}", crate::error::chain(&e))))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
