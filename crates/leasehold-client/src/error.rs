@@ -139,6 +139,35 @@ impl From<Status> for ClientError {
     }
 }
 
+/// A connection failure that retrying will not cure because the two ends
+/// disagree on TLS, explained for a person: TLS against a plaintext node,
+/// a node certificate this client does not trust, or plaintext against a
+/// TLS node. `None` for any other failure.
+pub(crate) fn tls_mismatch(status: &Status, addr: &str, tls: bool) -> Option<String> {
+    let text = chain(status);
+    let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    if tls && text.contains("InvalidContentType") {
+        return Some(format!(
+            "TLS handshake with {authority} failed: the node does not speak TLS \
+             (started with --plaintext? then connect with --plaintext)"
+        ));
+    }
+    if tls && text.contains("invalid peer certificate") {
+        let reason = status.message();
+        return Some(format!(
+            "TLS: {authority} presented a certificate this client does not accept ({reason}): \
+             check the CA certificate (--ca-cert) and that the node's certificate names this host"
+        ));
+    }
+    if !tls && (text.contains("FRAME_SIZE_ERROR") || text.contains("frame with invalid size")) {
+        return Some(format!(
+            "{authority} did not answer plaintext HTTP/2: the node requires TLS \
+             (give the cluster's CA certificate: --ca-cert or LEASEHOLD_CA_CERT)"
+        ));
+    }
+    None
+}
+
 /// An error and its sources on one line.
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();

@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::config::ClientConfig;
-use crate::error::{is_connection_failure, ClientError};
+use crate::error::{is_connection_failure, tls_mismatch, ClientError};
 
 /// The gRPC stub every call uses.
 pub(crate) type Stub = LeaseholdClient<Channel>;
@@ -265,6 +265,10 @@ impl Transport {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(status)) => {
                         let hint = leader_hint(&status);
+                        let tls = self.config.tls.is_some();
+                        if let Some(message) = tls_mismatch(&status, &addr, tls) {
+                            return Err(ClientError::Config(message));
+                        }
                         if !is_connection_failure(&status) {
                             return Err(status.into());
                         }
