@@ -416,6 +416,38 @@ settings! {
     log_entries_kept: u64 =
         "snapshot.log_entries_kept", "LEASEHOLD_LOG_ENTRIES_KEPT", "--log-entries-kept";
 
+    /// The cluster CA's certificate (PEM): peers must present a certificate
+    /// it signed (mutual TLS), client certificates are checked against it.
+    /// With --tls-cert and --tls-key; `leasehold certs init` makes all
+    /// three. [file: tls.ca_cert; env: LEASEHOLD_TLS_CA_CERT; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_ca_cert: PathBuf = "tls.ca_cert", "LEASEHOLD_TLS_CA_CERT", "--tls-ca-cert";
+
+    /// This node's certificate (PEM), with SANs for the hosts peers and
+    /// clients dial (IP SAN for an address, DNS SAN for a name). [file:
+    /// tls.cert; env: LEASEHOLD_TLS_CERT; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_cert: PathBuf = "tls.cert", "LEASEHOLD_TLS_CERT", "--tls-cert";
+
+    /// This node's private key (PEM; keep it 0600). [file: tls.key; env:
+    /// LEASEHOLD_TLS_KEY; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_key: PathBuf = "tls.key", "LEASEHOLD_TLS_KEY", "--tls-key";
+
+    /// Run without TLS: anyone who reaches the ports can send Raft messages
+    /// and call the API. Must be asked for explicitly (a node with neither
+    /// TLS files nor this refuses to start) and logs a warning. [file:
+    /// tls.plaintext; env: LEASEHOLD_PLAINTEXT; default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    plaintext: bool = "tls.plaintext", "LEASEHOLD_PLAINTEXT", "--plaintext";
+
     /// UNSAFE, chaos tests only: make this node's lease clock run fast
     /// (positive) or slow (negative) by this many parts per million. [file:
     /// unsafe_test.clock_rate_ppm; env: LEASEHOLD_UNSAFE_TEST_CLOCK_RATE_PPM;
@@ -624,9 +656,24 @@ pub fn load(
             }
         }
     }
+    tls_files_complete(&merged, &origin, &mut errors);
     let node = node_config(&merged, &mut errors);
     if let Some(node) = &node {
         for p in node.problems() {
+            if p.field == "tls" {
+                // Neither TLS nor plaintext: no value to blame.
+                if !errors
+                    .iter()
+                    .any(|e| e.key.as_deref().is_some_and(|k| k.starts_with("tls.")))
+                {
+                    errors.push(ConfigError {
+                        key: Some("tls".into()),
+                        message: p.message,
+                        origin: None,
+                    });
+                }
+                continue;
+            }
             let field = if p.field == "node_id" { "id" } else { p.field };
             errors.push(ConfigError::new(key_of(field), p.message, origin(field)));
         }
@@ -645,6 +692,40 @@ pub fn load(
             file,
         }),
         _ => Err(errors),
+    }
+}
+
+/// The three TLS files go together: one given without the others is an
+/// error naming the missing ones.
+fn tls_files_complete(
+    s: &Settings,
+    origin: &dyn Fn(&str) -> Origin,
+    errors: &mut Vec<ConfigError>,
+) {
+    let files = [
+        ("tls_ca_cert", s.tls_ca_cert.is_some()),
+        ("tls_cert", s.tls_cert.is_some()),
+        ("tls_key", s.tls_key.is_some()),
+    ];
+    let Some(&(given, _)) = files.iter().find(|f| f.1) else {
+        return;
+    };
+    let Some(&(_, given_key, _, _)) = KEYS.iter().find(|k| k.0 == given) else {
+        return;
+    };
+    for (field, set) in files {
+        if set {
+            continue;
+        }
+        if let Some(&(_, key, var, flag)) = KEYS.iter().find(|k| k.0 == field) {
+            errors.push(ConfigError {
+                key: Some(key.into()),
+                message: format!(
+                    "required with {given_key}: TLS needs tls.ca_cert, tls.cert and tls.key (set {flag}, {var} or `{key}` in the config file)"
+                ),
+                origin: Some(origin(given)),
+            });
+        }
     }
 }
 
@@ -692,6 +773,14 @@ fn node_config(s: &Settings, errors: &mut Vec<ConfigError>) -> Option<NodeConfig
     }
     c.unsafe_test_clock_rate_ppm = s.unsafe_test_clock_rate_ppm.unwrap_or(0);
     c.metrics_listen = s.metrics_listen;
+    if let (Some(ca_cert), Some(cert), Some(key)) = (&s.tls_ca_cert, &s.tls_cert, &s.tls_key) {
+        c.tls = Some(leasehold_server::TlsFiles {
+            ca_cert: ca_cert.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    c.plaintext = s.plaintext.unwrap_or(false);
     Some(c)
 }
 
@@ -725,6 +814,11 @@ keys are errors, durations are strings (\"100ms\", \"1.5s\"):
   [snapshot]
   every_entries = 10000
   log_entries_kept = 1000
+  [tls]                              # TLS files, or plaintext = true: one is required
+  ca_cert = \"/etc/leasehold/tls/ca.pem\"
+  cert = \"/etc/leasehold/tls/node-1.pem\"
+  key = \"/etc/leasehold/tls/node-1-key.pem\"
+  # plaintext = true                 # no TLS (warned about at start)
 
 (peers is a top-level key: a `peers = [...]` line goes before the first [section].)
 Every problem is reported, one line each (`leasehold: config error: KEY:
@@ -763,7 +857,8 @@ mod tests {
         (dir, path)
     }
 
-    const BASE: &str = r#"
+    /// Line 1 chooses plaintext, so that the lines below keep their numbers.
+    const BASE: &str = r#"tls.plaintext = true
 peers = ["1=127.0.0.1:7101,127.0.0.1:7001", "2=127.0.0.1:7102,127.0.0.1:7002"]
 [node]
 id = 1
@@ -959,6 +1054,8 @@ data_dir = "/tmp/leasehold-test"
 [node]
 id = 2
 data_dir = "/tmp/x"
+[tls]
+plaintext = true
 [[peers]]
 id = 1
 raft = "h1:7101"
@@ -981,6 +1078,7 @@ api = "h2:7001"
             ("LEASEHOLD_ID", "3"),
             ("LEASEHOLD_DATA_DIR", "/tmp/x"),
             ("LEASEHOLD_PEERS", "1=a:1,a:2; 3=c:1,c:2  2=b:1,b:2"),
+            ("LEASEHOLD_PLAINTEXT", "true"),
         ]);
         let c = load(flags(&[]), None, &e).expect("valid");
         let ids: Vec<_> = c.node.peers.iter().map(|p| p.id).collect();
@@ -1024,7 +1122,13 @@ api = "h2:7001"
         );
         // Flags and variables take milliseconds or a duration.
         let c = load(
-            flags(&["--election-timeout-ms-max", "2s", "--data-dir", "/x"]),
+            flags(&[
+                "--election-timeout-ms-max",
+                "2s",
+                "--data-dir",
+                "/x",
+                "--plaintext",
+            ]),
             None,
             &env(&[("LEASEHOLD_ID", "1"), ("LEASEHOLD_PEERS", "1=a:1,a:2")]),
         )
@@ -1045,11 +1149,77 @@ api = "h2:7001"
             assert_eq!(c.node.peers.len(), 3);
             assert!(c.node.bootstrap);
             assert_eq!(c.node.timing, RaftTiming::default());
+            let tls = c.node.tls.as_ref().expect("the samples run TLS");
+            assert!(tls.cert.ends_with(format!("node-{id}.pem")), "{tls:?}");
+            assert!(!c.node.plaintext);
             assert_eq!(
                 c.node.me().map(|p| p.node.api_addr.clone()),
                 Some(format!("127.0.0.1:700{id}"))
             );
         }
+    }
+
+    #[test]
+    fn transport_security_is_tls_files_or_explicit_plaintext() {
+        let base = BASE.replacen("tls.plaintext = true", "", 1);
+        let (_d, path) = file(&base);
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("neither");
+        let got = lines(&errors);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("tls: neither TLS nor plaintext")
+                && got[0].contains("--plaintext")
+                && got[0].contains("--tls-cert"),
+            "{got:?}"
+        );
+        let c = load(flags(&["--plaintext"]), Some(path.clone()), &Env::new()).expect("flag");
+        assert!(c.node.plaintext && c.node.tls.is_none());
+        let e = env(&[("LEASEHOLD_PLAINTEXT", "true")]);
+        assert!(
+            load(flags(&[]), Some(path.clone()), &e)
+                .expect("env")
+                .node
+                .plaintext
+        );
+
+        let tls_env = env(&[
+            ("LEASEHOLD_TLS_CA_CERT", "/t/ca.pem"),
+            ("LEASEHOLD_TLS_CERT", "/t/node-1.pem"),
+            ("LEASEHOLD_TLS_KEY", "/t/node-1-key.pem"),
+        ]);
+        let c = load(
+            flags(&["--tls-key", "/f/key.pem"]),
+            Some(path.clone()),
+            &tls_env,
+        )
+        .expect("TLS");
+        let tls = c.node.tls.expect("tls");
+        assert_eq!(tls.ca_cert, PathBuf::from("/t/ca.pem"));
+        assert_eq!(tls.key, PathBuf::from("/f/key.pem"), "flag beats env");
+
+        let (_d2, with_file) = file(&format!(
+            "{base}[tls]\nca_cert = \"ca.pem\"\nplaintext = true\n"
+        ));
+        let got =
+            lines(&load(flags(&[]), Some(with_file.clone()), &Env::new()).expect_err("partial"));
+        let p = with_file.display();
+        assert_eq!(
+            got,
+            [
+                format!("tls.cert: required with tls.ca_cert: TLS needs tls.ca_cert, tls.cert and tls.key (set --tls-cert, LEASEHOLD_TLS_CERT or `tls.cert` in the config file) (file {p} line 7)"),
+                format!("tls.key: required with tls.ca_cert: TLS needs tls.ca_cert, tls.cert and tls.key (set --tls-key, LEASEHOLD_TLS_KEY or `tls.key` in the config file) (file {p} line 7)"),
+            ]
+        );
+        let both = load(
+            flags(&["--tls-ca-cert", "a", "--tls-cert", "b", "--tls-key", "c"]),
+            Some(with_file.clone()),
+            &Env::new(),
+        )
+        .expect_err("TLS and plaintext");
+        assert_eq!(
+            lines(&both),
+            [format!("tls.plaintext: cannot be combined with TLS certificates: choose one (file {p} line 8)")]
+        );
     }
 
     #[test]
