@@ -1,11 +1,12 @@
 //! The client commands: acquire, release, get, list, watch, recall,
 //! membership, status.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_client::{AcquireOptions, Client, ClientBuilder, LeaseStatus, Mode};
+use leasehold_client::{AcquireOptions, Client, ClientBuilder, ClientTls, LeaseStatus, Mode};
 
 use crate::duration::parse_duration;
 use crate::exit;
@@ -37,18 +38,106 @@ pub struct ConnArgs {
     /// comes on top), e.g. 10s, 1.5s, 500ms.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    /// CA certificate (PEM) the nodes' certificates must be signed by:
+    /// connect over TLS. Default: $LEASEHOLD_DATA_DIR/tls/ca.pem (data dir
+    /// default ./.leasehold-data) if it exists, with client.pem and
+    /// client-key.pem beside it (what cluster/up.sh generates).
+    #[arg(long, global = true, env = "LEASEHOLD_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the nodes (with --client-key).
+    #[arg(long, global = true, env = "LEASEHOLD_CLIENT_CERT", value_name = "PEM")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "LEASEHOLD_CLIENT_KEY", value_name = "PEM")]
+    pub client_key: Option<PathBuf>,
+    /// Connect without TLS (only nodes started with --plaintext accept it);
+    /// skips the default CA lookup.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_PLAINTEXT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = crate::config::parse_bool
+    )]
+    pub plaintext: bool,
 }
 
+/// Where client commands look for `tls/ca.pem` (and `tls/client.pem`) when
+/// no TLS flag is given: `$LEASEHOLD_DATA_DIR`, else this (relative to the
+/// working directory), as cluster/up.sh lays it out.
+pub const DATA_DIR_DEFAULT: &str = ".leasehold-data";
+
 impl ConnArgs {
-    /// Connects to the cluster (finding the leader).
-    pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
+    /// The TLS settings the flags ask for (see [`ConnArgs::ca_cert`]);
+    /// `None` for plaintext. `data_dir` is where the default lookup goes.
+    pub fn tls(&self, data_dir: &Path) -> anyhow::Result<Option<ClientTls>> {
+        if self.plaintext {
+            if self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some() {
+                anyhow::bail!(
+                    "--plaintext excludes --ca-cert, --client-cert and --client-key (or their LEASEHOLD_* variables)"
+                );
+            }
+            return Ok(None);
+        }
+        let Some(ca_cert) = &self.ca_cert else {
+            if self.client_cert.is_some() || self.client_key.is_some() {
+                anyhow::bail!("--client-cert and --client-key need --ca-cert (the cluster's CA)");
+            }
+            let dir = data_dir.join("tls");
+            let ca_cert = dir.join(leasehold_server::certs::CA_CERT_FILE);
+            if !ca_cert.exists() {
+                return Ok(None);
+            }
+            let (cert, key) = leasehold_server::certs::client_files(
+                &dir,
+                leasehold_server::certs::DEFAULT_CLIENT,
+            );
+            let identity = cert.exists() && key.exists();
+            let tls = ClientTls::load(
+                &ca_cert,
+                identity.then_some(cert.as_path()),
+                identity.then_some(key.as_path()),
+            )
+            .with_context(|| format!("TLS files in {}", dir.display()))?;
+            return Ok(Some(tls));
+        };
+        Ok(Some(ClientTls::load(
+            ca_cert,
+            self.client_cert.as_deref(),
+            self.client_key.as_deref(),
+        )?))
+    }
+
+    /// The data directory of the default TLS lookup.
+    fn data_dir() -> PathBuf {
+        std::env::var_os("LEASEHOLD_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT))
+    }
+
+    /// A client builder for the endpoints, with the TLS settings.
+    pub fn builder(&self) -> anyhow::Result<ClientBuilder> {
         let endpoints: Vec<String> = self
             .endpoints
             .iter()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
-        let client = ClientBuilder::new(endpoints)
+        let mut builder = ClientBuilder::new(endpoints);
+        if let Some(tls) = self.tls(&Self::data_dir())? {
+            builder = builder.tls(tls);
+        }
+        Ok(builder)
+    }
+
+    /// Connects to the cluster (finding the leader).
+    pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
+        let client = self
+            .builder()?
             .client_name(client_name)
             .call_timeout(self.timeout)
             .attempt_timeout(self.timeout.min(Duration::from_secs(3)))
@@ -477,7 +566,8 @@ pub struct StatusArgs {}
 /// configuration as the leader (or else the first node that answered) sees
 /// them. Exits 6 if none answers.
 pub async fn status(_args: StatusArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
-    let client = ClientBuilder::new(conn.endpoints.clone())
+    let client = conn
+        .builder()?
         .attempt_timeout(conn.timeout.min(Duration::from_secs(3)))
         .connect_lazy()?;
     let views = client.status_all().await;

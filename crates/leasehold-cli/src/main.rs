@@ -5,6 +5,7 @@
 //!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
 //!   three-node cluster in this process).
+//! - [`certs`]: `certs init`: a throwaway CA, node and client certificates.
 //! - [`commands`]: the client commands (acquire, release, get, list, watch,
 //!   recall, status, membership) and their shared connection flags.
 //! - [`operator`]: `config get|set`, `session list|close|keepalive`.
@@ -14,6 +15,7 @@
 //! - [`exit`]: exit codes by gRPC code.
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
+mod certs;
 mod commands;
 mod config;
 mod duration;
@@ -74,6 +76,9 @@ enum Cmd {
     Config(operator::ConfigArgs),
     /// List, close or keep alive sessions.
     Session(operator::SessionArgs),
+    /// Generate a throwaway CA and node and client certificates (TLS for
+    /// development clusters).
+    Certs(certs::CertsArgs),
     /// Print a shell completion script (e.g. `leasehold completion bash >
     /// ~/.local/share/bash-completion/completions/leasehold`).
     Completion(CompletionArgs),
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
     };
     let default_filter = match cli.command {
         Cmd::Server(_) | Cmd::Dev(_) => "info,openraft=warn",
+        Cmd::Certs(_) => "warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -200,6 +206,10 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
         std::io::Write::flush(&mut out)?;
         return Ok(exit::OK);
     }
+    let command = match command {
+        Command::Other(Cmd::Certs(args)) => return certs::run(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -227,7 +237,7 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
             Cmd::Run(args) => run::run(args, &conn).await,
             Cmd::Config(args) => operator::config(args, &conn).await,
             Cmd::Session(args) => operator::session(args, &conn).await,
-            Cmd::Completion(_) => Ok(exit::OK),
+            Cmd::Completion(_) | Cmd::Certs(_) => Ok(exit::OK),
         }
     })
 }

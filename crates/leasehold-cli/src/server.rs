@@ -84,6 +84,39 @@ pub struct DevArgs {
     /// two); 0: not served.
     #[arg(long, default_value_t = 7201)]
     metrics_port: u16,
+    /// Run the nodes without TLS (warned about). By default the cluster
+    /// runs TLS with a throwaway CA generated into DATA_DIR/tls on first
+    /// start (reused on restart).
+    #[arg(long)]
+    plaintext: bool,
+}
+
+/// Where `dev` keeps its certificates, in its data directory.
+const DEV_TLS_DIR: &str = "tls";
+
+/// The dev cluster's TLS directory under `root`: generated (CA, node
+/// certificates for `host` and localhost, a `client` certificate) unless a
+/// CA is already there.
+fn dev_certs(root: &std::path::Path, host: IpAddr, peers: &[PeerSpec]) -> anyhow::Result<PathBuf> {
+    let dir = root.join(DEV_TLS_DIR);
+    if dir.join(leasehold_server::certs::CA_CERT_FILE).exists() {
+        return Ok(dir);
+    }
+    let nodes: Vec<leasehold_server::certs::NodeCert> = peers
+        .iter()
+        .map(|p| leasehold_server::certs::NodeCert {
+            id: p.id,
+            hosts: vec![host.to_string(), "localhost".into()],
+        })
+        .collect();
+    leasehold_server::certs::init(
+        &dir,
+        &nodes,
+        &[leasehold_server::certs::DEFAULT_CLIENT.into()],
+        false,
+    )
+    .context("generating the dev cluster's certificates")?;
+    Ok(dir)
 }
 
 /// Number of nodes `dev` starts.
@@ -129,6 +162,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("no data directory"),
     };
     let peers = dev_peers(args.host, args.raft_port, args.api_port)?;
+    let tls_dir = match args.plaintext {
+        true => None,
+        false => Some(dev_certs(&root, args.host, &peers)?),
+    };
     let mut nodes = Vec::new();
     for (i, p) in (0u16..).zip(&peers) {
         let mut config = NodeConfig::new(
@@ -144,6 +181,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 .checked_add(i)
                 .context("--metrics-port: port out of range")?;
             config.metrics_listen = Some(SocketAddr::new(args.host, port));
+        }
+        match &tls_dir {
+            Some(dir) => config.tls = Some(leasehold_server::certs::node_files(dir, p.id)),
+            None => config.plaintext = true,
         }
         match Node::start(config).await {
             Ok(node) => nodes.push(node),
@@ -179,6 +220,19 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("export LEASEHOLD_ENDPOINTS={}", endpoints.join(","));
+    match &tls_dir {
+        Some(dir) => {
+            let (cert, key) =
+                leasehold_server::certs::client_files(dir, leasehold_server::certs::DEFAULT_CLIENT);
+            println!(
+                "export LEASEHOLD_CA_CERT={}",
+                dir.join(leasehold_server::certs::CA_CERT_FILE).display()
+            );
+            println!("export LEASEHOLD_CLIENT_CERT={}", cert.display());
+            println!("export LEASEHOLD_CLIENT_KEY={}", key.display());
+        }
+        None => println!("export LEASEHOLD_PLAINTEXT=true"),
+    }
     println!("Ctrl-C stops the cluster.");
     wait_for_shutdown_signal().await?;
     tracing::info!("signal received, shutting down the dev cluster");

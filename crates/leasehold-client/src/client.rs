@@ -680,7 +680,13 @@ impl Client {
                 self.observe_drift(r.config.as_ref().map_or(0, |c| c.drift_ppm));
                 Ok(NodeStatus::from_pb(addr, r))
             }
-            Ok(Err(status)) => Err(status.into()),
+            Ok(Err(status)) => {
+                let tls = self.config().tls.is_some();
+                match crate::error::diagnose(&status, &addr, tls).await {
+                    Some(message) => Err(ClientError::Config(message)),
+                    None => Err(status.into()),
+                }
+            }
             Err(_) => Err(ClientError::Unavailable {
                 message: format!("{addr}: no answer within {timeout:?}"),
                 after: timeout,

@@ -168,6 +168,44 @@ pub(crate) fn tls_mismatch(status: &Status, addr: &str, tls: bool) -> Option<Str
     None
 }
 
+/// Bound on the probe [`diagnose`] makes of a node that closed a
+/// plaintext connection.
+pub(crate) const TLS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Like [`tls_mismatch`], and for a plaintext client whose connection was
+/// closed or reset without a recognisable answer, probes the node: it
+/// speaks TLS if it answers the HTTP/2 preface with a TLS record (an alert
+/// or handshake, content types 21 and 22).
+pub(crate) async fn diagnose(status: &Status, addr: &str, tls: bool) -> Option<String> {
+    if let Some(m) = tls_mismatch(status, addr, tls) {
+        return Some(m);
+    }
+    let text = chain(status).to_ascii_lowercase();
+    let closed = ["connection closed", "broken pipe", "connection reset", "h2 protocol error"]
+        .iter()
+        .any(|c| text.contains(c));
+    if tls || !closed {
+        return None;
+    }
+    let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let probe = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut first = [0u8; 1];
+        let n = stream.read(&mut first).await.ok()?;
+        (n == 1 && (first[0] == 21 || first[0] == 22)).then_some(())
+    };
+    tokio::time::timeout(TLS_PROBE_TIMEOUT, probe).await.ok().flatten()?;
+    Some(format!(
+        "{authority} did not answer plaintext HTTP/2: the node requires TLS \
+         (give the cluster's CA certificate: --ca-cert or LEASEHOLD_CA_CERT)"
+    ))
+}
+
 /// An error and its sources on one line.
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();

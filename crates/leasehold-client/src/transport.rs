@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::config::ClientConfig;
-use crate::error::{is_connection_failure, tls_mismatch, ClientError};
+use crate::error::{diagnose, is_connection_failure, ClientError};
 
 /// The gRPC stub every call uses.
 pub(crate) type Stub = LeaseholdClient<Channel>;
@@ -266,7 +266,7 @@ impl Transport {
                     Ok(Err(status)) => {
                         let hint = leader_hint(&status);
                         let tls = self.config.tls.is_some();
-                        if let Some(message) = tls_mismatch(&status, &addr, tls) {
+                        if let Some(message) = diagnose(&status, &addr, tls).await {
                             return Err(ClientError::Config(message));
                         }
                         if !is_connection_failure(&status) {
