@@ -4,6 +4,12 @@
 # node reads its sample config, cluster/config/nodeN.toml; flags override the
 # data directory (and, with other ports, the addresses and peers).
 #
+# TLS: on first start a throwaway CA, node certificates (IP SAN 127.0.0.1)
+# and a client certificate are generated into $LEASEHOLD_DATA_DIR/tls
+# (`leasehold certs init`; reused on restart). Peers talk mutual TLS; client
+# commands run from the repository root (or with LEASEHOLD_DATA_DIR set)
+# find tls/ca.pem and tls/client.pem there without flags.
+#
 # Environment (all optional):
 #   LEASEHOLD_DATA_DIR     data root (default: ./.leasehold-data)
 #   LEASEHOLD_RAFT_PORT    first Raft peer port (default 7101; nodes use +0,+1,+2)
@@ -28,6 +34,12 @@ if [ -f "$data/pids" ] && "$here/status.sh" >/dev/null 2>&1; then
   echo "a cluster from $data is already running (cluster/down.sh stops it)" >&2
   exit 1
 fi
+tls="$data/tls"
+if [ ! -f "$tls/ca.pem" ]; then
+  "$bin" certs init --dir "$tls" --node 1=127.0.0.1,localhost \
+    --node 2=127.0.0.1,localhost --node 3=127.0.0.1,localhost --client client >/dev/null
+  echo "generated a throwaway CA and certificates in $tls" >&2
+fi
 
 # The samples use ports 7101-7103 and 7001-7003; other ports override them
 # with flags (flags take precedence over the file).
@@ -47,6 +59,7 @@ for i in 1 2 3; do
   "$bin" server --id "$i" --config "$here/config/node$i.toml" \
     --data-dir "$data/node-$i" ${extra[@]+"${extra[@]}"} \
     --metrics-listen "127.0.0.1:$((metrics_port + i - 1))" \
+    --tls-ca-cert "$tls/ca.pem" --tls-cert "$tls/node-$i.pem" --tls-key "$tls/node-$i-key.pem" \
     >>"$data/node-$i.log" 2>&1 &
   echo "$i $!" >> "$data/pids"
 done
@@ -70,3 +83,4 @@ for i in 1 2 3; do
   echo "  node $i: raft 127.0.0.1:$((raft_port + i - 1))  api 127.0.0.1:$((api_port + i - 1))  metrics http://127.0.0.1:$((metrics_port + i - 1))/metrics"
 done
 echo "endpoints: 127.0.0.1:$api_port,127.0.0.1:$((api_port + 1)),127.0.0.1:$((api_port + 2))"
+echo "TLS: CA $tls/ca.pem, client certificate $tls/client.pem (found by default from the repository root)"

@@ -60,6 +60,9 @@ GID_BASE=$gid_base
 BIN="$bin"
 ENV
 
+# --plaintext: the chaos cluster is a throwaway on loopback, and its
+# workload and nemeses talk to it without certificates (a node with neither
+# TLS nor --plaintext refuses to start).
 peers=()
 for i in $nodes; do
   peers+=(--peer "$i=127.0.0.1:$((raft_port + i - 1)),127.0.0.1:$((api_port + i - 1))")
@@ -69,7 +72,7 @@ for i in $nodes; do
     "$bin" server --id "$i" \
     --raft-listen "127.0.0.1:$((raft_port + i - 1))" \
     --api-listen "127.0.0.1:$((api_port + i - 1))" \
-    "${peers[@]}" --data-dir "$data/node-$i" "${extra[@]}" >"$data/cmd-$i"
+    "${peers[@]}" --data-dir "$data/node-$i" --plaintext "${extra[@]}" >"$data/cmd-$i"
   rm -f "$data/clock-$i"
 done
 

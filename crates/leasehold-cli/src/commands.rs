@@ -75,41 +75,13 @@ impl ConnArgs {
     /// The TLS settings the flags ask for (see [`ConnArgs::ca_cert`]);
     /// `None` for plaintext. `data_dir` is where the default lookup goes.
     pub fn tls(&self, data_dir: &Path) -> anyhow::Result<Option<ClientTls>> {
-        if self.plaintext {
-            if self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some() {
-                anyhow::bail!(
-                    "--plaintext excludes --ca-cert, --client-cert and --client-key (or their LEASEHOLD_* variables)"
-                );
-            }
-            return Ok(None);
-        }
-        let Some(ca_cert) = &self.ca_cert else {
-            if self.client_cert.is_some() || self.client_key.is_some() {
-                anyhow::bail!("--client-cert and --client-key need --ca-cert (the cluster's CA)");
-            }
-            let dir = data_dir.join("tls");
-            let ca_cert = dir.join(leasehold_server::certs::CA_CERT_FILE);
-            if !ca_cert.exists() {
-                return Ok(None);
-            }
-            let (cert, key) = leasehold_server::certs::client_files(
-                &dir,
-                leasehold_server::certs::DEFAULT_CLIENT,
-            );
-            let identity = cert.exists() && key.exists();
-            let tls = ClientTls::load(
-                &ca_cert,
-                identity.then_some(cert.as_path()),
-                identity.then_some(key.as_path()),
-            )
-            .with_context(|| format!("TLS files in {}", dir.display()))?;
-            return Ok(Some(tls));
-        };
-        Ok(Some(ClientTls::load(
-            ca_cert,
+        Ok(ClientTls::resolve(
+            self.ca_cert.as_deref(),
             self.client_cert.as_deref(),
             self.client_key.as_deref(),
-        )?))
+            self.plaintext,
+            data_dir,
+        )?)
     }
 
     /// The data directory of the default TLS lookup.

@@ -1141,7 +1141,24 @@ api = "h2:7001"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/config");
         for id in 1..=3u64 {
             let path = dir.join(format!("node{id}.toml"));
-            let c = load(flags(&[]), Some(path.clone()), &Env::new())
+            // As up.sh starts them: TLS files as flags.
+            let (cert, key) = (format!("n{id}.pem"), format!("n{id}-key.pem"));
+            let tls = [
+                "--tls-ca-cert",
+                "ca.pem",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ];
+            let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("no TLS");
+            assert_eq!(
+                errors[0].key.as_deref(),
+                Some("tls"),
+                "{:?}",
+                lines(&errors)
+            );
+            let c = load(flags(&tls), Some(path.clone()), &Env::new())
                 .unwrap_or_else(|e| panic!("{}: {:?}", path.display(), lines(&e)));
             assert_eq!(c.node.node_id, id);
             assert_eq!(c.node.raft_listen.to_string(), format!("127.0.0.1:710{id}"));
@@ -1150,7 +1167,7 @@ api = "h2:7001"
             assert!(c.node.bootstrap);
             assert_eq!(c.node.timing, RaftTiming::default());
             let tls = c.node.tls.as_ref().expect("the samples run TLS");
-            assert!(tls.cert.ends_with(format!("node-{id}.pem")), "{tls:?}");
+            assert_eq!(tls.cert, PathBuf::from(&cert), "{tls:?}");
             assert!(!c.node.plaintext);
             assert_eq!(
                 c.node.me().map(|p| p.node.api_addr.clone()),

@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node of a cluster in the foreground.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local three-node cluster in this process (Ctrl-C stops it).
     Dev(server::DevArgs),
     /// Acquire a lease and print its fencing token.

@@ -42,6 +42,16 @@ pub(crate) struct ClientConfig {
     pub(crate) tls: Option<ClientTls>,
 }
 
+/// The directory under a data directory where [`ClientTls::resolve`] looks
+/// for certificates by default.
+pub const DEFAULT_TLS_DIR: &str = "tls";
+/// The CA certificate's file name there.
+pub const DEFAULT_CA_CERT_FILE: &str = "ca.pem";
+/// The client certificate's file name there.
+pub const DEFAULT_CLIENT_CERT_FILE: &str = "client.pem";
+/// The client key's file name there.
+pub const DEFAULT_CLIENT_KEY_FILE: &str = "client-key.pem";
+
 /// Largest PEM file [`ClientTls::load`] reads, in bytes.
 pub const PEM_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -119,6 +129,55 @@ impl ClientTls {
         }
         tls.tonic_config()?;
         Ok(tls)
+    }
+
+    /// The TLS a command-line client asks for, as `leasehold` and
+    /// `leasehold-gfs` resolve their flags: `plaintext` → none (and no TLS
+    /// file may be given); a CA → TLS with it (and the client certificate
+    /// and key if given); nothing → `DATA_DIR/tls/ca.pem` if it exists, with
+    /// `client.pem` and `client-key.pem` beside it when both exist (the
+    /// layout `leasehold certs init` writes and cluster/up.sh uses), else
+    /// plaintext.
+    pub fn resolve(
+        ca_cert: Option<&std::path::Path>,
+        client_cert: Option<&std::path::Path>,
+        client_key: Option<&std::path::Path>,
+        plaintext: bool,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<ClientTls>, ClientError> {
+        let any_file = ca_cert.is_some() || client_cert.is_some() || client_key.is_some();
+        if plaintext {
+            if any_file {
+                return Err(ClientError::Config(
+                    "--plaintext excludes --ca-cert, --client-cert and --client-key \
+                     (or their LEASEHOLD_* variables)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if let Some(ca_cert) = ca_cert {
+            return ClientTls::load(ca_cert, client_cert, client_key).map(Some);
+        }
+        if any_file {
+            return Err(ClientError::Config(
+                "--client-cert and --client-key need --ca-cert (the cluster's CA)".into(),
+            ));
+        }
+        let dir = data_dir.join(DEFAULT_TLS_DIR);
+        let ca_cert = dir.join(DEFAULT_CA_CERT_FILE);
+        if !ca_cert.exists() {
+            return Ok(None);
+        }
+        let cert = dir.join(DEFAULT_CLIENT_CERT_FILE);
+        let key = dir.join(DEFAULT_CLIENT_KEY_FILE);
+        let identity = cert.exists() && key.exists();
+        ClientTls::load(
+            &ca_cert,
+            identity.then_some(cert.as_path()),
+            identity.then_some(key.as_path()),
+        )
+        .map(Some)
     }
 
     /// tonic's configuration; fails when the PEM does not parse.

@@ -181,9 +181,14 @@ pub(crate) async fn diagnose(status: &Status, addr: &str, tls: bool) -> Option<S
         return Some(m);
     }
     let text = chain(status).to_ascii_lowercase();
-    let closed = ["connection closed", "broken pipe", "connection reset", "h2 protocol error"]
-        .iter()
-        .any(|c| text.contains(c));
+    let closed = [
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+        "h2 protocol error",
+    ]
+    .iter()
+    .any(|c| text.contains(c));
     if tls || !closed {
         return None;
     }
@@ -199,7 +204,10 @@ pub(crate) async fn diagnose(status: &Status, addr: &str, tls: bool) -> Option<S
         let n = stream.read(&mut first).await.ok()?;
         (n == 1 && (first[0] == 21 || first[0] == 22)).then_some(())
     };
-    tokio::time::timeout(TLS_PROBE_TIMEOUT, probe).await.ok().flatten()?;
+    tokio::time::timeout(TLS_PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()?;
     Some(format!(
         "{authority} did not answer plaintext HTTP/2: the node requires TLS \
          (give the cluster's CA certificate: --ca-cert or LEASEHOLD_CA_CERT)"

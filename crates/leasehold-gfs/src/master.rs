@@ -40,6 +40,9 @@ pub struct MasterConfig {
     pub id: String,
     /// Leasehold client API endpoints.
     pub leasehold: Vec<String>,
+    /// TLS towards Leasehold (its CA, optionally a client certificate);
+    /// `None`: plaintext.
+    pub leasehold_tls: Option<leasehold_client::ClientTls>,
     /// TTL of its Leasehold session (and so of the `gfs/master` lease).
     pub session_ttl: Duration,
     /// Period of the assignment loop.
@@ -67,6 +70,7 @@ impl MasterConfig {
         MasterConfig {
             id: id.to_string(),
             leasehold,
+            leasehold_tls: None,
             session_ttl: Duration::from_secs(2),
             tick: Duration::from_millis(100),
             report_timeout: Duration::from_millis(1_500),
@@ -349,9 +353,12 @@ impl MasterHandle {
     /// Starts a master serving on `listener` and standing for election.
     pub async fn start(config: MasterConfig, listener: TcpListener) -> Result<Self, GfsError> {
         let addr = listener.local_addr()?;
-        let leasehold = leasehold_client::ClientBuilder::new(config.leasehold.clone())
-            .client_name(format!("gfs-master-{}", config.id))
-            .connect_lazy()?;
+        let mut builder = leasehold_client::ClientBuilder::new(config.leasehold.clone())
+            .client_name(format!("gfs-master-{}", config.id));
+        if let Some(tls) = &config.leasehold_tls {
+            builder = builder.tls(tls.clone());
+        }
+        let leasehold = builder.connect_lazy()?;
         let inner = Arc::new(MasterInner {
             address: addr.to_string(),
             leasehold,
