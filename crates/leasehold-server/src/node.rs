@@ -141,6 +141,16 @@ impl Node {
     ) -> Result<Node, ServerError> {
         config.validate()?;
         let tls = load_tls(&config)?;
+        // Built before anything starts, so that a failure leaves nothing
+        // running (`NodeTls::load` already checked the material).
+        let mut api_server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            api_server = api_server
+                .tls_config(tls.server_config(ClientAuth::Optional))
+                .map_err(|e| {
+                    ServerError::Config(format!("tls: {}", leasehold_raft::tls::error_chain(&e)))
+                })?;
+        }
         let raft_config = Arc::new(config.raft_config()?);
         let raft_addr = listener
             .local_addr()
@@ -277,14 +287,6 @@ impl Node {
             config.timing.election_timeout_ms_max,
         )
         .with_tls(tls.clone());
-        let mut api_server = tonic::transport::Server::builder();
-        if let Some(tls) = &tls {
-            api_server = api_server
-                .tls_config(tls.server_config(ClientAuth::Optional))
-                .map_err(|e| {
-                    ServerError::Config(format!("tls: {}", leasehold_raft::tls::error_chain(&e)))
-                })?;
-        }
         let api_signal = shutdown.signal();
         let api_task = tokio::spawn(async move {
             let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
