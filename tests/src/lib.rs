@@ -358,6 +358,7 @@ impl TestCluster {
                     node_id: *id,
                     raft_addr: p.node.raft_addr.clone(),
                     api_addr: p.node.api_addr.clone(),
+                    learner: false,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -368,6 +369,7 @@ impl TestCluster {
             match api
                 .change_membership(pb::ChangeMembershipRequest {
                     voters: members.clone(),
+                    catch_up_timeout_ms: 0,
                 })
                 .await
             {
