@@ -19,12 +19,13 @@ use crate::output;
 A new member must be running with an empty data directory and --join (its \
 Status shows admission \"awaiting_membership\"), or have been in this cluster \
 before. It is probed (its Raft address must accept connections, its API must \
-answer with the expected node id), added as a learner, caught up, and only \
-then made a voter by joint consensus. Refusals (a member that does not \
-answer, another node or cluster at the address, an id listed with other \
-addresses, removing the leader, a new voter set without a reachable \
-majority) exit 3 and change nothing; a member that does not catch up in time \
-is removed again and the command exits 5.")]
+answer with the expected node id; asked again until the catch-up timeout), \
+added as a learner, caught up, and only then made a voter by joint \
+consensus. Refusals (a member that does not answer, another node or cluster \
+at the address, an id listed with other addresses, a new voter set without a \
+reachable majority) exit 3 and change nothing; a member that does not catch \
+up in time is removed again and the command exits 5. Removing the leader \
+works: it steps down once the change commits.")]
 pub struct MemberArgs {
     /// What to do.
     #[command(subcommand)]

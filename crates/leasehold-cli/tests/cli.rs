@@ -975,7 +975,13 @@ async fn member_replace_list_and_refusals() -> anyhow::Result<()> {
         .local_addr()?;
     let o = output(cli(
         &cluster,
-        &["member", "add", &format!("9={dead},{dead}")],
+        &[
+            "member",
+            "add",
+            &format!("9={dead},{dead}"),
+            "--catch-up-timeout",
+            "500ms",
+        ],
     ))
     .await?;
     expect_code(&o, 3)?;

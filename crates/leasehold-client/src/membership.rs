@@ -70,7 +70,8 @@ impl Client {
 
     /// Removes node `id` from the cluster (a voter or a learner); returns
     /// the voters left. Refused when `id` is not a member
-    /// (`INVALID_ARGUMENT`) or the service refuses (e.g. it is the leader).
+    /// (`INVALID_ARGUMENT`) or the service refuses (e.g. no reachable majority
+    /// would be left). Removing the leader works: it steps down.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>, ClientError> {
         let view = self.leader_status().await?;
         if !view.members.iter().any(|m| m.node_id == id) {

@@ -2,22 +2,24 @@
 //!
 //! 1. **Check** the request: 1 to [`VOTERS_MAX`] voters; a member already in
 //!    the membership must be listed with the addresses it has (addresses
-//!    never change in place); the leader does not remove itself.
+//!    never change in place). The leader may remove itself: openraft steps
+//!    it down once the configuration without it is committed.
 //! 2. **Probe** every voter of the new set: each existing voter must name
 //!    this node as its leader in its `Status`; each new member must accept
 //!    a connection on its Raft address and answer `Status` with the expected
 //!    node id, as a pristine node waiting to be added or as a node that was
-//!    in this cluster before. A new member that does not answer is refused;
+//!    in this cluster before; it is asked again until the catch-up deadline
+//!    (it may be starting). A new member that does not answer is refused;
 //!    so is a new voter set without a reachable majority.
 //! 3. **Add** the new members as learners (one membership entry), then wait
 //!    on the leader's replication metrics until each has matched the log up
-//!    to that entry, at most the request's catch-up timeout. On timeout the
-//!    learners are removed again and the call answers `DEADLINE_EXCEEDED`:
-//!    the membership is as it was.
+//!    to that entry, until the catch-up deadline (counted from the start of
+//!    the call). On timeout the learners are removed again and the call
+//!    answers `DEADLINE_EXCEEDED`: the membership is as it was.
 //! 4. **Change the voters** by joint consensus (openraft's
-//!    `change_membership`); voters left out are removed, then learners
-//!    left out. The answer lists
-//!    the voters of the committed membership, with the addresses it records.
+//!    `change_membership`); voters left out are removed, then learners left
+//!    out. The answer lists the voters of the committed membership, with the
+//!    addresses it records.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -40,6 +42,9 @@ pub const CATCH_UP_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const CATCH_UP_TIMEOUT_MS_MAX: u64 = 600_000;
 /// How long one probe of a member (connect, then `Status`) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between two probes of a new member that does not answer yet (it
+/// may be starting): there is no event to wait on for a remote node.
+const PROBE_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one membership entry (learners added or removed, the joint
 /// and the final voter configuration) may take to commit.
 const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +57,9 @@ enum Probe {
     /// It did not answer, or answered in a way that counts as not reachable
     /// (an existing voter that does not follow this leader).
     Unreachable(String),
+    /// It answered, but is still deciding whether it may join (pristine,
+    /// asking its `--peer` members): ready in a moment.
+    NotYet(String),
     /// It answered, but must not be added (another node, another cluster,
     /// quarantined).
     Refused(String),
@@ -74,9 +82,12 @@ impl LeaseApi {
             return Err(ApiError::unavailable("this node is no longer the leader"));
         }
         let membership = metrics.membership_config.membership().clone();
-        let plan = Plan::new(self.node_id, &membership, &voters)?;
+        let plan = Plan::new(&membership, &voters)?;
+        // New members must answer and catch up within this.
+        let deadline = tokio::time::Instant::now() + catch_up;
 
-        self.probe_all(&plan, &membership, &metrics).await?;
+        self.probe_all(&plan, &membership, &metrics, deadline)
+            .await?;
 
         // Learners whose catch-up this change waits for.
         let mut catching_up: BTreeSet<NodeId> = plan.promoted.clone();
@@ -96,7 +107,7 @@ impl LeaseApi {
         }
         if !catching_up.is_empty() {
             if let Err(e) = self
-                .wait_caught_up(&catching_up, &voters, wait_for, catch_up)
+                .wait_caught_up(&catching_up, &voters, wait_for, deadline, catch_up)
                 .await
             {
                 self.undo_learners(&added).await;
@@ -120,17 +131,26 @@ impl LeaseApi {
         };
         // Learners left out of the voter set go too: every member left out
         // is removed.
+        // (A leader that removed itself stepped down once the change
+        // committed: it cannot; the next change does it.)
         let written = if plan.dropped_learners.is_empty() {
             written
         } else {
-            commit(
+            match commit(
                 self.raft.change_membership(
                     ChangeMembers::RemoveNodes(plan.dropped_learners.clone()),
                     true,
                 ),
                 "removing the learners left out",
             )
-            .await?
+            .await
+            {
+                Ok(w) => w,
+                Err(error) => {
+                    tracing::warn!(node_id = self.node_id, learners = ?plan.dropped_learners, %error, "the voters changed, but the learners left out are still members");
+                    written
+                }
+            }
         };
         let now = written.membership.unwrap_or_else(|| {
             self.raft
@@ -162,6 +182,7 @@ impl LeaseApi {
         plan: &Plan,
         membership: &Membership<NodeId, LeaseNode>,
         metrics: &RaftMetrics<NodeId, LeaseNode>,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ApiError> {
         let me = self.node_id;
         let term = metrics.current_term;
@@ -178,12 +199,18 @@ impl LeaseApi {
                     Kind::Voter
                 };
                 async move {
-                    (
-                        *id,
-                        node,
-                        kind,
-                        probe(me, term, *id, node, kind, membership).await,
-                    )
+                    loop {
+                        let answer = probe(me, term, *id, node, kind, membership).await;
+                        // A new member may still be starting: ask again
+                        // until the deadline. An existing voter answers now.
+                        let retry = kind != Kind::Voter
+                            && matches!(answer, Probe::Unreachable(_) | Probe::NotYet(_))
+                            && tokio::time::Instant::now() + PROBE_RETRY_INTERVAL < deadline;
+                        if !retry {
+                            return (*id, node, kind, answer);
+                        }
+                        tokio::time::sleep(PROBE_RETRY_INTERVAL).await;
+                    }
                 }
             });
         let answers = futures::future::join_all(probes).await;
@@ -191,7 +218,7 @@ impl LeaseApi {
         for (id, node, kind, answer) in &answers {
             match answer {
                 Probe::Ready => {}
-                Probe::Refused(why) => {
+                Probe::Refused(why) | Probe::NotYet(why) => {
                     return Err(ApiError::FailedPrecondition(format!(
                         "node {id} (raft {}, api {}) cannot be added: {why}; nothing changed",
                         node.raft_addr, node.api_addr
@@ -199,7 +226,7 @@ impl LeaseApi {
                 }
                 Probe::Unreachable(why) if *kind != Kind::Voter => {
                     return Err(ApiError::FailedPrecondition(format!(
-                        "node {id} (raft {}, api {}) does not answer: {why}; nothing changed",
+                        "node {id} (raft {}, api {}) does not answer (asked until the catch-up timeout): {why}; nothing changed",
                         node.raft_addr, node.api_addr
                     )))
                 }
@@ -226,6 +253,7 @@ impl LeaseApi {
         learners: &BTreeSet<NodeId>,
         voters: &BTreeMap<NodeId, LeaseNode>,
         index: u64,
+        deadline: tokio::time::Instant,
         within: Duration,
     ) -> Result<(), ApiError> {
         let me = self.node_id;
@@ -234,7 +262,9 @@ impl LeaseApi {
         };
         let waited = self
             .raft
-            .wait(Some(within))
+            .wait(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ))
             .metrics(
                 |m| m.state != ServerState::Leader || caught_up(m),
                 "new members caught up",
@@ -327,19 +357,11 @@ struct Plan {
 }
 
 impl Plan {
-    /// Checks the request against `membership` on leader `me` (step 1).
+    /// Checks the request against `membership` (step 1).
     fn new(
-        me: NodeId,
         membership: &Membership<NodeId, LeaseNode>,
         voters: &BTreeMap<NodeId, LeaseNode>,
     ) -> Result<Plan, ApiError> {
-        if !voters.contains_key(&me) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "node {me} is the leader and cannot remove itself: stop it (`leasehold server` \
-                 steps aside on SIGTERM and another node takes over), then remove it through \
-                 the new leader; nothing changed"
-            )));
-        }
         let current_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let mut new = BTreeMap::new();
         let mut promoted = BTreeSet::new();
@@ -526,9 +548,9 @@ fn admissible(status: &pb::StatusResponse, membership: &Membership<NodeId, Lease
     if status.members.is_empty() {
         return match status.admission.as_str() {
             "awaiting_membership" => Probe::Ready,
-            "probing" => Probe::Refused(
+            "probing" => Probe::NotYet(
                 "it is still asking its --peer members whether it may join (admission \
-                 \"probing\"); retry in a moment"
+                 \"probing\"): can it reach them?"
                     .into(),
             ),
             "quarantined" => Probe::Refused(
