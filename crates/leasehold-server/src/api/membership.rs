@@ -604,3 +604,123 @@ async fn status_of(api_addr: &str) -> Result<pb::StatusResponse, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> LeaseNode {
+        LeaseNode {
+            raft_addr: format!("r{id}"),
+            api_addr: format!("a{id}"),
+        }
+    }
+
+    /// Voters 1, 2, 3 and learner 4.
+    fn membership() -> Membership<NodeId, LeaseNode> {
+        let nodes: BTreeMap<NodeId, LeaseNode> = (1..=4).map(|id| (id, node(id))).collect();
+        Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
+    }
+
+    fn request(ids: &[NodeId]) -> BTreeMap<NodeId, LeaseNode> {
+        ids.iter().map(|id| (*id, node(*id))).collect()
+    }
+
+    fn status(node_id: NodeId, admission: &str, members: &[NodeId]) -> pb::StatusResponse {
+        pb::StatusResponse {
+            node_id,
+            admission: admission.into(),
+            members: members
+                .iter()
+                .map(|id| member(*id, &node(*id), false))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_adds_promotes_and_drops() -> Result<(), ApiError> {
+        let m = membership();
+        let p = Plan::new(&m, &request(&[1, 2, 5]))?;
+        assert_eq!(p.new.keys().copied().collect::<Vec<_>>(), [5]);
+        assert!(p.promoted.is_empty());
+        assert_eq!(p.dropped_learners, BTreeSet::from([4]));
+        let p = Plan::new(&m, &request(&[1, 2, 3, 4]))?;
+        assert!(p.new.is_empty());
+        assert_eq!(p.promoted, BTreeSet::from([4]));
+        assert!(p.dropped_learners.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn an_address_change_is_refused() {
+        let mut voters = request(&[1, 2, 3]);
+        voters.insert(
+            2,
+            LeaseNode {
+                raft_addr: "r2".into(),
+                api_addr: "elsewhere".into(),
+            },
+        );
+        match Plan::new(&membership(), &voters) {
+            Err(ApiError::FailedPrecondition(m)) => {
+                assert!(
+                    m.contains("not changed in place") && m.contains("elsewhere"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        assert!(parse_voters(&[]).is_err());
+        let eight: Vec<pb::Member> = (1..=8).map(|id| member(id, &node(id), false)).collect();
+        assert!(parse_voters(&eight).is_err());
+        let twice = vec![member(1, &node(1), false), member(1, &node(1), false)];
+        assert!(parse_voters(&twice).is_err());
+        let mut no_addr = member(1, &node(1), false);
+        no_addr.raft_addr.clear();
+        assert!(parse_voters(&[no_addr]).is_err());
+        assert_eq!(
+            catch_up_timeout(0).ok(),
+            Some(Duration::from_millis(CATCH_UP_TIMEOUT_MS_DEFAULT))
+        );
+        assert!(catch_up_timeout(CATCH_UP_TIMEOUT_MS_MAX).is_ok());
+        assert!(catch_up_timeout(CATCH_UP_TIMEOUT_MS_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn who_may_be_added() {
+        let m = membership();
+        let ready = |p: Probe| matches!(p, Probe::Ready);
+        assert!(ready(admissible(
+            &status(5, "awaiting_membership", &[]),
+            &m
+        )));
+        assert!(matches!(
+            admissible(&status(5, "probing", &[]), &m),
+            Probe::NotYet(_)
+        ));
+        assert!(matches!(
+            admissible(&status(5, "quarantined", &[]), &m),
+            Probe::Refused(_)
+        ));
+        assert!(matches!(
+            admissible(&status(5, "restarted", &[]), &m),
+            Probe::Refused(_)
+        ));
+        // Removed from this cluster without a wipe: its last membership
+        // shares members with ours.
+        assert!(ready(admissible(
+            &status(5, "restarted", &[1, 2, 3, 5]),
+            &m
+        )));
+        // Another cluster (only itself in common does not count).
+        assert!(matches!(
+            admissible(&status(5, "restarted", &[5, 8, 9]), &m),
+            Probe::Refused(_)
+        ));
+    }
+}
