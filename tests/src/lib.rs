@@ -358,6 +358,7 @@ impl TestCluster {
                     node_id: *id,
                     raft_addr: p.node.raft_addr.clone(),
                     api_addr: p.node.api_addr.clone(),
+                    learner: false,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -368,6 +369,7 @@ impl TestCluster {
             match api
                 .change_membership(pb::ChangeMembershipRequest {
                     voters: members.clone(),
+                    catch_up_timeout_ms: 0,
                 })
                 .await
             {
@@ -382,6 +384,76 @@ impl TestCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts a fresh node `id` (not a member yet) on new loopback ports
+    /// and an empty data directory, with `--join` (it never founds a
+    /// cluster) and every member so far as its peers: it waits to be added.
+    pub async fn start_new_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.peers.iter().any(|p| p.id == id),
+            "node {id} exists already"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+        self.peers.push(PeerSpec {
+            id,
+            node: leasehold_raft::LeaseNode {
+                raft_addr: listener.local_addr()?.to_string(),
+                api_addr: api_listener.local_addr()?.to_string(),
+            },
+        });
+        self.data_dirs
+            .insert(id, self._dir.path().join(format!("node-{id}")));
+        let mut config = self.config(id)?;
+        config.bootstrap = false;
+        let node = Node::start_with_listeners(config, listener, api_listener)
+            .await
+            .with_context(|| format!("starting new node {id}"))?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Member `id` as `ChangeMembership` names it (its addresses).
+    pub fn member(&self, id: NodeId) -> anyhow::Result<leasehold_proto::v1::Member> {
+        let p = self
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        Ok(leasehold_proto::v1::Member {
+            node_id: id,
+            raft_addr: p.node.raft_addr.clone(),
+            api_addr: p.node.api_addr.clone(),
+            learner: false,
+        })
+    }
+
+    /// The `Status` of running node `id`, through its client API.
+    pub async fn status(&self, id: NodeId) -> anyhow::Result<leasehold_proto::v1::StatusResponse> {
+        Ok(grpc::client(&self.api_endpoint(id)?)
+            .await?
+            .status(leasehold_proto::v1::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// One `ChangeMembership` call to the serving leader (no retry): the
+    /// service's own answer.
+    pub async fn change_membership(
+        &self,
+        voters: Vec<leasehold_proto::v1::Member>,
+        catch_up_timeout_ms: u64,
+    ) -> anyhow::Result<Result<leasehold_proto::v1::ChangeMembershipResponse, tonic::Status>> {
+        let leader = self.serving_leader().await?;
+        let mut api = grpc::client(&self.api_endpoint(leader)?).await?;
+        Ok(api
+            .change_membership(leasehold_proto::v1::ChangeMembershipRequest {
+                voters,
+                catch_up_timeout_ms,
+            })
+            .await
+            .map(tonic::Response::into_inner))
     }
 
     /// Waits until running node `id` reaches the `want` admission state

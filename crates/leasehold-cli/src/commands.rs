@@ -455,6 +455,7 @@ pub async fn membership(args: MembershipArgs, conn: &ConnArgs) -> anyhow::Result
             node_id: p.id,
             raft_addr: p.node.raft_addr.clone(),
             api_addr: p.node.api_addr.clone(),
+            learner: false,
         })
         .collect();
     let now = client.change_membership(&voters).await?;

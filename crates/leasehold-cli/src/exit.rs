@@ -34,9 +34,10 @@ Exit codes:
   0  ok
   1  other error
   2  usage error
-  3  conflict: the resource is held, or the lease is not held (FAILED_PRECONDITION)
+  3  conflict: the resource is held, or the lease is not held, or a membership
+     change was refused (FAILED_PRECONDITION)
   4  not found: unknown, closed or expired session (NOT_FOUND)
-  5  wait timed out (DEADLINE_EXCEEDED)
+  5  wait timed out, or a new member did not catch up in time (DEADLINE_EXCEEDED)
   6  unavailable: no node could serve the request (UNAVAILABLE)
   7  invalid argument (INVALID_ARGUMENT)
   8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)

@@ -18,6 +18,7 @@ mod commands;
 mod config;
 mod duration;
 mod exit;
+mod member;
 mod operator;
 mod output;
 mod run;
@@ -64,8 +65,10 @@ enum Cmd {
     Watch(commands::WatchArgs),
     /// Ask the holders of a resource to give it up.
     Recall(commands::RecallArgs),
-    /// Replace the cluster's voters (add or remove nodes)
+    /// Replace the cluster's whole voter set (see `member` for one at a time)
     Membership(commands::MembershipArgs),
+    /// Add, remove, list or replace members one at a time.
+    Member(member::MemberArgs),
     /// Show every endpoint's view of the cluster.
     Status(commands::StatusArgs),
     /// Run a command while holding a lease; stop it if the lease is lost.
@@ -223,6 +226,7 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
             Cmd::Watch(args) => commands::watch(args, &conn).await,
             Cmd::Recall(args) => commands::recall(args, &conn).await,
             Cmd::Membership(args) => commands::membership(args, &conn).await,
+            Cmd::Member(args) => member::member_command(args, &conn).await,
             Cmd::Status(args) => commands::status(args, &conn).await,
             Cmd::Run(args) => run::run(args, &conn).await,
             Cmd::Config(args) => operator::config(args, &conn).await,

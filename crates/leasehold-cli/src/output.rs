@@ -560,11 +560,13 @@ mod tests {
                     node_id: 1,
                     raft_addr: "r1".into(),
                     api_addr: "a1".into(),
+                    learner: false,
                 },
                 leasehold_client::Member {
                     node_id: 2,
                     raft_addr: "r2".into(),
                     api_addr: "a2".into(),
+                    learner: false,
                 },
             ],
             serving: leasehold_client::Serving::Follower,

@@ -911,3 +911,96 @@ async fn config_status_completion_and_plain_logs() -> anyhow::Result<()> {
     assert!(!err.contains('\u{1b}'), "ANSI in {err:?}");
     cluster.shutdown().await
 }
+
+/// `leasehold member`: a failed follower replaced by a fresh node, the
+/// result listed with roles and the leader, and refusals as one line with
+/// their exit codes (3: refused, nothing changed; 7: bad argument).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_replace_list_and_refusals() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let leader = cluster.serving_leader().await?;
+    let failed = cluster.other_than(leader)?;
+    cluster.stop(failed).await?;
+    cluster.start_new_node(4).await?;
+    cluster
+        .wait_admission(4, leasehold_server::Admission::AwaitingMembership)
+        .await?;
+    let new = cluster.member(4)?;
+    let spec = format!("4={},{}", new.raft_addr, new.api_addr);
+
+    let o = output(cli(
+        &cluster,
+        &[
+            "member",
+            "replace",
+            &failed.to_string(),
+            &spec,
+            "--output",
+            "json",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let voters: Vec<u64> = json_lines(&o)?
+        .iter()
+        .filter_map(|v| v["node_id"].as_u64())
+        .collect();
+    let want: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != failed)
+        .collect();
+    assert_eq!(voters, want);
+
+    let o = output(cli(&cluster, &["member", "list", "--output", "json"])).await?;
+    expect_code(&o, 0)?;
+    let listed = json_lines(&o)?;
+    assert_eq!(
+        listed
+            .iter()
+            .filter_map(|v| v["node_id"].as_u64())
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert!(listed.iter().all(|v| v["role"] == "voter"));
+    let leaders: Vec<u64> = listed
+        .iter()
+        .filter(|v| v["leader"] == true)
+        .filter_map(|v| v["node_id"].as_u64())
+        .collect();
+    assert_eq!(leaders, [cluster.serving_leader().await?]);
+
+    // A member at an address nothing answers on: refused, one line, exit 3.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
+    let o = output(cli(
+        &cluster,
+        &[
+            "member",
+            "add",
+            &format!("9={dead},{dead}"),
+            "--catch-up-timeout",
+            "500ms",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 3)?;
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("node 9") && err.contains(&dead.to_string()),
+        "{err}"
+    );
+    // Not a member: exit 7.
+    let o = output(cli(&cluster, &["member", "remove", "42"])).await?;
+    expect_code(&o, 7)?;
+    assert!(
+        stderr(&o).contains("node 42 is not a member"),
+        "{}",
+        stderr(&o)
+    );
+    // Nothing changed.
+    let o = output(cli(&cluster, &["member", "list", "--output", "json"])).await?;
+    assert_eq!(json_lines(&o)?.len(), want.len());
+    cluster.shutdown().await
+}

@@ -66,6 +66,17 @@ pub enum Admission {
 }
 
 impl Admission {
+    /// Its name in `Status` (`admission`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Restarted => "restarted",
+            Admission::Probing => "probing",
+            Admission::Quarantined => "quarantined",
+            Admission::AwaitingMembership => "awaiting_membership",
+            Admission::Founded => "founded",
+        }
+    }
+
     /// Whether the node's peer service refuses every Raft RPC in this state.
     pub fn quarantined(self) -> bool {
         matches!(self, Admission::Probing | Admission::Quarantined)
@@ -344,6 +355,7 @@ mod tests {
             node_id: 2,
             raft_addr: "a".into(),
             api_addr: "b".into(),
+            learner: false,
         });
         assert_eq!(PeerView::from_status(&s), PeerView::Forming);
         s.commit_index = 7;

@@ -229,6 +229,11 @@ impl Node {
             })
         });
         let proposer = Proposer::start(raft.clone());
+        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
+            Admission::Restarted
+        } else {
+            Admission::Probing
+        });
         let api = LeaseApi::new(
             node_id,
             raft.clone(),
@@ -241,6 +246,7 @@ impl Node {
             shutdown.signal(),
             alive,
             config.timing.election_timeout_ms_max,
+            admission.clone(),
         );
         let api_signal = shutdown.signal();
         let api_task = tokio::spawn(async move {
@@ -254,11 +260,6 @@ impl Node {
             }
         });
 
-        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
-            Admission::Restarted
-        } else {
-            Admission::Probing
-        });
         let admission_task = (!restarted).then(|| {
             tokio::spawn(admission::admit(
                 config.clone(),

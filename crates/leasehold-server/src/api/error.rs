@@ -39,6 +39,10 @@ pub enum ApiError {
         /// How long the request waited.
         waited_ms: u64,
     },
+    /// A bounded wait other than a lease wait ran out (a new member did not
+    /// catch up); the message says what was undone.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Watch asked for history this node no longer keeps.
     #[error("revision {asked} is no longer in this node's history (oldest kept: {oldest})")]
     OutOfRange {
@@ -131,7 +135,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
-            ApiError::WaitTimedOut { .. } => Code::DeadlineExceeded,
+            ApiError::WaitTimedOut { .. } | ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::OutOfRange { .. } => Code::OutOfRange,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,

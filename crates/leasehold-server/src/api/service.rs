@@ -52,6 +52,12 @@ pub struct LeaseApi {
     pub(super) log_store: LogStore,
     /// `W`: sessions must outlive an election, so `ttl_ms_min ≥ 2 W`.
     pub(super) election_timeout_ms_max: u64,
+    /// Where this node stands with the cluster (`Status` reports it; a
+    /// leader probing a new member checks it is waiting to be added).
+    pub(super) admission: tokio::sync::watch::Receiver<crate::admission::Admission>,
+    /// Held for the whole of a membership change: one at a time, so that a
+    /// change undoing its learners never undoes another's.
+    pub(super) membership_lock: tokio::sync::Mutex<()>,
     /// Dropped with the last handle on this API (the service and every
     /// stream task hold one): the node's shutdown waits for that, so the
     /// data directory is free when shutdown returns.
@@ -96,9 +102,12 @@ impl LeaseApi {
         shutdown: ShutdownSignal,
         alive: mpsc::Sender<()>,
         election_timeout_ms_max: u64,
+        admission: tokio::sync::watch::Receiver<crate::admission::Admission>,
     ) -> Self {
         LeaseApi {
             election_timeout_ms_max,
+            admission,
+            membership_lock: tokio::sync::Mutex::new(()),
             log_store,
             _alive: alive,
             node_id,
@@ -241,7 +250,34 @@ impl Leasehold for LeaseService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> ApiResult<pb::ChangeMembershipResponse> {
-        let api = &*self.api;
-        leader_only!(api, request, change_membership, change_membership_local)
+        match self
+            .api
+            .forwarder
+            .route(&self.api.lessor, request.metadata())?
+        {
+            Route::Local => {
+                // Runs to its end even if the caller goes away: a change
+                // cut off between adding learners and changing the voters
+                // would leave them behind.
+                let api = Arc::clone(&self.api);
+                let change =
+                    tokio::spawn(
+                        async move { api.change_membership_local(request.into_inner()).await },
+                    );
+                match change.await {
+                    Ok(answer) => answer.map(Response::new).map_err(Status::from),
+                    Err(e) => Err(Status::from(ApiError::Internal(format!(
+                        "the membership change task failed: {e}"
+                    )))),
+                }
+            }
+            Route::Forward { addr, hops } => {
+                self.api.metrics.forwarded();
+                let mut client = self.api.forwarder.client(&addr)?;
+                client
+                    .change_membership(forwarded(request.into_inner(), hops))
+                    .await
+            }
+        }
     }
 }
