@@ -111,6 +111,19 @@ impl Node {
         api_listener: TcpListener,
     ) -> Result<Node, ServerError> {
         config.validate()?;
+        if config.auth.enabled() {
+            tracing::info!(
+                node_id = config.node_id,
+                principals = config.auth.principals.len(),
+                "client API: bearer tokens required"
+            );
+        } else {
+            tracing::warn!(
+                node_id = config.node_id,
+                api_listen = %config.api_listen,
+                "client API is OPEN (auth.open): anyone who reaches it may acquire, recall, set the config and change the membership; configure [[auth.principals]] to require tokens"
+            );
+        }
         let raft_config = Arc::new(config.raft_config()?);
         let raft_addr = listener
             .local_addr()
@@ -241,6 +254,7 @@ impl Node {
             shutdown.signal(),
             alive,
             config.timing.election_timeout_ms_max,
+            Arc::new(config.auth.clone()),
         );
         let api_signal = shutdown.signal();
         let api_task = tokio::spawn(async move {
