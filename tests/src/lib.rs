@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use leasehold_core::{Command, Response};
 use leasehold_raft::NodeId;
-use leasehold_server::{Admission, Node, NodeConfig, PeerSpec, ProposeError, RaftTiming};
+use leasehold_server::{
+    Admission, AuthConfig, Node, NodeConfig, PeerSpec, ProposeError, RaftTiming,
+};
 use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
@@ -39,6 +41,10 @@ pub struct ClusterOptions {
     /// Serve every node's metrics and health endpoint on a free loopback
     /// port ([`Node::metrics_addr`] tells which).
     pub metrics: bool,
+    /// Who may call the client API. Default: open (tests of everything
+    /// but authentication talk to the API without tokens); give principals
+    /// to test authentication.
+    pub auth: AuthConfig,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +60,7 @@ impl Default for ClusterOptions {
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
             metrics: false,
+            auth: AuthConfig::open(),
         }
     }
 }
@@ -168,6 +175,7 @@ impl TestCluster {
         c.snapshot_every_entries = self.options.snapshot_every_entries;
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        c.auth = self.options.auth.clone();
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }

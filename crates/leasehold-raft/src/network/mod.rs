@@ -25,6 +25,7 @@ mod server;
 pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};
 pub use client::{PeerClient, PeerNetwork, PeerNetworkConfig};
 pub use error::TransportError;
+pub use payload::{decode, encode, PeerStatus};
 pub use server::{peer_service, serve_peer, serve_peer_service, PeerService, VoteGate};
 
 /// A switch that cuts this node off from its peers, both ways: outgoing

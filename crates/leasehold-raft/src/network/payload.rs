@@ -31,18 +31,30 @@ pub(crate) type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<
 pub(crate) type InstallSnapshotReply =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
+/// The answer to a `Status` peer RPC: where a member stands, for a
+/// pristine node's admission.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// Its current term.
+    pub term: u64,
+    /// Whether it is the leader.
+    pub leader: bool,
+    /// Its last applied log index (0: nothing committed that it knows of).
+    pub applied_index: u64,
+    /// Every node id of its membership, voters and learners (empty: its
+    /// store is pristine).
+    pub members: Vec<NodeId>,
+}
+
 /// Encodes `value` into a payload; `what` names it in errors.
-pub(crate) fn encode<T: Serialize>(
-    what: &'static str,
-    value: &T,
-) -> Result<RaftPayload, TransportError> {
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<RaftPayload, TransportError> {
     postcard::to_allocvec(value)
         .map(|data| RaftPayload { data: data.into() })
         .map_err(|source| TransportError::Encode { what, source })
 }
 
 /// Decodes a payload made by [`encode`]; `what` names it in errors.
-pub(crate) fn decode<T: DeserializeOwned>(
+pub fn decode<T: DeserializeOwned>(
     what: &'static str,
     payload: &RaftPayload,
 ) -> Result<T, TransportError> {

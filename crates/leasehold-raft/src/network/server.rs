@@ -16,7 +16,7 @@ use leasehold_proto::raft::v1::RaftPayload;
 use super::error::TransportError;
 use super::payload::{
     self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
-    VoteReply, VoteRpc,
+    PeerStatus, VoteReply, VoteRpc,
 };
 use super::MESSAGE_BYTES_MAX;
 use crate::types::Raft;
@@ -239,5 +239,32 @@ impl RaftPeer for PeerService {
         let rpc: InstallSnapshotRequest = decode_request("install_snapshot request", request)?;
         let reply: InstallSnapshotReply = self.raft.install_snapshot(rpc).await;
         encode_reply("install_snapshot reply", &reply)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        // Quarantine does not apply: a pristine node's own state is what
+        // its pristine peers ask about.
+        if self.isolation.is_on() {
+            return Err(Status::unavailable("this node is isolated"));
+        }
+        let reply = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            PeerStatus {
+                term: m.current_term,
+                leader: m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader,
+                applied_index: m.last_applied.map_or(0, |l| l.index),
+                members: m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .collect(),
+            }
+        };
+        encode_reply("status reply", &reply)
     }
 }
