@@ -15,9 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use leasehold_core::{Command, Response};
 use leasehold_raft::NodeId;
-use leasehold_server::{
-    Admission, AuthConfig, Node, NodeConfig, PeerSpec, ProposeError, RaftTiming,
-};
+use leasehold_server::{Admission, Node, NodeConfig, PeerSpec, ProposeError, RaftTiming};
 use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
@@ -61,6 +59,30 @@ impl Default for ClusterOptions {
             clock_rate_ppm: 0,
             metrics: false,
             auth: AuthConfig::open(),
+        }
+    }
+}
+
+pub use leasehold_server::{AuthConfig, Principal, Role, TokenDigest};
+
+impl ClusterOptions {
+    /// Options whose nodes require bearer tokens of these principals:
+    /// `(name, token, role, prefixes)` each (the tokens are stored hashed).
+    pub fn with_principals(principals: &[(&str, &str, Role, &[&str])]) -> Self {
+        ClusterOptions {
+            auth: AuthConfig {
+                principals: principals
+                    .iter()
+                    .map(|(name, token, role, prefixes)| Principal {
+                        name: name.to_string(),
+                        token_sha256: TokenDigest::of(token),
+                        role: *role,
+                        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                open: false,
+            },
+            ..ClusterOptions::default()
         }
     }
 }

@@ -19,6 +19,19 @@ pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
 /// Default client name sent with sessions.
 pub const CLIENT_NAME_DEFAULT: &str = "leasehold-client";
 
+/// Longest bearer token the client sends, in bytes (the servers' limit).
+pub const TOKEN_BYTES_MAX: usize = 256;
+
+/// A bearer token; never printed (its `Debug` is redacted).
+#[derive(Clone)]
+pub(crate) struct Token(pub(crate) String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// Every setting of a [`Client`].
 #[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
@@ -38,6 +51,8 @@ pub(crate) struct ClientConfig {
     pub(crate) backoff_initial: Duration,
     /// Longest pause between rounds of attempts.
     pub(crate) backoff_max: Duration,
+    /// Bearer token sent with every call (`None`: none, for an open API).
+    pub(crate) token: Option<Token>,
 }
 
 impl Default for ClientConfig {
@@ -51,6 +66,7 @@ impl Default for ClientConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             backoff_initial: BACKOFF_INITIAL_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
+            token: None,
         }
     }
 }
@@ -125,6 +141,15 @@ impl ClientBuilder {
     /// Bound on opening a TCP connection to a node (default 1 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Bearer token sent with every call (`authorization: Bearer <token>`),
+    /// for a cluster that requires tokens; checked when the client is
+    /// built (1 to [`TOKEN_BYTES_MAX`] printable ASCII characters). The
+    /// token names a principal whose role and prefixes the servers check.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(Token(token.into()));
         self
     }
 
