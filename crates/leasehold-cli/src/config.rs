@@ -551,9 +551,9 @@ settings! {
     /// (role admin, client or reader; SHA256 = the hex SHA-256 of its bearer
     /// token; `NAME:ROLE:SHA256:` = every resource); repeat for each. With
     /// any, every call needs `authorization: Bearer <token>`. Flags replace
-    /// the whole list of the file or variable. [file: [[auth.principals]]
-    /// tables with name, token_sha256, role, prefixes; env:
-    /// LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
+    /// the whole list of the file or variable. [file: auth.principals;
+    /// [[auth.principals]] tables with name, token_sha256, role, prefixes;
+    /// env: LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
     #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256[:PREFIX,…]", value_parser = parse_principal)]
     auth_principals: Vec<Principal> = "auth.principals", "LEASEHOLD_AUTH_PRINCIPALS", "--auth-principal";
 
