@@ -22,9 +22,17 @@ pub const CLIENT_NAME_DEFAULT: &str = "leasehold-client";
 /// Longest bearer token the client sends, in bytes (the servers' limit).
 pub const TOKEN_BYTES_MAX: usize = 256;
 
-/// A bearer token; never printed (its `Debug` is redacted).
-#[derive(Clone)]
-pub(crate) struct Token(pub(crate) String);
+/// A bearer token; never printed (its `Debug` is redacted), so that
+/// settings holding one can derive `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub(crate) String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Token(token.into())
+    }
+}
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +158,14 @@ impl ClientBuilder {
     /// token names a principal whose role and prefixes the servers check.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.config.token = Some(Token(token.into()));
+        self
+    }
+
+    /// [`ClientBuilder::token`] when `token` is some; nothing otherwise.
+    pub fn maybe_token(mut self, token: Option<&Token>) -> Self {
+        if let Some(t) = token {
+            self.config.token = Some(t.clone());
+        }
         self
     }
 
