@@ -39,6 +39,10 @@ pub struct ClusterOptions {
     /// Serve every node's metrics and health endpoint on a free loopback
     /// port ([`Node::metrics_addr`] tells which).
     pub metrics: bool,
+    /// Who may call the client API. Default: open (tests of everything
+    /// but authentication talk to the API without tokens); give principals
+    /// to test authentication.
+    pub auth: AuthConfig,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +58,31 @@ impl Default for ClusterOptions {
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
             metrics: false,
+            auth: AuthConfig::open(),
+        }
+    }
+}
+
+pub use leasehold_server::{AuthConfig, Principal, Role, TokenDigest};
+
+impl ClusterOptions {
+    /// Options whose nodes require bearer tokens of these principals:
+    /// `(name, token, role, prefixes)` each (the tokens are stored hashed).
+    pub fn with_principals(principals: &[(&str, &str, Role, &[&str])]) -> Self {
+        ClusterOptions {
+            auth: AuthConfig {
+                principals: principals
+                    .iter()
+                    .map(|(name, token, role, prefixes)| Principal {
+                        name: name.to_string(),
+                        token_sha256: TokenDigest::of(token),
+                        role: *role,
+                        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                open: false,
+            },
+            ..ClusterOptions::default()
         }
     }
 }
@@ -168,6 +197,7 @@ impl TestCluster {
         c.snapshot_every_entries = self.options.snapshot_every_entries;
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        c.auth = self.options.auth.clone();
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }

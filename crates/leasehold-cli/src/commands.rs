@@ -37,9 +37,35 @@ pub struct ConnArgs {
     /// comes on top), e.g. 10s, 1.5s, 500ms.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    /// Bearer token sent with every request (for a cluster that requires
+    /// tokens). Default: the content of --token-file, else of
+    /// $LEASEHOLD_DATA_DIR/admin.token (./.leasehold-data/admin.token) if
+    /// that exists, as `cluster/up.sh` and `leasehold dev` write it.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token (its first line).
+    #[arg(long, global = true, env = "LEASEHOLD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl ConnArgs {
+    /// A client builder for `endpoints` with this command line's token.
+    pub fn builder(&self, endpoints: Vec<String>) -> anyhow::Result<ClientBuilder> {
+        let builder = ClientBuilder::new(endpoints);
+        let token = crate::auth::resolve_token(self.token.as_deref(), self.token_file.as_deref())?;
+        Ok(match token {
+            Some(t) => builder.token(t),
+            None => builder,
+        })
+    }
+
     /// Connects to the cluster (finding the leader).
     pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
         let endpoints: Vec<String> = self
@@ -48,7 +74,8 @@ impl ConnArgs {
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
-        let client = ClientBuilder::new(endpoints)
+        let client = self
+            .builder(endpoints)?
             .client_name(client_name)
             .call_timeout(self.timeout)
             .attempt_timeout(self.timeout.min(Duration::from_secs(3)))
@@ -478,7 +505,8 @@ pub struct StatusArgs {}
 /// configuration as the leader (or else the first node that answered) sees
 /// them. Exits 6 if none answers.
 pub async fn status(_args: StatusArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
-    let client = ClientBuilder::new(conn.endpoints.clone())
+    let client = conn
+        .builder(conn.endpoints.clone())?
         .attempt_timeout(conn.timeout.min(Duration::from_secs(3)))
         .connect_lazy()?;
     let views = client.status_all().await;

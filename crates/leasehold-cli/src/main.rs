@@ -1,6 +1,8 @@
 //! `leasehold`: the one binary of Leasehold.
 //!
 //! # Layout
+//! - [`auth`]: which token client commands send, the local admin token,
+//!   `auth token|hash`.
 //! - [`config`]: `server`'s settings from flags, `LEASEHOLD_*` and a TOML
 //!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
@@ -14,6 +16,7 @@
 //! - [`exit`]: exit codes by gRPC code.
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
+mod auth;
 mod commands;
 mod config;
 mod duration;
@@ -77,6 +80,8 @@ enum Cmd {
     Config(operator::ConfigArgs),
     /// List, close or keep alive sessions.
     Session(operator::SessionArgs),
+    /// Make bearer tokens and their token_sha256 for the servers' config.
+    Auth(auth::AuthArgs),
     /// Print a shell completion script (e.g. `leasehold completion bash >
     /// ~/.local/share/bash-completion/completions/leasehold`).
     Completion(CompletionArgs),
@@ -231,6 +236,7 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
             Cmd::Run(args) => run::run(args, &conn).await,
             Cmd::Config(args) => operator::config(args, &conn).await,
             Cmd::Session(args) => operator::session(args, &conn).await,
+            Cmd::Auth(args) => auth::auth(args, conn.output),
             Cmd::Completion(_) => Ok(exit::OK),
         }
     })

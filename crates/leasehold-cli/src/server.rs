@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_server::{Node, NodeConfig, PeerSpec};
+use leasehold_server::{AuthConfig, Node, NodeConfig, PeerSpec, Principal, Role, TokenDigest};
 
 use crate::config::ServerConfig;
 use crate::signal::wait_for_shutdown_signal;
@@ -84,6 +84,28 @@ pub struct DevArgs {
     /// two); 0: not served.
     #[arg(long, default_value_t = 7201)]
     metrics_port: u16,
+    /// Run with an open client API (no tokens) instead of the admin token.
+    #[arg(long)]
+    auth_open: bool,
+}
+
+/// The auth settings of a local cluster (`leasehold dev`; `cluster/up.sh`
+/// does the same in shell): one admin principal whose token lives in
+/// `root/admin.token` (made on first start, mode 0600), where client
+/// commands find it without flags. Returns the settings and the file.
+pub fn local_admin_auth(root: &std::path::Path) -> anyhow::Result<(AuthConfig, PathBuf)> {
+    let (token, file) = crate::auth::ensure_admin_token(root)?;
+    let admin = Principal {
+        name: crate::auth::ADMIN_PRINCIPAL.into(),
+        token_sha256: TokenDigest::of(&token),
+        role: Role::Admin,
+        prefixes: Vec::new(),
+    };
+    let auth = AuthConfig {
+        principals: vec![admin],
+        open: false,
+    };
+    Ok((auth, file))
 }
 
 /// Number of nodes `dev` starts.
@@ -129,6 +151,22 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("no data directory"),
     };
     let peers = dev_peers(args.host, args.raft_port, args.api_port)?;
+    // The admin token outlives a temporary data directory: it goes to the
+    // data directory if given, else to the local cluster's data root, where
+    // client commands look for it.
+    let (auth, token_file) = if args.auth_open {
+        (AuthConfig::open(), None)
+    } else {
+        let token_root = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => crate::auth::default_token_file()
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        };
+        let (auth, file) = local_admin_auth(&token_root)?;
+        (auth, Some(file))
+    };
     let mut nodes = Vec::new();
     for (i, p) in (0u16..).zip(&peers) {
         let mut config = NodeConfig::new(
@@ -138,6 +176,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             peers.clone(),
             root.join(format!("node-{}", p.id)),
         );
+        config.auth = auth.clone();
         if args.metrics_port != 0 {
             let port = args
                 .metrics_port
@@ -179,6 +218,13 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("export LEASEHOLD_ENDPOINTS={}", endpoints.join(","));
+    match &token_file {
+        Some(file) => {
+            let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+            println!("export LEASEHOLD_TOKEN_FILE={}", file.display());
+        }
+        None => println!("client API OPEN (--auth-open): no tokens needed"),
+    }
     println!("Ctrl-C stops the cluster.");
     wait_for_shutdown_signal().await?;
     tracing::info!("signal received, shutting down the dev cluster");

@@ -16,6 +16,10 @@ fn cli(cluster: &TestCluster, args: &[&str]) -> Command {
     c.args(args)
         .env("LEASEHOLD_ENDPOINTS", cluster.api_endpoints().join(","))
         .env_remove("RUST_LOG")
+        // No token from the test's environment or a local cluster.
+        .env_remove("LEASEHOLD_TOKEN")
+        .env_remove("LEASEHOLD_TOKEN_FILE")
+        .env("LEASEHOLD_DATA_DIR", "/nonexistent/leasehold-data")
         .kill_on_drop(true);
     c
 }
@@ -1002,5 +1006,65 @@ async fn member_replace_list_and_refusals() -> anyhow::Result<()> {
     // Nothing changed.
     let o = output(cli(&cluster, &["member", "list", "--output", "json"])).await?;
     assert_eq!(json_lines(&o)?.len(), want.len());
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_come_from_the_flag_a_file_or_the_local_admin_token() -> anyhow::Result<()> {
+    use leasehold_tests::Role;
+    let admin = "cli-admin-token-0123456789";
+    let cluster = TestCluster::start(ClusterOptions::with_principals(&[
+        ("ops", admin, Role::Admin, &[]),
+        (
+            "chunkserver",
+            "cli-chunk-token-0123456789",
+            Role::Client,
+            &["chunk/"],
+        ),
+    ]))
+    .await?;
+    cluster.serving_leader().await?;
+    // No token: exit 11, one line.
+    let o = output(cli(&cluster, &["get", "chunk/1"])).await?;
+    expect_code(&o, 11)?;
+    assert_eq!(
+        stderr(&o).trim(),
+        "leasehold: connecting to the cluster: unauthenticated: missing bearer token (send `authorization: Bearer <token>` metadata)"
+    );
+    // --token, LEASEHOLD_TOKEN.
+    expect_code(
+        &output(cli(&cluster, &["get", "chunk/1", "--token", admin])).await?,
+        0,
+    )?;
+    let mut c = cli(&cluster, &["get", "chunk/1"]);
+    c.env("LEASEHOLD_TOKEN", admin);
+    expect_code(&output(c).await?, 0)?;
+    // --token-file, and the admin token of the local data directory.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("admin.token"), format!("{admin}\n"))?;
+    let file = dir.path().join("admin.token");
+    let file = file.to_str().context("utf-8 path")?;
+    expect_code(
+        &output(cli(&cluster, &["get", "chunk/1", "--token-file", file])).await?,
+        0,
+    )?;
+    let mut c = cli(&cluster, &["get", "chunk/1"]);
+    c.env("LEASEHOLD_DATA_DIR", dir.path());
+    expect_code(&output(c).await?, 0)?;
+    // A client outside its prefixes: exit 8, naming principal and prefix.
+    let o = output(cli(
+        &cluster,
+        &["acquire", "jobs/1", "--token", "cli-chunk-token-0123456789"],
+    ))
+    .await?;
+    expect_code(&o, 8)?;
+    assert!(
+        stderr(&o).contains("principal \"chunkserver\" may not call Acquire: resource \"jobs/1\" is outside its prefixes [\"chunk/\"]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = output(cli(&cluster, &["get", "chunk/1", "--token", "wrong"])).await?;
+    expect_code(&o, 11)?;
+    assert!(stderr(&o).contains("unknown token"), "{}", stderr(&o));
     cluster.shutdown().await
 }

@@ -74,7 +74,7 @@ pub mod types;
 pub mod watch;
 
 pub use client::Client;
-pub use config::ClientBuilder;
+pub use config::{ClientBuilder, Token, TOKEN_BYTES_MAX};
 pub use deadline::HolderClock;
 pub use error::ClientError;
 pub use handle::SessionHandle;

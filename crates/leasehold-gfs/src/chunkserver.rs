@@ -36,6 +36,10 @@ pub struct ChunkserverConfig {
     pub data_dir: PathBuf,
     /// Leasehold client API endpoints.
     pub leasehold: Vec<String>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). A `client` principal limited to the prefix `chunk/`
+    /// is enough: chunkservers only open sessions and acquire `chunk/…`.
+    pub token: Option<leasehold_client::Token>,
     /// Master addresses (reports go to every one).
     pub masters: Vec<String>,
     /// TTL of its Leasehold session.
@@ -62,6 +66,7 @@ impl ChunkserverConfig {
             data_dir,
             leasehold,
             masters,
+            token: None,
             session_ttl: Duration::from_secs(2),
             report_interval: Duration::from_millis(300),
             chunk_bytes: crate::names::CHUNK_BYTES_DEFAULT,
@@ -282,6 +287,7 @@ impl ChunkserverHandle {
         let store = Store::open(&config.data_dir)?;
         let leasehold = leasehold_client::ClientBuilder::new(config.leasehold.clone())
             .client_name(format!("gfs-chunkserver-{}", config.id))
+            .maybe_token(config.token.as_ref())
             .connect_lazy()?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),

@@ -40,6 +40,10 @@ pub struct MasterConfig {
     pub id: String,
     /// Leasehold client API endpoints.
     pub leasehold: Vec<String>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). Masters recall chunk leases to re-replicate, and Recall
+    /// needs an `admin` principal.
+    pub token: Option<leasehold_client::Token>,
     /// TTL of its Leasehold session (and so of the `gfs/master` lease).
     pub session_ttl: Duration,
     /// Period of the assignment loop.
@@ -67,6 +71,7 @@ impl MasterConfig {
         MasterConfig {
             id: id.to_string(),
             leasehold,
+            token: None,
             session_ttl: Duration::from_secs(2),
             tick: Duration::from_millis(100),
             report_timeout: Duration::from_millis(1_500),
@@ -351,6 +356,7 @@ impl MasterHandle {
         let addr = listener.local_addr()?;
         let leasehold = leasehold_client::ClientBuilder::new(config.leasehold.clone())
             .client_name(format!("gfs-master-{}", config.id))
+            .maybe_token(config.token.as_ref())
             .connect_lazy()?;
         let inner = Arc::new(MasterInner {
             address: addr.to_string(),

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use leasehold_raft::{LeaseNode, NodeId};
 
+use crate::auth::AuthConfig;
 use crate::error::ServerError;
 
 /// One member of the cluster as given on the command line:
@@ -95,6 +96,10 @@ pub struct NodeConfig {
     /// parts per million (+50_000 = 5% fast). 0 in production. Chaos tests
     /// use it to show that drift within ρ is safe and drift beyond is not.
     pub unsafe_test_clock_rate_ppm: i64,
+    /// Who may call the client API: principals with bearer tokens, or an
+    /// explicitly open API. The default (no principals, not open) refuses
+    /// to start, so an open API is always a decision (ADR 0005).
+    pub auth: AuthConfig,
 }
 
 /// One problem of a [`NodeConfig`].
@@ -136,6 +141,7 @@ impl NodeConfig {
             snapshot_every_entries: 10_000,
             log_entries_kept: 1_000,
             unsafe_test_clock_rate_ppm: 0,
+            auth: AuthConfig::default(),
         }
     }
 
@@ -214,6 +220,9 @@ impl NodeConfig {
         if self.snapshot_every_entries == 0 {
             bad("snapshot_every_entries", "must be positive".into());
         }
+        for (field, message) in self.auth.problems() {
+            bad(field, message);
+        }
         out
     }
 
@@ -260,6 +269,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let peers = vec!["1=a:1,b:1".parse().expect("peer")];
         let mut c = NodeConfig::new(9, addr, addr, peers, "/tmp/x".into());
+        c.auth = AuthConfig::open();
         let e = c.validate().expect_err("id not in peers").to_string();
         assert!(e.contains("peers"), "{e}");
         // A joining node (a fresh id) needs only the members to ask.
@@ -284,7 +294,8 @@ mod tests {
         let fields: Vec<_> = c.problems().iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            ["node_id", "heartbeat_ms", "snapshot_every_entries"]
+            ["node_id", "heartbeat_ms", "snapshot_every_entries", "auth"],
+            "no principals and not open: refused"
         );
     }
 }

@@ -11,6 +11,8 @@
 //! - [`proposer`]: group commit: concurrent proposals share one Raft entry.
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
+//! - [`auth`]: principals, roles, resource prefixes and bearer-token
+//!   digests: who may make which call.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
 //! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
 //! - [`metrics`]: every metric of the node (counters, gauges, histograms)
@@ -24,6 +26,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -35,6 +38,7 @@ pub mod proposer;
 pub mod shutdown;
 
 pub use admission::Admission;
+pub use auth::{AuthConfig, Principal, Role, TokenDigest};
 pub use config::{ConfigProblem, NodeConfig, PeerSpec, RaftTiming};
 pub use error::{ProposeError, ServerError};
 pub use lessor::Serving;

@@ -21,6 +21,8 @@
 //! | `leasehold_keepalive_renewed_total` | counter | sessions renewed by keepalives |
 //! | `leasehold_keepalive_refused_total` | counter | keepalive entries answered "not alive" |
 //! | `leasehold_forwarded_total` | counter | requests this node forwarded to the leader |
+//! | `leasehold_auth_unauthenticated_total` | counter | client API calls refused here as UNAUTHENTICATED (no or unknown token) |
+//! | `leasehold_auth_denied_total` | counter | client API calls refused here as PERMISSION_DENIED by role or prefix |
 //! | `leasehold_proposals_total` | counter | commands this node proposed to Raft |
 //! | `leasehold_takeovers_total` | counter | leader takeovers completed by this node |
 //! | `leasehold_acquire_duration_seconds` | histogram | Acquire, from receipt to its entry's answer, on the serving node |
@@ -145,6 +147,10 @@ pub struct Metrics {
     proposals: Counter,
     /// `leasehold_forwarded_total`.
     forwarded: Counter,
+    /// `leasehold_auth_unauthenticated_total`.
+    auth_unauthenticated: Counter,
+    /// `leasehold_auth_denied_total`.
+    auth_denied: Counter,
     /// `leasehold_grants_total`.
     grants: Counter,
     /// `leasehold_releases_total`.
@@ -195,6 +201,12 @@ pub struct MetricsSnapshot {
     pub proposals_total: u64,
     /// `leasehold_forwarded_total`: requests this node forwarded to the leader.
     pub forwarded_total: u64,
+    /// `leasehold_auth_unauthenticated_total`: calls refused here for a
+    /// missing or unknown bearer token.
+    pub auth_unauthenticated_total: u64,
+    /// `leasehold_auth_denied_total`: calls refused here because the
+    /// principal's role or prefixes do not allow them.
+    pub auth_denied_total: u64,
     /// `leasehold_grants_total`: leases granted in answer to this node's acquires.
     pub grants_total: u64,
     /// `leasehold_releases_total`: leases released by this node's releases.
@@ -300,6 +312,16 @@ impl Metrics {
             "forwarded",
             "Requests this node forwarded to the leader",
         );
+        let auth_unauthenticated = counter(
+            &mut registry,
+            "auth_unauthenticated",
+            "Client API calls refused here as UNAUTHENTICATED (missing or unknown bearer token)",
+        );
+        let auth_denied = counter(
+            &mut registry,
+            "auth_denied",
+            "Client API calls refused here as PERMISSION_DENIED by role or resource prefix",
+        );
         let grants = counter(
             &mut registry,
             "grants",
@@ -351,6 +373,8 @@ impl Metrics {
             takeovers,
             proposals,
             forwarded,
+            auth_unauthenticated,
+            auth_denied,
             grants,
             releases,
             recalls,
@@ -394,6 +418,16 @@ impl Metrics {
     /// Counts a proposal.
     pub fn proposed(&self) {
         self.proposals.inc();
+    }
+
+    /// Counts a call refused for a missing or unknown token.
+    pub fn auth_unauthenticated(&self) {
+        self.auth_unauthenticated.inc();
+    }
+
+    /// Counts a call refused by role or prefix.
+    pub fn auth_denied(&self) {
+        self.auth_denied.inc();
     }
 
     /// Counts a forwarded request.
@@ -467,6 +501,8 @@ impl Metrics {
             takeovers_total: self.takeovers.get(),
             proposals_total: self.proposals.get(),
             forwarded_total: self.forwarded.get(),
+            auth_unauthenticated_total: self.auth_unauthenticated.get(),
+            auth_denied_total: self.auth_denied.get(),
             grants_total: self.grants.get(),
             releases_total: self.releases.get(),
             recalls_total: self.recalls.get(),

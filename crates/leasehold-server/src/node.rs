@@ -111,6 +111,19 @@ impl Node {
         api_listener: TcpListener,
     ) -> Result<Node, ServerError> {
         config.validate()?;
+        if config.auth.enabled() {
+            tracing::info!(
+                node_id = config.node_id,
+                principals = config.auth.principals.len(),
+                "client API: bearer tokens required"
+            );
+        } else {
+            tracing::warn!(
+                node_id = config.node_id,
+                api_listen = %config.api_listen,
+                "client API is OPEN (auth.open): anyone who reaches it may acquire, recall, set the config and change the membership; configure [[auth.principals]] to require tokens"
+            );
+        }
         let raft_config = Arc::new(config.raft_config()?);
         let raft_addr = listener
             .local_addr()
@@ -186,9 +199,16 @@ impl Node {
         // member whose log it has seen.
         let quarantine = Isolation::default();
         quarantine.set(!restarted);
+        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
+            Admission::Restarted
+        } else {
+            Admission::Probing
+        });
+        let admission_view = admission.clone();
         let service = PeerService::new(raft.clone())
             .with_isolation(isolation.clone())
             .with_quarantine(quarantine.clone())
+            .with_admission(Arc::new(move || admission_view.borrow().as_str()))
             .refuse_votes_while(vote_gate)
             .refuse_votes_until(
                 tokio::time::Instant::now() + std::time::Duration::from_millis(refuse_ms),
@@ -229,11 +249,6 @@ impl Node {
             })
         });
         let proposer = Proposer::start(raft.clone());
-        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
-            Admission::Restarted
-        } else {
-            Admission::Probing
-        });
         let api = LeaseApi::new(
             node_id,
             raft.clone(),
@@ -247,6 +262,7 @@ impl Node {
             alive,
             config.timing.election_timeout_ms_max,
             admission.clone(),
+            Arc::new(config.auth.clone()),
         );
         let api_signal = shutdown.signal();
         let api_task = tokio::spawn(async move {

@@ -5,6 +5,7 @@ use leasehold_proto::LEADER_METADATA_KEY;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::auth::{Denied, Unauthenticated};
 use crate::error::ProposeError;
 
 /// Every way an API call can fail. `From<ApiError> for Status` is the only
@@ -25,6 +26,15 @@ pub enum ApiError {
     /// The call named a session without presenting its secret.
     #[error("session {0}: wrong or missing session secret")]
     PermissionDenied(u64),
+    /// No credentials, or credentials of no known principal: nothing was
+    /// done.
+    #[error("{0}")]
+    Unauthenticated(Unauthenticated),
+    /// The principal's role or resource prefixes do not allow the call
+    /// (the message names principal, call and what it needs): nothing was
+    /// done.
+    #[error("{0}")]
+    NotAllowed(Denied),
     /// A refusal that names the current state (conflict, not holder, mode).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -132,7 +142,8 @@ impl From<ApiError> for Status {
         let code = match &e {
             ApiError::InvalidArgument { .. } => Code::InvalidArgument,
             ApiError::SessionNotFound(_) => Code::NotFound,
-            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::PermissionDenied(_) | ApiError::NotAllowed(_) => Code::PermissionDenied,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::WaitTimedOut { .. } | ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,

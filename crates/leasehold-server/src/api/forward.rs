@@ -12,6 +12,7 @@ use openraft::RaftMetrics;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use super::auth::AUTHORIZATION_METADATA_KEY;
 use super::error::ApiError;
 use crate::lessor::{Lessor, Serving};
 
@@ -130,10 +131,16 @@ pub fn known_leader(m: &RaftMetrics<NodeId, LeaseNode>) -> Option<(NodeId, Strin
     Some((leader, addr))
 }
 
-/// Builds a forwarded request carrying the hop count.
-pub fn forwarded<T>(message: T, hops: u32) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
+/// Builds the request forwarded to the leader: the message, the hop
+/// count, and the caller's `authorization` metadata, so that the leader
+/// checks the caller again (it never trusts the forwarding node's check).
+pub fn forwarded<T>(request: tonic::Request<T>, hops: u32) -> tonic::Request<T> {
+    let authorization = request.metadata().get(AUTHORIZATION_METADATA_KEY).cloned();
+    let mut req = tonic::Request::new(request.into_inner());
     req.metadata_mut()
         .insert(HOPS_METADATA_KEY, MetadataValue::from(hops));
+    if let Some(value) = authorization {
+        req.metadata_mut().insert(AUTHORIZATION_METADATA_KEY, value);
+    }
     req
 }

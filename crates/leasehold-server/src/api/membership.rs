@@ -24,8 +24,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use leasehold_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use leasehold_proto::v1 as pb;
-use leasehold_proto::v1::leasehold_client::LeaseholdClient;
+use leasehold_raft::network::PeerStatus;
 use leasehold_raft::{LeaseNode, NodeId};
 use openraft::{ChangeMembers, Membership, RaftMetrics, ServerState};
 use tonic::transport::Endpoint;
@@ -498,43 +499,27 @@ async fn probe(
     kind: Kind,
     membership: &Membership<NodeId, LeaseNode>,
 ) -> Probe {
-    if kind != Kind::Voter {
-        let connect = tokio::net::TcpStream::connect(node.raft_addr.as_str());
-        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Probe::Unreachable(format!(
-                    "its raft address {} refuses connections ({e})",
-                    node.raft_addr
-                ))
-            }
-            Err(_) => {
-                return Probe::Unreachable(format!(
-                    "no connection to its raft address {} within {} ms",
-                    node.raft_addr,
-                    PROBE_TIMEOUT.as_millis()
-                ))
-            }
-        }
-    }
-    let status = match status_of(&node.api_addr).await {
+    let status = match status_of(&node.raft_addr).await {
         Ok(s) => s,
         Err(why) => return Probe::Unreachable(why),
     };
     if status.node_id != id {
         return Probe::Refused(format!(
-            "the node at api {} is node {}, not node {id}",
-            node.api_addr, status.node_id
+            "the node at raft address {} is node {}, not node {id}",
+            node.raft_addr, status.node_id
         ));
     }
     match kind {
         Kind::Voter => {
-            if status.leader_id == me && status.term == term {
+            if status.leader_id == Some(me) && status.term == term {
                 Probe::Ready
             } else {
                 Probe::Unreachable(format!(
                     "it does not follow this leader (it names leader {} in term {})",
-                    status.leader_id, status.term
+                    status
+                        .leader_id
+                        .map_or("none".to_string(), |l| l.to_string()),
+                    status.term
                 ))
             }
         }
@@ -544,7 +529,7 @@ async fn probe(
 }
 
 /// Whether a node not in the membership may be added, from its `Status`.
-fn admissible(status: &pb::StatusResponse, membership: &Membership<NodeId, LeaseNode>) -> Probe {
+fn admissible(status: &PeerStatus, membership: &Membership<NodeId, LeaseNode>) -> Probe {
     if status.members.is_empty() {
         return match status.admission.as_str() {
             "awaiting_membership" => Probe::Ready,
@@ -564,9 +549,9 @@ fn admissible(status: &pb::StatusResponse, membership: &Membership<NodeId, Lease
     }
     // A node with Raft state: only one that was in this cluster before
     // (its last membership shares a member, addresses and all, with ours).
-    let ours = status.members.iter().any(|m| {
-        membership.get_node(&m.node_id).is_some_and(|n| {
-            n.raft_addr == m.raft_addr && n.api_addr == m.api_addr && m.node_id != status.node_id
+    let ours = status.members.iter().any(|(id, m)| {
+        membership.get_node(id).is_some_and(|n| {
+            n.raft_addr == m.raft_addr && n.api_addr == m.api_addr && *id != status.node_id
         })
     });
     if ours {
@@ -575,31 +560,38 @@ fn admissible(status: &pb::StatusResponse, membership: &Membership<NodeId, Lease
         Probe::Refused(format!(
             "it already belongs to another cluster (members {:?}); wipe its data directory and \
              start it with --join",
-            status.members.iter().map(|m| m.node_id).collect::<Vec<_>>()
+            status.members.iter().map(|(id, _)| *id).collect::<Vec<_>>()
         ))
     }
 }
 
-/// One `Status` call to `api_addr` within [`PROBE_TIMEOUT`].
-async fn status_of(api_addr: &str) -> Result<pb::StatusResponse, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{api_addr}"))
-        .map_err(|e| format!("bad api address {api_addr:?}: {e}"))?
+/// One peer `Status` call to `raft_addr` within [`PROBE_TIMEOUT`]: on the
+/// peer port, cluster-internal, so it needs no client credentials.
+async fn status_of(raft_addr: &str) -> Result<PeerStatus, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{raft_addr}"))
+        .map_err(|e| format!("bad raft address {raft_addr:?}: {e}"))?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT)
         .tcp_nodelay(true);
     let call = async {
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        LeaseholdClient::new(channel)
-            .status(pb::StatusRequest {})
+        let channel = endpoint
+            .connect()
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| s.message().to_string())
+            .map_err(|e| format!("refuses connections ({e})"))?;
+        let request =
+            leasehold_raft::network::encode("status request", &()).map_err(|e| e.to_string())?;
+        let reply = RaftPeerClient::new(channel)
+            .status(request)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        leasehold_raft::network::decode::<PeerStatus>("status reply", reply.get_ref())
+            .map_err(|e| e.to_string())
     };
     match tokio::time::timeout(PROBE_TIMEOUT, call).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("no Status from its api address {api_addr} ({e})")),
+        Ok(Err(e)) => Err(format!("no status from its raft address {raft_addr}: {e}")),
         Err(_) => Err(format!(
-            "no Status from its api address {api_addr} within {} ms",
+            "no status from its raft address {raft_addr} within {} ms",
             PROBE_TIMEOUT.as_millis()
         )),
     }
@@ -626,15 +618,15 @@ mod tests {
         ids.iter().map(|id| (*id, node(*id))).collect()
     }
 
-    fn status(node_id: NodeId, admission: &str, members: &[NodeId]) -> pb::StatusResponse {
-        pb::StatusResponse {
+    fn status(node_id: NodeId, admission: &str, members: &[NodeId]) -> PeerStatus {
+        PeerStatus {
             node_id,
+            term: 1,
+            leader: false,
+            leader_id: None,
+            applied_index: 0,
+            members: members.iter().map(|id| (*id, node(*id))).collect(),
             admission: admission.into(),
-            members: members
-                .iter()
-                .map(|id| member(*id, &node(*id), false))
-                .collect(),
-            ..Default::default()
         }
     }
 

@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`service`]: the handlers' shared state, proposals, and the tonic
 //!   entry points; leader-only calls go through [`forward`].
+//! - [`auth`]: who a request comes from ([`auth::identity`]) and whether
+//!   its principal may make the call; checked at the entry node before
+//!   routing, and again by the leader on forwarded calls.
 //! - [`session`]: `OpenSession`, `CloseSession`, the owner-secret check.
 //! - [`acquire`]: `Acquire` with its FIFO wait, `Release`.
 //! - [`keepalive`]: the `KeepAlive` stream.
@@ -20,6 +23,7 @@
 
 pub mod acquire;
 pub mod admin;
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod forward;

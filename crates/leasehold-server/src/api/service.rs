@@ -21,6 +21,7 @@ use super::error::ApiError;
 use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
+use crate::auth::{AuthConfig, Need, Role};
 use crate::lessor::Lessor;
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
@@ -58,6 +59,8 @@ pub struct LeaseApi {
     /// Held for the whole of a membership change: one at a time, so that a
     /// change undoing its learners never undoes another's.
     pub(super) membership_lock: tokio::sync::Mutex<()>,
+    /// Who may make which call (checked before anything is routed).
+    pub(super) auth: Arc<AuthConfig>,
     /// Dropped with the last handle on this API (the service and every
     /// stream task hold one): the node's shutdown waits for that, so the
     /// data directory is free when shutdown returns.
@@ -69,9 +72,11 @@ type ApiResult<T> = Result<Response<T>, Status>;
 /// A server stream of the API.
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Forwards a unary call to the leader, or serves it here.
+/// Checks the caller ([`LeaseApi::authorize`]), then forwards a unary
+/// call to the leader or serves it here. A refused call goes nowhere.
 macro_rules! leader_only {
-    ($self:ident, $request:ident, $method:ident, $local:ident) => {{
+    ($self:ident, $request:ident, $method:ident, $local:ident, $call:literal, $need:expr) => {{
+        $self.authorize(&$request, $call, $need)?;
         match $self.forwarder.route(&$self.lessor, $request.metadata())? {
             Route::Local => $self
                 .$local($request.into_inner())
@@ -81,7 +86,7 @@ macro_rules! leader_only {
             Route::Forward { addr, hops } => {
                 $self.metrics.forwarded();
                 let mut client = $self.forwarder.client(&addr)?;
-                client.$method(forwarded($request.into_inner(), hops)).await
+                client.$method(forwarded($request, hops)).await
             }
         }
     }};
@@ -103,11 +108,13 @@ impl LeaseApi {
         alive: mpsc::Sender<()>,
         election_timeout_ms_max: u64,
         admission: tokio::sync::watch::Receiver<crate::admission::Admission>,
+        auth: Arc<AuthConfig>,
     ) -> Self {
         LeaseApi {
             election_timeout_ms_max,
             admission,
             membership_lock: tokio::sync::Mutex::new(()),
+            auth,
             log_store,
             _alive: alive,
             node_id,
@@ -165,7 +172,14 @@ impl Leasehold for LeaseService {
         request: Request<pb::OpenSessionRequest>,
     ) -> ApiResult<pb::OpenSessionResponse> {
         let api = &*self.api;
-        leader_only!(api, request, open_session, open_session_local)
+        leader_only!(
+            api,
+            request,
+            open_session,
+            open_session_local,
+            "OpenSession",
+            Need::Role(Role::Client)
+        )
     }
 
     async fn close_session(
@@ -173,7 +187,14 @@ impl Leasehold for LeaseService {
         request: Request<pb::CloseSessionRequest>,
     ) -> ApiResult<pb::CloseSessionResponse> {
         let api = &*self.api;
-        leader_only!(api, request, close_session, close_session_local)
+        leader_only!(
+            api,
+            request,
+            close_session,
+            close_session_local,
+            "CloseSession",
+            Need::Role(Role::Client)
+        )
     }
 
     type KeepAliveStream = BoxStream<pb::KeepAliveResponse>;
@@ -182,6 +203,8 @@ impl Leasehold for LeaseService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> ApiResult<Self::KeepAliveStream> {
+        self.api
+            .authorize(&request, "KeepAlive", Need::Role(Role::Client))?;
         keepalive::serve(Arc::clone(&self.api), request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
@@ -192,7 +215,14 @@ impl Leasehold for LeaseService {
         request: Request<pb::AcquireRequest>,
     ) -> ApiResult<pb::AcquireResponse> {
         let api = &*self.api;
-        leader_only!(api, request, acquire, acquire_local)
+        leader_only!(
+            api,
+            request,
+            acquire,
+            acquire_local,
+            "Acquire",
+            Need::Resource(Role::Client, &request.get_ref().resource)
+        )
     }
 
     async fn release(
@@ -200,17 +230,38 @@ impl Leasehold for LeaseService {
         request: Request<pb::ReleaseRequest>,
     ) -> ApiResult<pb::ReleaseResponse> {
         let api = &*self.api;
-        leader_only!(api, request, release, release_local)
+        leader_only!(
+            api,
+            request,
+            release,
+            release_local,
+            "Release",
+            Need::Resource(Role::Client, &request.get_ref().resource)
+        )
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> ApiResult<pb::GetResponse> {
         let api = &*self.api;
-        leader_only!(api, request, get, get_local)
+        leader_only!(
+            api,
+            request,
+            get,
+            get_local,
+            "Get",
+            Need::Resource(Role::Reader, &request.get_ref().resource)
+        )
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> ApiResult<pb::ListResponse> {
         let api = &*self.api;
-        leader_only!(api, request, list, list_local)
+        leader_only!(
+            api,
+            request,
+            list,
+            list_local,
+            "List",
+            Need::Prefix(Role::Reader, &request.get_ref().prefix)
+        )
     }
 
     async fn list_sessions(
@@ -218,12 +269,21 @@ impl Leasehold for LeaseService {
         request: Request<pb::ListSessionsRequest>,
     ) -> ApiResult<pb::ListSessionsResponse> {
         let api = &*self.api;
-        leader_only!(api, request, list_sessions, list_sessions_local)
+        leader_only!(
+            api,
+            request,
+            list_sessions,
+            list_sessions_local,
+            "ListSessions",
+            Need::Role(Role::Reader)
+        )
     }
 
     type WatchStream = BoxStream<pb::WatchEvent>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
+        let need = Need::Prefix(Role::Reader, &request.get_ref().prefix);
+        self.api.authorize(&request, "Watch", need)?;
         watch::serve(Arc::clone(&self.api), request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
@@ -231,10 +291,19 @@ impl Leasehold for LeaseService {
 
     async fn recall(&self, request: Request<pb::RecallRequest>) -> ApiResult<pb::RecallResponse> {
         let api = &*self.api;
-        leader_only!(api, request, recall, recall_local)
+        leader_only!(
+            api,
+            request,
+            recall,
+            recall_local,
+            "Recall",
+            Need::Role(Role::Admin)
+        )
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> ApiResult<pb::StatusResponse> {
+    async fn status(&self, request: Request<pb::StatusRequest>) -> ApiResult<pb::StatusResponse> {
+        self.api
+            .authorize(&request, "Status", Need::Role(Role::Reader))?;
         Ok(Response::new(self.api.status_local().await))
     }
 
@@ -243,13 +312,22 @@ impl Leasehold for LeaseService {
         request: Request<pb::SetConfigRequest>,
     ) -> ApiResult<pb::SetConfigResponse> {
         let api = &*self.api;
-        leader_only!(api, request, set_config, set_config_local)
+        leader_only!(
+            api,
+            request,
+            set_config,
+            set_config_local,
+            "SetConfig",
+            Need::Role(Role::Admin)
+        )
     }
 
     async fn change_membership(
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> ApiResult<pb::ChangeMembershipResponse> {
+        self.api
+            .authorize(&request, "ChangeMembership", Need::Role(Role::Admin))?;
         match self
             .api
             .forwarder
@@ -274,9 +352,7 @@ impl Leasehold for LeaseService {
             Route::Forward { addr, hops } => {
                 self.api.metrics.forwarded();
                 let mut client = self.api.forwarder.client(&addr)?;
-                client
-                    .change_membership(forwarded(request.into_inner(), hops))
-                    .await
+                client.change_membership(forwarded(request, hops)).await
             }
         }
     }
