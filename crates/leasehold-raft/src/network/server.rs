@@ -258,11 +258,11 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        // Quarantine does not apply: a pristine node's own state is what
-        // its pristine peers ask about.
-        if self.isolation.is_on() {
-            return Err(Status::unavailable("this node is isolated"));
-        }
+        // Neither quarantine nor the isolation switch applies: a pristine
+        // node's own state is what its pristine peers ask about, and the
+        // isolation fault cuts Raft traffic (votes, entries, snapshots),
+        // which is what a member that answers but cannot catch up looks
+        // like to a leader adding it.
         let reply = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
