@@ -183,7 +183,9 @@ fn usage_message(rendered: &str) -> String {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    // Messages may quote what a server sent: no control character reaches
+    // the terminal (a newline becomes a space first, to keep one line).
+    output::printable(&format!("{e:#}").replace('\n', " ")).into_owned()
 }
 
 /// A command ready to run: a server with its checked configuration, or

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proposer::Proposer;
-use leasehold_core::machine::{validate_client_name, validate_metadata, validate_resource};
+use leasehold_core::machine::{
+    validate_client_name, validate_metadata, validate_resource, validate_text,
+};
 use leasehold_core::{
     Acquire, Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
     SessionTarget,
@@ -39,6 +41,7 @@ impl LeaseApi {
     ) -> Result<pb::AcquireResponse, ApiError> {
         let received = Instant::now();
         validate_resource(&req.resource)?;
+        validate_text("resource", &req.resource)?;
         validate_metadata(&req.metadata)?;
         let mode = mode_from_proto(req.mode)?;
         if req.wait_timeout_ms > WAIT_MS_MAX {
@@ -71,6 +74,7 @@ impl LeaseApi {
                 ));
             }
             validate_client_name(&req.client_name)?;
+            validate_text("client_name", &req.client_name)?;
             self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
             SessionTarget::Private {
                 client_name: req.client_name.clone(),
@@ -249,6 +253,8 @@ impl LeaseApi {
         &self,
         req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ApiError> {
+        // Control characters are not refused here: a holder must be able to
+        // release a name an older version accepted.
         validate_resource(&req.resource)?;
         let session = self.owned_session(req.session_id, &req.session_secret)?;
         let (_, resp) = self

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use leasehold_core::machine::{validate_reason, validate_resource};
+use leasehold_core::machine::{validate_reason, validate_resource, validate_text};
 use leasehold_core::{Command, LeaseConfig, Response as CoreResponse};
 use leasehold_proto::v1 as pb;
 use leasehold_raft::{LeaseNode, NodeId};
@@ -27,7 +27,9 @@ impl LeaseApi {
         req: pb::RecallRequest,
     ) -> Result<pb::RecallResponse, ApiError> {
         validate_resource(&req.resource)?;
+        validate_text("resource", &req.resource)?;
         validate_reason(&req.reason)?;
+        validate_text("reason", &req.reason)?;
         let (_, resp) = self
             .propose(Command::Recall {
                 resource: req.resource,

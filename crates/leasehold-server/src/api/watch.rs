@@ -24,6 +24,7 @@ pub(super) fn serve(
             "longer than a resource name may be",
         ));
     }
+    leasehold_core::machine::validate_text("prefix", &req.prefix)?;
     let (kept, covered_from, mut live) = api.history.replay_and_subscribe(req.start_revision);
     if req.start_revision > 0 && req.start_revision < covered_from {
         return Err(ApiError::OutOfRange {
