@@ -7,6 +7,7 @@ use std::str::FromStr;
 use leasehold_raft::{LeaseNode, NodeId};
 
 use crate::error::ServerError;
+use crate::limits::ApiLimits;
 
 /// One member of the cluster as given on the command line:
 /// `ID=RAFT_ADDR,API_ADDR`, e.g. `2=127.0.0.1:7102,127.0.0.1:7002`.
@@ -95,6 +96,9 @@ pub struct NodeConfig {
     /// parts per million (+50_000 = 5% fast). 0 in production. Chaos tests
     /// use it to show that drift within ρ is safe and drift beyond is not.
     pub unsafe_test_clock_rate_ppm: i64,
+    /// What clients may hold open on this node (connections, streams,
+    /// waiters) and idle timeouts; see [`crate::limits`].
+    pub limits: ApiLimits,
 }
 
 /// One problem of a [`NodeConfig`].
@@ -136,6 +140,7 @@ impl NodeConfig {
             snapshot_every_entries: 10_000,
             log_entries_kept: 1_000,
             unsafe_test_clock_rate_ppm: 0,
+            limits: ApiLimits::default(),
         }
     }
 
@@ -214,6 +219,7 @@ impl NodeConfig {
         if self.snapshot_every_entries == 0 {
             bad("snapshot_every_entries", "must be positive".into());
         }
+        out.extend(self.limits.problems());
         out
     }
 

@@ -12,6 +12,10 @@
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
+//! - [`limits`]: what clients may hold open on one node (connections,
+//!   streams, waiters) and the quotas that count them.
+//! - [`conn`]: client API connections: the capped accept loop, idle close,
+//!   and the call tracking layer.
 //! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
 //! - [`metrics`]: every metric of the node (counters, gauges, histograms)
 //!   and their Prometheus registry.
@@ -26,9 +30,11 @@ pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod lessor;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod proposer;

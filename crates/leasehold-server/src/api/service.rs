@@ -21,7 +21,9 @@ use super::error::ApiError;
 use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
+use crate::conn::ConnInfo;
 use crate::lessor::Lessor;
+use crate::limits::{ApiLimits, Quotas};
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 
@@ -52,6 +54,10 @@ pub struct LeaseApi {
     pub(super) log_store: LogStore,
     /// `W`: sessions must outlive an election, so `ttl_ms_min ≥ 2 W`.
     pub(super) election_timeout_ms_max: u64,
+    /// Open KeepAlive and Watch streams and waiting acquires, capped.
+    pub(super) quotas: Quotas,
+    /// The limits (stall timeout of watches).
+    pub(super) limits: ApiLimits,
     /// Dropped with the last handle on this API (the service and every
     /// stream task hold one): the node's shutdown waits for that, so the
     /// data directory is free when shutdown returns.
@@ -96,8 +102,12 @@ impl LeaseApi {
         shutdown: ShutdownSignal,
         alive: mpsc::Sender<()>,
         election_timeout_ms_max: u64,
+        quotas: Quotas,
+        limits: ApiLimits,
     ) -> Self {
         LeaseApi {
+            quotas,
+            limits,
             election_timeout_ms_max,
             log_store,
             _alive: alive,
@@ -133,6 +143,14 @@ impl LeaseApi {
             )),
         }
     }
+}
+
+/// The remote IP of a call: the key of the per-client limits.
+fn client_ip<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(ConnInfo::client_ip)
 }
 
 /// The tonic service: a cheap handle on the shared [`LeaseApi`].
@@ -173,7 +191,8 @@ impl Leasehold for LeaseService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> ApiResult<Self::KeepAliveStream> {
-        keepalive::serve(Arc::clone(&self.api), request.into_inner())
+        let client = client_ip(&request);
+        keepalive::serve(Arc::clone(&self.api), client, request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
     }
@@ -215,7 +234,8 @@ impl Leasehold for LeaseService {
     type WatchStream = BoxStream<pb::WatchEvent>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
-        watch::serve(Arc::clone(&self.api), request.into_inner())
+        let client = client_ip(&request);
+        watch::serve(Arc::clone(&self.api), client, request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
     }
