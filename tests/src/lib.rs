@@ -39,6 +39,8 @@ pub struct ClusterOptions {
     /// Serve every node's metrics and health endpoint on a free loopback
     /// port ([`Node::metrics_addr`] tells which).
     pub metrics: bool,
+    /// Client API limits of every node.
+    pub limits: leasehold_server::limits::ApiLimits,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +56,7 @@ impl Default for ClusterOptions {
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
             metrics: false,
+            limits: leasehold_server::limits::ApiLimits::default(),
         }
     }
 }
@@ -168,6 +171,7 @@ impl TestCluster {
         c.snapshot_every_entries = self.options.snapshot_every_entries;
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        c.limits = self.options.limits;
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
