@@ -235,21 +235,48 @@ async fn channel(ep: &str) -> anyhow::Result<Channel> {
         .await?)
 }
 
+/// Runs `call` until it answers something other than `UNAVAILABLE` (what
+/// a loaded node answers when its leader lease lapsed for a moment: "retry",
+/// as the client library does), within [`WAIT`].
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One acquire/release round of the client that must keep being served;
 /// the fencing token it was granted.
 async fn round(
-    mut api: pb::leasehold_client::LeaseholdClient<Channel>,
+    api: pb::leasehold_client::LeaseholdClient<Channel>,
     s: Sess,
     name: &str,
 ) -> anyhow::Result<Option<u64>> {
-    let lease = api
-        .acquire(acquire_req(s, name, false, 0))
-        .await?
-        .into_inner();
-    api.release(pb::ReleaseRequest {
-        session_id: s.id,
-        session_secret: s.secret(),
-        resource: name.into(),
+    let lease = retrying(|| {
+        let mut api = api.clone();
+        async move { api.acquire(acquire_req(s, name, false, 0)).await }
+    })
+    .await?
+    .into_inner();
+    retrying(|| {
+        let mut api = api.clone();
+        async move {
+            api.release(pb::ReleaseRequest {
+                session_id: s.id,
+                session_secret: s.secret(),
+                resource: name.into(),
+            })
+            .await
+        }
     })
     .await?;
     Ok(lease.lease.map(|l| l.fencing_token))
@@ -392,13 +419,25 @@ async fn a_flood_is_refused_by_name_and_everything_comes_back() -> anyhow::Resul
             let mut req = acquire_req(0, "flood/lock", false, 60_000);
             req.ttl_ms = 60_000;
             req.client_name = format!("waiter-{i}");
-            api.acquire(req).await
+            retrying(|| {
+                let mut api = api.clone();
+                let req = req.clone();
+                async move { api.acquire(req).await }
+            })
+            .await
         }));
     }
-    metrics_reach(&c, "every waiter counted", |m| {
+    let counted = metrics_reach(&c, "every waiter counted", |m| {
         m.acquire_waiters == FLOOD_WAITERS as u64
     })
-    .await?;
+    .await;
+    if let Err(e) = counted {
+        let m = c.node(1)?.metrics();
+        for w in waiters.iter_mut().filter(|w| w.is_finished()).take(3) {
+            println!("finished waiter: {:?}", w.await);
+        }
+        anyhow::bail!("{e}: {m:?}");
+    }
     let mut req = acquire_req(0, "flood/lock", false, 1_000);
     req.ttl_ms = 60_000;
     let over = other.acquire(req).await.expect_err("over the limit");
