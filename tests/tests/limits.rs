@@ -177,8 +177,7 @@ async fn bad_input_gets_the_documented_codes() -> anyhow::Result<()> {
             start_revision: 0,
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_status(&e, Code::InvalidArgument, "invalid prefix");
 
     // Malformed page tokens.
@@ -370,8 +369,7 @@ async fn a_flood_is_refused_by_name_and_everything_comes_back() -> anyhow::Resul
             start_revision: 0,
         })
         .await
-        .err()
-        .expect("over the limit");
+        .expect_err("over the limit");
     assert_status(&over, Code::ResourceExhausted, "watch_streams_max = 1000");
     assert!(round("steady/watches").await?.is_some());
     let rss_watches = rss_kib();
@@ -393,8 +391,7 @@ async fn a_flood_is_refused_by_name_and_everything_comes_back() -> anyhow::Resul
     let over = other
         .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .err()
-        .expect("over the per-client limit");
+        .expect_err("over the per-client limit");
     assert_status(
         &over,
         Code::ResourceExhausted,
@@ -414,7 +411,7 @@ async fn a_flood_is_refused_by_name_and_everything_comes_back() -> anyhow::Resul
                 channel(&ep).await?,
             ));
         }
-        let mut api = wait_channels[wait_channels.len() - 1].clone();
+        let api = wait_channels[wait_channels.len() - 1].clone();
         waiters.push(tokio::spawn(async move {
             let mut req = acquire_req(0, "flood/lock", false, 60_000);
             req.ttl_ms = 60_000;

@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node of a cluster in the foreground.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local three-node cluster in this process (Ctrl-C stops it).
     Dev(server::DevArgs),
     /// Acquire a lease and print its fencing token.
@@ -124,6 +124,7 @@ fn main() -> ExitCode {
     // problem on a line of its own, exit 2.
     let command = match cli.command {
         Cmd::Server(args) => {
+            let args = *args;
             match config::load(args.settings, args.config, &config::process_env()) {
                 Ok(c) => Command::Server(c),
                 Err(errors) => {

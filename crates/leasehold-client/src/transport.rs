@@ -172,7 +172,7 @@ impl Transport {
     pub(crate) fn stub(&self, addr: &str) -> Result<Stub, ClientError> {
         let mut r = self.routing();
         if let Some(c) = r.channels.get(addr) {
-            return Ok(LeaseholdClient::new(c.clone()));
+            return Ok(stub_on(c.clone()));
         }
         let endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
@@ -183,7 +183,7 @@ impl Transport {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         r.channels.insert(addr.to_string(), channel.clone());
-        Ok(LeaseholdClient::new(channel))
+        Ok(stub_on(channel))
     }
 
     /// The order in which one round tries nodes: the leader first when
@@ -283,6 +283,12 @@ impl Transport {
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// A stub on `channel` that refuses to send a request the server would
+/// refuse as oversize (`request_bytes_max`).
+fn stub_on(channel: tonic::transport::Channel) -> Stub {
+    LeaseholdClient::new(channel).max_encoding_message_size(leasehold_proto::REQUEST_BYTES_MAX)
 }
 
 #[cfg(test)]
