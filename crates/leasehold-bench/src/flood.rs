@@ -135,8 +135,10 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     }
 
     let holder: Sess = open(ep, "flood-holder", 300_000).await?;
+    // A name of this run's own: an earlier run's waiters may still queue.
+    let lock = format!("flood/lock/{}", std::process::id());
     steady_api
-        .acquire(acquire_req(holder, "flood/lock", false, 0))
+        .acquire(acquire_req(holder, &lock, false, 0))
         .await?;
     let mut waiters = Vec::with_capacity(args.waiters);
     let mut api = channel(ep).await?;
@@ -145,8 +147,9 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
             api = channel(ep).await?;
         }
         let mut a = api.clone();
+        let lock = lock.clone();
         waiters.push(tokio::spawn(async move {
-            let mut req = acquire_req(0, "flood/lock", false, 120_000);
+            let mut req = acquire_req(0, &lock, false, 120_000);
             req.ttl_ms = 120_000;
             req.client_name = format!("flood-waiter-{i}");
             a.acquire(req).await
@@ -168,6 +171,14 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     settle(m, "leasehold_acquire_waiters", |v| v == 0).await?;
     let conns = settle(m, "leasehold_api_connections", |v| v <= 2).await?;
     round(&mut steady_api, steady, "flood/steady").await?;
+    for s in [holder, steady] {
+        steady_api
+            .close_session(pb::CloseSessionRequest {
+                session_id: s.id,
+                session_secret: s.secret(),
+            })
+            .await?;
+    }
     let rss_after = rss_mib(args.pid)?;
     println!(
         "after: {conns} connections, 0 watch streams, 0 waiters: RSS {rss_after:.1} MiB \
