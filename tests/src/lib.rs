@@ -43,6 +43,8 @@ pub struct ClusterOptions {
     /// but authentication talk to the API without tokens); give principals
     /// to test authentication.
     pub auth: AuthConfig,
+    /// Client API limits of every node.
+    pub limits: leasehold_server::limits::ApiLimits,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +61,7 @@ impl Default for ClusterOptions {
             clock_rate_ppm: 0,
             metrics: false,
             auth: AuthConfig::open(),
+            limits: leasehold_server::limits::ApiLimits::default(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl TestCluster {
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
         c.auth = self.options.auth.clone();
+        c.limits = self.options.limits;
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }

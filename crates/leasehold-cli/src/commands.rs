@@ -290,17 +290,28 @@ pub async fn acquire(args: AcquireArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
         session.detach();
         return Ok(exit::OK);
     }
-    eprintln!("leasehold: holding {}; Ctrl-C releases it", args.resource);
+    eprintln!(
+        "leasehold: holding {}; Ctrl-C releases it",
+        output::printable(&args.resource)
+    );
     let code = tokio::select! {
         r = wait_for_shutdown_signal() => { r?; exit::OK }
         status = lease.lost() => match status {
             LeaseStatus::Recalled { reason } => {
-                eprintln!("leasehold: lease on {} recalled ({reason}); releasing", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} recalled ({}); releasing",
+                    output::printable(&args.resource),
+                    output::printable(&reason)
+                );
                 exit::OK
             }
             LeaseStatus::Lost { why } => {
                 // Nothing left to release: the session expires on its own.
-                eprintln!("leasehold: lease on {} lost: {why}", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} lost: {}",
+                    output::printable(&args.resource),
+                    output::printable(&why.to_string())
+                );
                 return Ok(exit::LEASE_LOST);
             }
             LeaseStatus::Held => exit::OK,
@@ -363,7 +374,11 @@ pub async fn get(args: GetArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     match conn.output {
         Format::Json => println!("{}", output::resource_json(&state)),
         Format::Table if state.holders.is_empty() => {
-            println!("{}: free ({} waiting)", state.resource, state.waiters);
+            println!(
+                "{}: free ({} waiting)",
+                output::printable(&state.resource),
+                state.waiters
+            );
         }
         Format::Table => {
             let records: Vec<_> = state.holders.iter().map(output::holder).collect();

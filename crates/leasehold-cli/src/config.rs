@@ -556,6 +556,60 @@ settings! {
     /// env: LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
     #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256[:PREFIX,…]", value_parser = parse_principal)]
     auth_principals: Vec<Principal> = "auth.principals", "LEASEHOLD_AUTH_PRINCIPALS", "--auth-principal";
+    /// Client API connections open at once; over it, every call on a new
+    /// connection answers RESOURCE_EXHAUSTED naming the limit. [file:
+    /// limits.connections_max; env: LEASEHOLD_CONNECTIONS_MAX; default: 10000]
+    #[arg(long, value_name = "N")]
+    connections_max: u64 =
+        "limits.connections_max", "LEASEHOLD_CONNECTIONS_MAX", "--connections-max";
+
+    /// A client connection with no call open for this long is closed, in ms
+    /// (or a duration). [file: limits.connection_idle_timeout; env:
+    /// LEASEHOLD_CONNECTION_IDLE_TIMEOUT_MS; default: 5m]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    connection_idle_timeout_ms: Millis =
+        "limits.connection_idle_timeout", "LEASEHOLD_CONNECTION_IDLE_TIMEOUT_MS", "--connection-idle-timeout-ms";
+
+    /// KeepAlive streams open at once on this node. [file:
+    /// limits.keepalive_streams_max; env: LEASEHOLD_KEEPALIVE_STREAMS_MAX;
+    /// default: 10000]
+    #[arg(long, value_name = "N")]
+    keepalive_streams_max: u64 =
+        "limits.keepalive_streams_max", "LEASEHOLD_KEEPALIVE_STREAMS_MAX", "--keepalive-streams-max";
+
+    /// KeepAlive streams open at once from one client IP address. [file:
+    /// limits.keepalive_streams_per_client_max; env:
+    /// LEASEHOLD_KEEPALIVE_STREAMS_PER_CLIENT_MAX; default: 1000]
+    #[arg(long, value_name = "N")]
+    keepalive_streams_per_client_max: u64 =
+        "limits.keepalive_streams_per_client_max", "LEASEHOLD_KEEPALIVE_STREAMS_PER_CLIENT_MAX", "--keepalive-streams-per-client-max";
+
+    /// Watch streams open at once on this node. [file:
+    /// limits.watch_streams_max; env: LEASEHOLD_WATCH_STREAMS_MAX; default:
+    /// 10000]
+    #[arg(long, value_name = "N")]
+    watch_streams_max: u64 =
+        "limits.watch_streams_max", "LEASEHOLD_WATCH_STREAMS_MAX", "--watch-streams-max";
+
+    /// Watch streams open at once from one client IP address. [file:
+    /// limits.watch_streams_per_client_max; env:
+    /// LEASEHOLD_WATCH_STREAMS_PER_CLIENT_MAX; default: 1000]
+    #[arg(long, value_name = "N")]
+    watch_streams_per_client_max: u64 =
+        "limits.watch_streams_per_client_max", "LEASEHOLD_WATCH_STREAMS_PER_CLIENT_MAX", "--watch-streams-per-client-max";
+
+    /// Acquires waiting in a queue at once on this node. [file:
+    /// limits.waiters_max; env: LEASEHOLD_WAITERS_MAX; default: 10000]
+    #[arg(long, value_name = "N")]
+    waiters_max: u64 = "limits.waiters_max", "LEASEHOLD_WAITERS_MAX", "--waiters-max";
+
+    /// A Watch stream whose reader took no event for this long with its
+    /// buffer full ends RESOURCE_EXHAUSTED, in ms (or a duration). [file:
+    /// limits.watch_stall_timeout; env: LEASEHOLD_WATCH_STALL_TIMEOUT_MS;
+    /// default: 30s]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    watch_stall_timeout_ms: Millis =
+        "limits.watch_stall_timeout", "LEASEHOLD_WATCH_STALL_TIMEOUT_MS", "--watch-stall-timeout-ms";
 
     /// UNSAFE, chaos tests only: make this node's lease clock run fast
     /// (positive) or slow (negative) by this many parts per million. [file:
@@ -850,6 +904,30 @@ fn node_config(s: &Settings, errors: &mut Vec<ConfigError>) -> Option<NodeConfig
         c.log_entries_kept = n;
     }
     c.unsafe_test_clock_rate_ppm = s.unsafe_test_clock_rate_ppm.unwrap_or(0);
+    let count = |n: Option<u64>, default: usize| {
+        n.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let d = c.limits;
+    c.limits = leasehold_server::limits::ApiLimits {
+        connections_max: count(s.connections_max, d.connections_max),
+        connection_idle_timeout_ms: s
+            .connection_idle_timeout_ms
+            .map_or(d.connection_idle_timeout_ms, |m| m.0),
+        keepalive_streams_max: count(s.keepalive_streams_max, d.keepalive_streams_max),
+        keepalive_streams_per_client_max: count(
+            s.keepalive_streams_per_client_max,
+            d.keepalive_streams_per_client_max,
+        ),
+        watch_streams_max: count(s.watch_streams_max, d.watch_streams_max),
+        watch_streams_per_client_max: count(
+            s.watch_streams_per_client_max,
+            d.watch_streams_per_client_max,
+        ),
+        waiters_max: count(s.waiters_max, d.waiters_max),
+        watch_stall_timeout_ms: s
+            .watch_stall_timeout_ms
+            .map_or(d.watch_stall_timeout_ms, |m| m.0),
+    };
     c.metrics_listen = s.metrics_listen;
     c.auth = AuthConfig {
         principals: s.auth_principals.clone().unwrap_or_default(),
@@ -899,6 +977,15 @@ keys are errors, durations are strings (\"100ms\", \"1.5s\"):
   token_sha256 = \"<64 hex digits>\"
   role = \"client\"
   prefixes = [\"chunk/\"]            # resources it may use ([\"\"]: all)
+  [limits]                           # docs/limits.md
+  connections_max = 10000
+  connection_idle_timeout = \"5m\"
+  keepalive_streams_max = 10000
+  keepalive_streams_per_client_max = 1000
+  watch_streams_max = 10000
+  watch_streams_per_client_max = 1000
+  waiters_max = 10000
+  watch_stall_timeout = \"30s\"
 
 (peers is a top-level key: a `peers = [...]` line goes before the first [section].)
 Without principals and without auth.open the node refuses to start.
@@ -1391,5 +1478,38 @@ api = "h2:7001"
                 assert!(a.1 != b.1 && a.2 != b.2 && a.3 != b.3, "{a:?} {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn limits_are_layered_and_checked() {
+        let (_d, path) = file(&format!(
+            "{BASE}[limits]\nconnections_max = 50\nwatch_stall_timeout = \"2s\"\nwaiters_max = 7\n"
+        ));
+        let e = env(&[("LEASEHOLD_WAITERS_MAX", "8")]);
+        let c = load(
+            flags(&["--watch-streams-per-client-max", "3"]),
+            Some(path.clone()),
+            &e,
+        )
+        .expect("valid");
+        let l = c.node.limits;
+        assert_eq!(l.connections_max, 50, "file");
+        assert_eq!(l.watch_stall_timeout_ms, 2_000, "file duration");
+        assert_eq!(l.waiters_max, 8, "env beats file");
+        assert_eq!(l.watch_streams_per_client_max, 3, "flag");
+        assert_eq!(
+            l.keepalive_streams_max,
+            leasehold_server::limits::ApiLimits::default().keepalive_streams_max,
+            "default"
+        );
+        let errors = load(
+            flags(&["--connection-idle-timeout-ms", "5"]),
+            Some(path),
+            &e,
+        )
+        .expect_err("too short");
+        let text = lines(&errors).join("\n");
+        assert!(text.contains("limits.connection_idle_timeout"), "{text}");
+        assert!(text.contains("at least 100 ms"), "{text}");
     }
 }

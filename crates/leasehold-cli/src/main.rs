@@ -53,7 +53,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node of a cluster in the foreground.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local three-node cluster in this process (Ctrl-C stops it).
     Dev(server::DevArgs),
     /// Acquire a lease and print its fencing token.
@@ -132,6 +132,7 @@ fn main() -> ExitCode {
     // problem on a line of its own, exit 2.
     let command = match cli.command {
         Cmd::Server(args) => {
+            let args = *args;
             match config::load(args.settings, args.config, &config::process_env()) {
                 Ok(c) => Command::Server(c),
                 Err(errors) => {
@@ -191,7 +192,9 @@ fn usage_message(rendered: &str) -> String {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    // Messages may quote what a server sent: no control character reaches
+    // the terminal (a newline becomes a space first, to keep one line).
+    output::printable(&format!("{e:#}").replace('\n', " ")).into_owned()
 }
 
 /// A command ready to run: a server with its checked configuration, or

@@ -243,10 +243,7 @@ impl Transport {
     pub(crate) fn stub(&self, addr: &str) -> Result<Stub, ClientError> {
         let mut r = self.routing();
         if let Some(c) = r.channels.get(addr) {
-            return Ok(LeaseholdClient::with_interceptor(
-                c.clone(),
-                self.credentials.clone(),
-            ));
+            return Ok(stub_on(c.clone(), self.credentials.clone()));
         }
         let endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
@@ -257,10 +254,7 @@ impl Transport {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         r.channels.insert(addr.to_string(), channel.clone());
-        Ok(LeaseholdClient::with_interceptor(
-            channel,
-            self.credentials.clone(),
-        ))
+        Ok(stub_on(channel, self.credentials.clone()))
     }
 
     /// The order in which one round tries nodes: the leader first when
@@ -360,6 +354,13 @@ impl Transport {
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// A stub on `channel` that refuses to send a request the server would
+/// refuse as oversize (`request_bytes_max`).
+fn stub_on(channel: tonic::transport::Channel, credentials: Credentials) -> Stub {
+    LeaseholdClient::with_interceptor(channel, credentials)
+        .max_encoding_message_size(leasehold_proto::REQUEST_BYTES_MAX)
 }
 
 #[cfg(test)]

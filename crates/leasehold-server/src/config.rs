@@ -8,6 +8,7 @@ use leasehold_raft::{LeaseNode, NodeId};
 
 use crate::auth::AuthConfig;
 use crate::error::ServerError;
+use crate::limits::ApiLimits;
 
 /// One member of the cluster as given on the command line:
 /// `ID=RAFT_ADDR,API_ADDR`, e.g. `2=127.0.0.1:7102,127.0.0.1:7002`.
@@ -100,6 +101,9 @@ pub struct NodeConfig {
     /// explicitly open API. The default (no principals, not open) refuses
     /// to start, so an open API is always a decision (ADR 0005).
     pub auth: AuthConfig,
+    /// What clients may hold open on this node (connections, streams,
+    /// waiters) and idle timeouts; see [`crate::limits`].
+    pub limits: ApiLimits,
 }
 
 /// One problem of a [`NodeConfig`].
@@ -142,6 +146,7 @@ impl NodeConfig {
             log_entries_kept: 1_000,
             unsafe_test_clock_rate_ppm: 0,
             auth: AuthConfig::default(),
+            limits: ApiLimits::default(),
         }
     }
 
@@ -223,6 +228,7 @@ impl NodeConfig {
         for (field, message) in self.auth.problems() {
             bad(field, message);
         }
+        out.extend(self.limits.problems());
         out
     }
 

@@ -14,6 +14,10 @@
 //! - [`auth`]: principals, roles, resource prefixes and bearer-token
 //!   digests: who may make which call.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
+//! - [`limits`]: what clients may hold open on one node (connections,
+//!   streams, waiters) and the quotas that count them.
+//! - [`conn`]: client API connections: the capped accept loop, idle close,
+//!   and the call tracking layer.
 //! - [`clock`]: the monotonic clock lease decisions read (test-only skew).
 //! - [`metrics`]: every metric of the node (counters, gauges, histograms)
 //!   and their Prometheus registry.
@@ -29,9 +33,11 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod lessor;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod proposer;

@@ -24,7 +24,10 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::proposer::Proposer;
 use crate::shutdown::Shutdown;
 use leasehold_proto::v1::leasehold_server::LeaseholdServer;
-use tonic::transport::server::TcpIncoming;
+use std::time::Duration;
+
+use crate::conn::Tracked;
+use crate::limits::{CALLS_PER_CONNECTION_MAX, HTTP2_PING_INTERVAL_MS, HTTP2_PING_TIMEOUT_MS};
 
 /// How long shutdown waits for the tasks still holding the database (flush
 /// requests, snapshot builds, openraft's workers) to let go of it.
@@ -263,12 +266,21 @@ impl Node {
             config.timing.election_timeout_ms_max,
             admission.clone(),
             Arc::new(config.auth.clone()),
+            crate::limits::Quotas::new(&config.limits, &metrics),
+            config.limits,
         );
         let api_signal = shutdown.signal();
+        let limits = config.limits;
+        let api_metrics = Arc::clone(&metrics);
         let api_task = tokio::spawn(async move {
-            let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
+            let incoming = crate::conn::incoming(api_listener, limits, api_metrics);
+            let service = LeaseholdServer::new(LeaseService::new(api))
+                .max_decoding_message_size(leasehold_proto::REQUEST_BYTES_MAX);
             let result = tonic::transport::Server::builder()
-                .add_service(LeaseholdServer::new(LeaseService::new(api)))
+                .max_concurrent_streams(CALLS_PER_CONNECTION_MAX)
+                .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_PING_INTERVAL_MS)))
+                .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_PING_TIMEOUT_MS)))
+                .add_service(Tracked::new(service))
                 .serve_with_incoming_shutdown(incoming, api_signal.recv())
                 .await;
             if let Err(error) = result {

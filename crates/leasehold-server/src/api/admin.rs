@@ -1,6 +1,6 @@
 //! `Recall`, `SetConfig` and `Status` (`ChangeMembership`: [`super::membership`]).
 
-use leasehold_core::machine::{validate_reason, validate_resource};
+use leasehold_core::machine::{validate_reason, validate_resource, validate_text};
 use leasehold_core::{Command, LeaseConfig, Response as CoreResponse};
 use leasehold_proto::v1 as pb;
 use openraft::ServerState;
@@ -19,7 +19,9 @@ impl LeaseApi {
         req: pb::RecallRequest,
     ) -> Result<pb::RecallResponse, ApiError> {
         validate_resource(&req.resource)?;
+        validate_text("resource", &req.resource)?;
         validate_reason(&req.reason)?;
+        validate_text("reason", &req.reason)?;
         let (_, resp) = self
             .propose(Command::Recall {
                 resource: req.resource,

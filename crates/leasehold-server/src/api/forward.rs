@@ -112,7 +112,8 @@ impl Forwarder {
             .map_err(|e| ApiError::unavailable(format!("bad leader address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let client = LeaseholdClient::new(endpoint.connect_lazy());
+        let client = LeaseholdClient::new(endpoint.connect_lazy())
+            .max_encoding_message_size(leasehold_proto::REQUEST_BYTES_MAX);
         clients.insert(addr.to_string(), client.clone());
         Ok(client)
     }

@@ -22,7 +22,9 @@ use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
 use crate::auth::{AuthConfig, Need, Role};
+use crate::conn::ConnInfo;
 use crate::lessor::Lessor;
+use crate::limits::{ApiLimits, Quotas};
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 
@@ -61,6 +63,10 @@ pub struct LeaseApi {
     pub(super) membership_lock: tokio::sync::Mutex<()>,
     /// Who may make which call (checked before anything is routed).
     pub(super) auth: Arc<AuthConfig>,
+    /// Open KeepAlive and Watch streams and waiting acquires, capped.
+    pub(super) quotas: Quotas,
+    /// The limits (stall timeout of watches).
+    pub(super) limits: ApiLimits,
     /// Dropped with the last handle on this API (the service and every
     /// stream task hold one): the node's shutdown waits for that, so the
     /// data directory is free when shutdown returns.
@@ -109,8 +115,12 @@ impl LeaseApi {
         election_timeout_ms_max: u64,
         admission: tokio::sync::watch::Receiver<crate::admission::Admission>,
         auth: Arc<AuthConfig>,
+        quotas: Quotas,
+        limits: ApiLimits,
     ) -> Self {
         LeaseApi {
+            quotas,
+            limits,
             election_timeout_ms_max,
             admission,
             membership_lock: tokio::sync::Mutex::new(()),
@@ -149,6 +159,14 @@ impl LeaseApi {
             )),
         }
     }
+}
+
+/// The remote IP of a call: the key of the per-client limits.
+fn client_ip<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(ConnInfo::client_ip)
 }
 
 /// The tonic service: a cheap handle on the shared [`LeaseApi`].
@@ -205,7 +223,8 @@ impl Leasehold for LeaseService {
     ) -> ApiResult<Self::KeepAliveStream> {
         self.api
             .authorize(&request, "KeepAlive", Need::Role(Role::Client))?;
-        keepalive::serve(Arc::clone(&self.api), request.into_inner())
+        let client = client_ip(&request);
+        keepalive::serve(Arc::clone(&self.api), client, request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
     }
@@ -284,7 +303,8 @@ impl Leasehold for LeaseService {
     async fn watch(&self, request: Request<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
         let need = Need::Prefix(Role::Reader, &request.get_ref().prefix);
         self.api.authorize(&request, "Watch", need)?;
-        watch::serve(Arc::clone(&self.api), request.into_inner())
+        let client = client_ip(&request);
+        watch::serve(Arc::clone(&self.api), client, request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
     }
