@@ -34,6 +34,7 @@
 //! | `leasehold_snapshot_size_bytes` | gauge | size of the latest snapshot built or installed here |
 //! | `leasehold_snapshot_build_duration_seconds` | gauge | how long the last snapshot build took |
 //! | `leasehold_snapshots_built_total` | counter | snapshots built by this node since it started |
+//! | `leasehold_storage_failures_total` | counter | storage failures that made this node fail-stop (0 or 1 per run: it stops at the first) |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -72,16 +73,19 @@ enum ServingLabel {
     follower,
     /// Stepped aside for a graceful stop: serves nothing.
     shutting_down,
+    /// Its store failed: fail-stopped, serves nothing until restarted.
+    storage_failed,
 }
 
 impl ServingLabel {
     /// Every state, in a fixed order.
-    const ALL: [ServingLabel; 5] = [
+    const ALL: [ServingLabel; 6] = [
         ServingLabel::serving,
         ServingLabel::failover_grace,
         ServingLabel::waiting_for_quorum,
         ServingLabel::follower,
         ServingLabel::shutting_down,
+        ServingLabel::storage_failed,
     ];
 
     /// The label of a serving state.
@@ -92,6 +96,7 @@ impl ServingLabel {
             Serving::WaitingForQuorum => ServingLabel::waiting_for_quorum,
             Serving::Follower => ServingLabel::follower,
             Serving::ShuttingDown => ServingLabel::shutting_down,
+            Serving::StorageFailed => ServingLabel::storage_failed,
         }
     }
 }
@@ -177,6 +182,8 @@ pub struct Metrics {
     snapshot_build_duration: Gauge<f64, AtomicU64>,
     /// `leasehold_snapshots_built_total`.
     snapshots_built: Counter,
+    /// `leasehold_storage_failures_total`.
+    storage_failures: Counter,
 }
 
 /// A point-in-time copy of the counters (the same ones `/metrics` serves).
@@ -201,6 +208,9 @@ pub struct MetricsSnapshot {
     pub releases_total: u64,
     /// `leasehold_recalls_total`: recalls this node served.
     pub recalls_total: u64,
+    /// `leasehold_storage_failures_total`: storage failures that made this
+    /// node fail-stop.
+    pub storage_failures_total: u64,
 }
 
 impl Default for Metrics {
@@ -343,7 +353,13 @@ impl Metrics {
             "snapshots_built",
             "Snapshots built by this node since it started",
         );
+        let storage_failures = counter(
+            &mut registry,
+            "storage_failures",
+            "Storage failures that made this node fail-stop (it serves nothing until restarted)",
+        );
         Metrics {
+            storage_failures,
             registry,
             keepalive_renewed,
             keepalive_refused,
@@ -416,6 +432,11 @@ impl Metrics {
         self.recalls.inc();
     }
 
+    /// Counts a storage failure (the node fail-stops on it).
+    pub fn storage_failed(&self) {
+        self.storage_failures.inc();
+    }
+
     /// Records how long an Acquire took to get its entry's answer.
     pub fn acquire_took(&self, took: Duration) {
         self.acquire_duration.observe(took.as_secs_f64());
@@ -470,6 +491,7 @@ impl Metrics {
             grants_total: self.grants.get(),
             releases_total: self.releases.get(),
             recalls_total: self.recalls.get(),
+            storage_failures_total: self.storage_failures.get(),
         }
     }
 }

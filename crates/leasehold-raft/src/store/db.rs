@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::error::StoreError;
+use super::fault::{FaultCell, FaultWatch, StoreFault};
 
 /// A shared handle to the node's sled database. Every part of the store
 /// holds one of these, never a bare `sled::Db`, so that the database's
@@ -28,6 +29,10 @@ struct Inner {
     db: sled::Db,
     /// Sets the watch to `true` when dropped.
     _closed: ClosedSignal,
+    /// The data directory, named by every storage failure.
+    path: PathBuf,
+    /// The first storage failure (the node fail-stops on it).
+    faults: FaultCell,
 }
 
 /// Announces that the database closed, by being dropped after it.
@@ -46,8 +51,34 @@ impl Db {
         let handle = Db(Arc::new(Inner {
             db,
             _closed: ClosedSignal(tx),
+            path: path.clone(),
+            faults: FaultCell::new(),
         }));
         (handle, CloseWatch { closed: rx, path })
+    }
+
+    /// Learns of the first storage failure of this database.
+    pub(crate) fn fault_watch(&self) -> FaultWatch {
+        self.0.faults.watch()
+    }
+
+    /// Logs a failed storage operation with the data directory and the
+    /// operation named, and records it as the store's fault if it is the
+    /// first. Every store error openraft sees passes here.
+    pub(crate) fn report_failure(&self, operation: String, error: &StoreError) {
+        let fault = StoreFault {
+            path: self.0.path.clone(),
+            operation,
+            error: error.to_string(),
+        };
+        let first = self.0.faults.record(fault.clone());
+        tracing::error!(
+            path = %fault.path.display(),
+            operation = %fault.operation,
+            error = %fault.error,
+            first,
+            "storage operation failed"
+        );
     }
 }
 

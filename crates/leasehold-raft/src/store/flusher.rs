@@ -134,6 +134,9 @@ impl Flusher {
 async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
     while let Some(first) = rx.recv().await {
         let db = first.db;
+        // Named in the report of a failed flush; dropped before the
+        // waiters learn the outcome, like `db`.
+        let reporter = db.clone();
         let queued_us = first.queued_at.elapsed().as_micros() as u64;
         let mut waiters = vec![first.waiter];
         while waiters.len() < BATCH_REQUESTS_MAX {
@@ -171,6 +174,12 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
                 Err(FlushFailure::Task(e.to_string()))
             }
         };
+        // A failed flush reaches openraft through the append callback as a
+        // plain I/O error: record it as the store's fault here.
+        if let Err(failure) = &outcome {
+            reporter.report_failure("flush".to_string(), &failure.to_store_error());
+        }
+        drop(reporter);
         for waiter in waiters {
             waiter.complete(&outcome);
         }

@@ -180,7 +180,7 @@ impl LeaseApi {
             Serving::WaitingForQuorum => (pb::Serving::WaitingForQuorum, 0),
             Serving::Follower => (pb::Serving::Follower, 0),
             // Serves nothing, like a leader whose lease is not confirmed.
-            Serving::ShuttingDown => (pb::Serving::WaitingForQuorum, 0),
+            Serving::ShuttingDown | Serving::StorageFailed => (pb::Serving::WaitingForQuorum, 0),
         };
         let members = m
             .membership_config

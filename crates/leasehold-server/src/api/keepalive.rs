@@ -32,16 +32,23 @@ pub(super) fn serve(
                 leader_api_addr: api.forwarder.leader_api_addr(),
             })
         }
-        Serving::ShuttingDown => return Err(api.shutting_down()),
+        Serving::ShuttingDown | Serving::StorageFailed => return Err(api.shutting_down()),
     }
     let (tx, rx) = mpsc::channel(16);
     let stop = api.shutdown.clone();
+    let failed = api.lessor.failed_signal();
     tokio::spawn(async move {
         let stop = stop.recv();
         tokio::pin!(stop);
+        let failed = failed.recv();
+        tokio::pin!(failed);
         loop {
             let msg = tokio::select! {
                 _ = &mut stop => {
+                    let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
+                    return;
+                }
+                _ = &mut failed => {
                     let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
                     return;
                 }
