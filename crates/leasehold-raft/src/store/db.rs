@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::error::StoreError;
 use super::fault::{FaultCell, FaultWatch, StoreFault};
+use super::guard::{Guard, Mark, GUARD_FILE};
 
 /// A shared handle to the node's sled database. Every part of the store
 /// holds one of these, never a bare `sled::Db`, so that the database's
@@ -33,6 +34,8 @@ struct Inner {
     path: PathBuf,
     /// The first storage failure (the node fail-stops on it).
     faults: FaultCell,
+    /// How far the store had durably got (checked at the next open).
+    guard: Guard,
 }
 
 /// Announces that the database closed, by being dropped after it.
@@ -46,15 +49,34 @@ impl Drop for ClosedSignal {
 
 impl Db {
     /// Wraps a freshly opened database opened from `path`.
-    pub(crate) fn new(db: sled::Db, path: PathBuf) -> (Db, CloseWatch) {
+    pub(crate) fn new(db: sled::Db, path: PathBuf, guard: Guard) -> (Db, CloseWatch) {
         let (tx, rx) = watch::channel(false);
         let handle = Db(Arc::new(Inner {
             db,
             _closed: ClosedSignal(tx),
             path: path.clone(),
             faults: FaultCell::new(),
+            guard,
         }));
         (handle, CloseWatch { closed: rx, path })
+    }
+
+    /// The values the durability guard records, read now (call before a
+    /// flush: once it returns, they are durable).
+    pub(crate) fn durable_mark(&self) -> Result<Mark, StoreError> {
+        Mark::read(&self.0.db)
+    }
+
+    /// Records `mark` in the durability guard (after the flush that made
+    /// it durable).
+    pub(crate) fn record_durable(&self, mark: &Mark) -> Result<(), StoreError> {
+        self.0
+            .guard
+            .record(mark)
+            .map_err(|source| StoreError::Guard {
+                path: self.0.path.join(GUARD_FILE),
+                source,
+            })
     }
 
     /// Learns of the first storage failure of this database.

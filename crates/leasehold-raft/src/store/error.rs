@@ -57,12 +57,21 @@ pub enum StoreError {
         /// What was found damaged.
         detail: String,
     },
+    /// The durability guard file could not be opened, read or written.
+    #[error("durability guard {path}: {source}")]
+    Guard {
+        /// The guard file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// A sled read or write failed.
     #[error("sled I/O failed: {0}")]
     Sled(#[from] sled::Error),
     /// Flushing to disk failed; every waiter of that flush sees the same error.
     #[error("flushing the database to disk failed: {0}")]
-    Flush(#[source] Arc<sled::Error>),
+    Flush(#[source] Arc<StoreError>),
     /// The flusher task is gone (its runtime shut down) or a flush panicked.
     #[error("the flush task is not running: {0}")]
     FlusherStopped(String),

@@ -45,6 +45,7 @@ mod db;
 pub mod error;
 mod fault;
 mod flusher;
+mod guard;
 mod keys;
 pub mod log;
 pub mod state_machine;
@@ -95,7 +96,9 @@ pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = open_sled(dir)?;
     check_format(&db, dir)?;
-    let (db, close_watch) = Db::new(db, dir.to_path_buf());
+    let (guard, recorded) = guard::Guard::open(dir)?;
+    check_guard(&db, dir, recorded)?;
+    let (db, close_watch) = Db::new(db, dir.to_path_buf(), guard);
     let flusher = Flusher::start(db.clone())?;
     let state_machine = StateMachineStore::load(db.clone(), flusher.clone())
         .map_err(|e| corrupt_if_damaged(e, dir))?;
@@ -144,6 +147,25 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                 detail: format!("sled panicked while recovering its log: {message}"),
             })
         }
+    }
+}
+
+/// Refuses a store that is behind what its durability guard recorded:
+/// sled dropped writes that were on disk (docs: [`guard`]).
+fn check_guard(db: &sled::Db, dir: &Path, recorded: Option<guard::Mark>) -> Result<(), StoreError> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    let now = guard::Mark::read(db).map_err(|e| corrupt_if_damaged(e, dir))?;
+    match now.behind(&recorded) {
+        None => Ok(()),
+        Some(lost) => Err(StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            detail: format!(
+                "it lost writes that were on disk ({lost}): sled drops everything after a \
+                 damaged record"
+            ),
+        }),
     }
 }
 
