@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use leasehold_proto::v1 as pb;
 use leasehold_raft::NodeId;
 use leasehold_server::{Node, ServerError, Serving};
@@ -147,15 +148,32 @@ impl Workload {
                 .map(|(resource, _)| resource)
                 .collect()
         });
+        let first = missing.first().map(|name| {
+            let token = self.acked.get(*name);
+            let found = node.read(|s| format!("{:?}", s.resource(name)));
+            let applied = node.raft().metrics().borrow().last_applied;
+            format!("{name} (token {token:?}; state: {found}; node applied {applied:?})")
+        });
         anyhow::ensure!(
             missing.is_empty(),
-            "node {} lost {} acknowledged acquires, e.g. {:?}",
+            "node {} lost {} acknowledged acquires, e.g. {}",
             node.id(),
             missing.len(),
-            missing.first()
+            first.unwrap_or_default()
         );
         Ok(())
     }
+}
+
+/// Waits until every running node applied what the serving leader has,
+/// then checks each holds every acknowledged acquire.
+async fn check_all_caught_up(c: &TestCluster, w: &Workload) -> anyhow::Result<()> {
+    let ids: Vec<NodeId> = c.running().map(Node::id).collect();
+    for id in ids {
+        c.wait_caught_up(id).await?;
+        w.check_acked_on(c.node(id)?)?;
+    }
+    Ok(())
 }
 
 /// Opens the workload's session and keeps it alive on every node.
@@ -259,7 +277,8 @@ async fn disk_fills_on(
     anyhow::ensure!(leader != victim, "the failed node still serves");
     for id in c.ids().into_iter().filter(|id| *id != victim) {
         c.wait_caught_up(id).await?;
-        w.check_acked_on(c.node(id)?)?;
+        w.check_acked_on(c.node(id)?)
+            .with_context(|| format!("before the restart of {victim}"))?;
     }
     // The operator frees space and restarts it: it rejoins and catches up.
     c.stop(victim).await?;
@@ -268,10 +287,9 @@ async fn disk_fills_on(
     for _ in 0..20 {
         w.acquire_one().await;
     }
-    c.wait_caught_up(victim).await?;
-    for node in c.running() {
-        w.check_acked_on(node)?;
-    }
+    check_all_caught_up(&c, &w)
+        .await
+        .with_context(|| format!("after the restart of {victim}"))?;
     c.shutdown().await
 }
 
@@ -345,14 +363,11 @@ async fn a_read_only_data_dir_is_refused_at_start() -> anyhow::Result<()> {
     for _ in 0..20 {
         anyhow::ensure!(w.acquire_one().await || w.acquire_one().await);
     }
-    for node in c.running() {
-        w.check_acked_on(node)?;
-    }
+    check_all_caught_up(&c, &w).await?;
     // Writable again, it starts and catches up.
     mounts[&victim].remount_read_write()?;
     c.restart(victim).await?;
-    c.wait_caught_up(victim).await?;
-    w.check_acked_on(c.node(victim)?)?;
+    check_all_caught_up(&c, &w).await?;
     c.shutdown().await
 }
 
@@ -447,9 +462,6 @@ async fn a_corrupt_store_is_refused_at_start_and_rejoins_after_a_wipe() -> anyho
     c.wait_admission(victim, leasehold_server::Admission::AwaitingMembership)
         .await?;
     c.change_voters(&c.ids()).await?;
-    c.wait_caught_up(victim).await?;
-    for node in c.running() {
-        w.check_acked_on(node)?;
-    }
+    check_all_caught_up(&c, &w).await?;
     c.shutdown().await
 }
