@@ -122,7 +122,10 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     // sled 0.34 panics on some damaged segments ("tried to serialize
     // Uninitialized") instead of returning `Corruption`: a damaged disk
     // must give a clear error, not a crash with a backtrace into sled.
+    quiet_panics_while_opening();
+    OPENING.with(|o| o.set(true));
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    OPENING.with(|o| o.set(false));
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(sled::Error::Corruption { at, .. })) => Err(StoreError::Corrupt {
@@ -167,6 +170,28 @@ fn check_guard(db: &sled::Db, dir: &Path, recorded: Option<guard::Mark>) -> Resu
             ),
         }),
     }
+}
+
+thread_local! {
+    /// Set while this thread opens sled: its panics become errors.
+    static OPENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that keeps a panic inside `sled::open`
+/// off stderr (it becomes [`StoreError::Corrupt`], one clear line);
+/// every other panic goes to the hook that was installed before.
+fn quiet_panics_while_opening() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if OPENING.with(std::cell::Cell::get) {
+                tracing::debug!(panic = %info, "sled panicked while opening its database");
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Errors that, while loading an opened database, mean its contents are
