@@ -142,7 +142,7 @@ impl Guard {
             .open(&path)
             .map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let mut raw = vec![0u8; 2 * SLOT_BYTES];
+        let mut raw = [0u8; 2 * SLOT_BYTES];
         let read = if len == 0 {
             0
         } else {
