@@ -507,6 +507,7 @@ mod tests {
         m.granted();
         m.keepalive_renewed(3, 1);
         m.acquire_took(Duration::from_millis(3));
+        m.storage_failed();
         m.refresh(&Observed {
             sessions: 4,
             term: 2,
@@ -531,9 +532,12 @@ mod tests {
             "leasehold_snapshots_built_total 1",
             "leasehold_acquire_duration_seconds_count 1",
             "leasehold_keepalive_duration_seconds_count 0",
+            "leasehold_storage_failures_total 1",
+            "leasehold_serving_state{state=\"storage_failed\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
         assert_eq!(m.snapshot().grants_total, 2);
+        assert_eq!(m.snapshot().storage_failures_total, 1);
     }
 }

@@ -132,6 +132,8 @@ impl LeaseApi {
         self.metrics.proposed();
         match tokio::time::timeout(COMMIT_TIMEOUT, self.proposer.propose(command)).await {
             Ok(Ok(written)) => Ok(written),
+            // A proposal cut short by this node's storage failure says so.
+            Ok(Err(_)) if self.lessor.storage_failure().is_some() => Err(self.shutting_down()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ApiError::unavailable(
                 "the command did not commit in time (it may still apply); retry",
