@@ -6,7 +6,7 @@
 //! checksum and treats everything after as a torn write. A damaged block
 //! in the middle of the log therefore opens *without an error*, as an
 //! older state that lacks writes it had acknowledged (measured: one bad
-//! block cost a 3000-session store its last 600 sessions). A Raft node
+//! block cost a 3000-session store up to its last 600 sessions). A Raft node
 //! that comes back like that may vote twice in a term or serve leases
 //! from a state that missed grants.
 //!
