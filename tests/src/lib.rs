@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`TestCluster`]: start, stop ("kill"), restart nodes on their data dirs;
 //!   find the leader; propose with retries; wait for applied indexes.
+//! - [`disk`]: small filesystems for disk-fault tests (tmpfs with a size
+//!   limit, ext4 on a loop device), unmounted by drop guards.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -45,6 +47,10 @@ pub struct ClusterOptions {
     pub auth: AuthConfig,
     /// Client API limits of every node.
     pub limits: leasehold_server::limits::ApiLimits,
+    /// Keep node `i`'s data in `{data_root}/node-{i}` (where a disk-fault
+    /// test mounted a small filesystem) instead of a fresh temporary
+    /// directory.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +68,7 @@ impl Default for ClusterOptions {
             metrics: false,
             auth: AuthConfig::open(),
             limits: leasehold_server::limits::ApiLimits::default(),
+            data_root: None,
         }
     }
 }
@@ -155,7 +162,8 @@ impl TestCluster {
                 },
             });
             listeners.insert(id, (listener, api_listener));
-            data_dirs.insert(id, dir.path().join(format!("node-{id}")));
+            let root = options.data_root.as_deref().unwrap_or(dir.path());
+            data_dirs.insert(id, root.join(format!("node-{id}")));
         }
         let mut cluster = TestCluster {
             _dir: dir,
@@ -500,6 +508,14 @@ impl TestCluster {
         .await
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: NodeId) -> anyhow::Result<&Path> {
+        self.data_dirs
+            .get(&id)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| anyhow!("no node {id}"))
+    }
+
     /// Deletes a stopped node's data directory (a disk replaced or wiped).
     pub fn wipe(&self, id: NodeId) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -508,7 +524,15 @@ impl TestCluster {
         );
         let dir = &self.data_dirs[&id];
         if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
+            // Empty it rather than remove it: it may be a mount point.
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
         }
         Ok(())
     }
@@ -825,5 +849,199 @@ pub mod http {
             let value = line.strip_prefix(series)?.strip_prefix(' ')?;
             value.split(' ').next()?.parse().ok()
         })
+    }
+}
+
+/// Small filesystems for disk-fault tests, each unmounted by its drop guard
+/// (`umount -l`, even when the test fails). Mounting needs root: tests call
+/// [`disk::skip_unless_root`] first, which prints why they skip otherwise
+/// (CI runs as root, so there they run).
+pub mod disk {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use anyhow::{bail, Context};
+
+    /// Size of each write of [`Tmpfs::fill`].
+    const FILL_CHUNK_BYTES: usize = 64 * 1024;
+
+    /// Whether this process runs as root (effective uid 0).
+    pub fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let uids = status.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+                // Uid: real effective saved fs
+                uids.split_whitespace().nth(2).map(|e| e == "0")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Returns `true` (and prints a line saying so) when `test` must skip
+    /// because it cannot mount filesystems here.
+    pub fn skip_unless_root(test: &str) -> bool {
+        if is_root() {
+            return false;
+        }
+        println!("SKIPPED {test}: needs root to mount a small filesystem (CI runs as root)");
+        true
+    }
+
+    /// Runs a command, failing with its output when it fails.
+    fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Unmounts `path` lazily (also while files are open in it).
+    fn unmount(path: &Path) {
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
+
+    /// A tmpfs of a fixed size mounted at a directory.
+    pub struct Tmpfs {
+        /// The mount point.
+        path: PathBuf,
+    }
+
+    impl Tmpfs {
+        /// Mounts a tmpfs of `size_bytes` at `path` (created if missing).
+        pub fn mount(path: impl Into<PathBuf>, size_bytes: u64) -> anyhow::Result<Tmpfs> {
+            let path = path.into();
+            std::fs::create_dir_all(&path)?;
+            let options = format!("size={size_bytes}");
+            let target = path.to_string_lossy().to_string();
+            run("mount", &["-t", "tmpfs", "-o", &options, "tmpfs", &target])?;
+            Ok(Tmpfs { path })
+        }
+
+        /// The mount point.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Remounts it read-only (fails while a file is open for writing).
+        pub fn remount_read_only(&self) -> anyhow::Result<()> {
+            let target = self.path.to_string_lossy().to_string();
+            run("mount", &["-o", "remount,ro", &target]).map(|_| ())
+        }
+
+        /// Remounts it read-write.
+        pub fn remount_read_write(&self) -> anyhow::Result<()> {
+            let target = self.path.to_string_lossy().to_string();
+            run("mount", &["-o", "remount,rw", &target]).map(|_| ())
+        }
+
+        /// Fills it: writes `filler` next to the data until the filesystem
+        /// is full. Returns the filler's path ([`Tmpfs::free`] removes it).
+        pub fn fill(&self) -> anyhow::Result<PathBuf> {
+            let filler = self.path.join("filler");
+            let mut file = std::fs::File::create(&filler)?;
+            let chunk = vec![0xa5u8; FILL_CHUNK_BYTES];
+            loop {
+                match file.write(&chunk) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => return Err(e).context("filling the tmpfs"),
+                }
+            }
+            // The last partial page may still fit: fill it byte-wise.
+            while let Ok(1) = file.write(&[0xa5]) {}
+            Ok(filler)
+        }
+
+        /// Removes the filler written by [`Tmpfs::fill`].
+        pub fn free(&self) -> anyhow::Result<()> {
+            std::fs::remove_file(self.path.join("filler")).context("removing the filler")
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            unmount(&self.path);
+        }
+    }
+
+    /// An ext4 filesystem in an image file on a loop device, mounted with
+    /// `errors=remount-ro`: [`Ext4Loop::fail`] makes the kernel remount it
+    /// read-only under the running process, as after a disk error (a
+    /// tmpfs cannot be remounted read-only while a file is open for
+    /// writing).
+    pub struct Ext4Loop {
+        /// The mount point.
+        path: PathBuf,
+        /// The loop device (`/dev/loopN`).
+        device: String,
+    }
+
+    impl Ext4Loop {
+        /// Creates an image of `size_bytes` at `image`, makes it ext4 on a
+        /// free loop device and mounts it at `path` (created if missing).
+        pub fn mount(
+            image: &Path,
+            path: impl Into<PathBuf>,
+            size_bytes: u64,
+        ) -> anyhow::Result<Ext4Loop> {
+            let path = path.into();
+            std::fs::create_dir_all(&path)?;
+            std::fs::File::create(image)?.set_len(size_bytes)?;
+            let image_arg = image.to_string_lossy().to_string();
+            let device = run("losetup", &["-f", "--show", &image_arg])
+                .context("attaching a loop device (are /dev/loop* available?)")?;
+            let mounted = (|| -> anyhow::Result<()> {
+                run("mkfs.ext4", &["-q", "-F", &device]).context("mkfs.ext4")?;
+                let target = path.to_string_lossy().to_string();
+                run(
+                    "mount",
+                    &["-t", "ext4", "-o", "errors=remount-ro", &device, &target],
+                )?;
+                Ok(())
+            })();
+            if let Err(e) = mounted {
+                let _ = Command::new("losetup").arg("-d").arg(&device).status();
+                return Err(e);
+            }
+            Ok(Ext4Loop { path, device })
+        }
+
+        /// The mount point.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Makes the kernel report a filesystem error on it
+        /// (`/sys/fs/ext4/<dev>/trigger_fs_error`): with
+        /// `errors=remount-ro` it becomes read-only at once, and every
+        /// write after fails with EROFS.
+        pub fn fail(&self) -> anyhow::Result<()> {
+            let name = Path::new(&self.device)
+                .file_name()
+                .context("loop device name")?
+                .to_string_lossy()
+                .to_string();
+            std::fs::write(
+                format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+                "leasehold disk-fault test",
+            )
+            .context("triggering an ext4 error")
+        }
+    }
+
+    impl Drop for Ext4Loop {
+        fn drop(&mut self) {
+            unmount(&self.path);
+            let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        }
     }
 }

@@ -25,7 +25,8 @@ pub struct ServerArgs {
 }
 
 /// Runs one node until SIGINT or SIGTERM, then stops it gracefully
-/// ([`Node::shutdown`]).
+/// ([`Node::shutdown`]); or until its store fails: then it stops the node
+/// and returns the failure (the process exits non-zero).
 pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(file) = &config.file {
         tracing::info!(file = %file.display(), "configuration read");
@@ -45,13 +46,29 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             }
         })
     });
-    wait_for_shutdown_signal().await?;
+    // A storage failure fail-stops the node (it serves nothing, its Raft
+    // stopped; docs/adr/0007-disk-faults-fail-stop.md); the process then
+    // exits non-zero so its supervisor and operator see it.
+    let failed = tokio::select! {
+        signal = wait_for_shutdown_signal() => {
+            signal?;
+            None
+        }
+        reason = node.storage_failed() => Some(reason),
+    };
     if let Some(j) = jumper {
         j.abort();
         let _ = j.await;
     }
     let node = std::sync::Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("node still in use at shutdown"))?;
+    if let Some(reason) = failed {
+        // Stops the API and closes the store; nothing is served meanwhile.
+        if let Err(error) = node.shutdown().await {
+            tracing::warn!(%error, "stopping the node after its storage failure");
+        }
+        anyhow::bail!("storage failed, node stopped (fail-stop): {reason}");
+    }
     // The graceful path (Node::shutdown): step aside (a leader stops
     // serving at once; its vote gate holds until its lease ran out), drain
     // the client API, then stop Raft, so the others take over with the

@@ -23,6 +23,8 @@
 //!   and their Prometheus registry.
 //! - [`http`]: the HTTP endpoint serving `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: graceful shutdown through a broadcast and a drop guard.
+//! - [`failstop`]: the watchdog that fail-stops the node when its store
+//!   fails (docs/adr/0007-disk-faults-fail-stop.md).
 //! - [`error`]: this layer's error type.
 //!
 //! Dependency direction: `leasehold-core` (pure) → `leasehold-raft`
@@ -35,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod failstop;
 pub mod http;
 pub mod lessor;
 pub mod limits;

@@ -42,6 +42,7 @@
 //! | `leasehold_acquire_waiters` | gauge | acquires waiting in a queue |
 //! | `leasehold_limit_rejections_total{limit}` | counter | connections and calls refused by a limit (`limit`: its setting or constant name) |
 //! | `leasehold_idle_closed_total{what}` | counter | connections and streams this node ended for idleness or a stalled reader |
+//! | `leasehold_storage_failures_total` | counter | storage failures that made this node fail-stop (0 or 1 per run: it stops at the first) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -80,16 +81,19 @@ enum ServingLabel {
     follower,
     /// Stepped aside for a graceful stop: serves nothing.
     shutting_down,
+    /// Its store failed: fail-stopped, serves nothing until restarted.
+    storage_failed,
 }
 
 impl ServingLabel {
     /// Every state, in a fixed order.
-    const ALL: [ServingLabel; 5] = [
+    const ALL: [ServingLabel; 6] = [
         ServingLabel::serving,
         ServingLabel::failover_grace,
         ServingLabel::waiting_for_quorum,
         ServingLabel::follower,
         ServingLabel::shutting_down,
+        ServingLabel::storage_failed,
     ];
 
     /// The label of a serving state.
@@ -100,6 +104,7 @@ impl ServingLabel {
             Serving::WaitingForQuorum => ServingLabel::waiting_for_quorum,
             Serving::Follower => ServingLabel::follower,
             Serving::ShuttingDown => ServingLabel::shutting_down,
+            Serving::StorageFailed => ServingLabel::storage_failed,
         }
     }
 }
@@ -243,6 +248,8 @@ pub struct Metrics {
     idle_closed: Family<IdleLabels, Counter>,
     /// The sum of `idle_closed` over its labels (for the snapshot).
     idle_closed_sum: AtomicU64,
+    /// `leasehold_storage_failures_total`.
+    storage_failures: Counter,
 }
 
 /// A point-in-time copy of the counters (the same ones `/metrics` serves).
@@ -285,6 +292,9 @@ pub struct MetricsSnapshot {
     pub limit_rejections_total: u64,
     /// `leasehold_idle_closed_total`, summed over what was closed.
     pub idle_closed_total: u64,
+    /// `leasehold_storage_failures_total`: storage failures that made this
+    /// node fail-stop.
+    pub storage_failures_total: u64,
 }
 
 impl Default for Metrics {
@@ -437,6 +447,11 @@ impl Metrics {
             "snapshots_built",
             "Snapshots built by this node since it started",
         );
+        let storage_failures = counter(
+            &mut registry,
+            "storage_failures",
+            "Storage failures that made this node fail-stop (it serves nothing until restarted)",
+        );
         let api_connections = gauge(
             &mut registry,
             "api_connections",
@@ -477,6 +492,7 @@ impl Metrics {
             limit_rejections_sum: AtomicU64::new(0),
             idle_closed,
             idle_closed_sum: AtomicU64::new(0),
+            storage_failures,
             registry,
             keepalive_renewed,
             keepalive_refused,
@@ -604,6 +620,11 @@ impl Metrics {
         self.recalls.inc();
     }
 
+    /// Counts a storage failure (the node fail-stops on it).
+    pub fn storage_failed(&self) {
+        self.storage_failures.inc();
+    }
+
     /// Records how long an Acquire took to get its entry's answer.
     pub fn acquire_took(&self, took: Duration) {
         self.acquire_duration.observe(took.as_secs_f64());
@@ -666,6 +687,7 @@ impl Metrics {
             acquire_waiters: self.acquire_waiters.get(),
             limit_rejections_total: self.limit_rejections_sum.load(Ordering::Relaxed),
             idle_closed_total: self.idle_closed_sum.load(Ordering::Relaxed),
+            storage_failures_total: self.storage_failures.get(),
         }
     }
 }
@@ -684,6 +706,7 @@ mod tests {
         m.limit_rejected("watch_streams_max");
         m.idle_closed(IdleLabel::connection);
         m.stream_opened(StreamKind::Waiter);
+        m.storage_failed();
         m.refresh(&Observed {
             sessions: 4,
             term: 2,
@@ -711,9 +734,12 @@ mod tests {
             "leasehold_limit_rejections_total{limit=\"watch_streams_max\"} 1",
             "leasehold_idle_closed_total{what=\"connection\"} 1",
             "leasehold_acquire_waiters 1",
+            "leasehold_storage_failures_total 1",
+            "leasehold_serving_state{state=\"storage_failed\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
         assert_eq!(m.snapshot().grants_total, 2);
+        assert_eq!(m.snapshot().storage_failures_total, 1);
     }
 }

@@ -96,6 +96,10 @@ pub struct Node {
     /// Tells shutdown when the database has closed and unlocked its
     /// directory (tasks holding it end on their own schedule).
     store_closed: store::CloseWatch,
+    /// The fail-stop watchdog ([`crate::failstop`]), awaited on shutdown.
+    failstop_task: JoinHandle<()>,
+    /// Why this node fail-stopped, once it did (`None` until then).
+    failure: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Node {
@@ -251,6 +255,17 @@ impl Node {
                 }
             })
         });
+        let (failure_tx, failure) = tokio::sync::watch::channel(None);
+        let failstop_task = tokio::spawn(crate::failstop::watch(crate::failstop::Watched {
+            node_id,
+            data_dir: config.data_dir.clone(),
+            raft: raft.clone(),
+            faults: log_store.fault_watch(),
+            lessor: Arc::clone(&lessor),
+            metrics: Arc::clone(&metrics),
+            failure: failure_tx,
+            shutdown: shutdown.signal(),
+        }));
         let proposer = Proposer::start(raft.clone());
         let api = LeaseApi::new(
             node_id,
@@ -319,6 +334,8 @@ impl Node {
             isolation,
             clock,
             store_closed,
+            failstop_task,
+            failure,
         };
         tracing::info!(node_id, %raft_addr, %api_addr, metrics_addr = ?node.metrics_addr, "node started");
         Ok(node)
@@ -358,6 +375,29 @@ impl Node {
     /// Whether this node serves leases now (leader lease, grace).
     pub fn serving(&self) -> Serving {
         self.lessor.serving()
+    }
+
+    /// Why this node fail-stopped (its store failed), if it did: it then
+    /// serves nothing and its Raft is stopped
+    /// (docs/adr/0007-disk-faults-fail-stop.md).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Waits until this node fail-stops on a storage failure, and returns
+    /// why. Pending forever on a node that never fails (a process selects
+    /// it against its shutdown signal).
+    pub async fn storage_failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        let failed = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|f| f.clone().unwrap_or_default());
+        match failed {
+            Ok(reason) => reason,
+            // The watchdog ended without a failure: shutdown began.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Fault injection: cuts this node off from its peers (both ways) or
@@ -479,14 +519,25 @@ impl Node {
         }
         let raft_result = self.raft.shutdown().await;
         let _ = self.peer_task.await;
+        let _ = self.failstop_task.await;
+        let failed = self.failure.borrow().is_some();
         drop(self.lessor);
         drop(self.state);
         drop(self.raft);
         // Return only once the data directory is free: a node started
         // again on it in this process would otherwise find it locked.
         let closed = self.store_closed.closed(STORE_CLOSE_WAIT_MAX).await;
-        tracing::info!(node_id, store_closed = closed.is_ok(), "node stopped");
-        raft_result.map_err(|e| ServerError::Raft(e.to_string()))?;
+        tracing::info!(
+            node_id,
+            store_closed = closed.is_ok(),
+            failed,
+            "node stopped"
+        );
+        // After a fail-stop the core already ended on the storage error
+        // (logged then); stopping it again is not a new failure.
+        if !failed {
+            raft_result.map_err(|e| ServerError::Raft(e.to_string()))?;
+        }
         closed.map_err(|e| ServerError::Storage(e.to_string()))
     }
 }

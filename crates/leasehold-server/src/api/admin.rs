@@ -100,7 +100,7 @@ impl LeaseApi {
             Serving::WaitingForQuorum => (pb::Serving::WaitingForQuorum, 0),
             Serving::Follower => (pb::Serving::Follower, 0),
             // Serves nothing, like a leader whose lease is not confirmed.
-            Serving::ShuttingDown => (pb::Serving::WaitingForQuorum, 0),
+            Serving::ShuttingDown | Serving::StorageFailed => (pb::Serving::WaitingForQuorum, 0),
         };
         let membership = m.membership_config.membership();
         let voters: Vec<_> = membership.voter_ids().collect();

@@ -20,6 +20,17 @@ use crate::lessor::{Lessor, Serving};
 /// retry on another node.
 pub const SHUTTING_DOWN: &str = "node shutting down; retry on another node";
 
+/// What a fail-stopped node answers (UNAVAILABLE) before the reason: its
+/// store failed, it serves nothing until restarted; clients retry on
+/// another node.
+pub const STORAGE_FAILED: &str =
+    "storage failed on this node; it serves nothing until restarted (retry on another node)";
+
+/// The UNAVAILABLE answer of a node whose store failed with `reason`.
+pub fn storage_failed(reason: &str) -> ApiError {
+    ApiError::unavailable(format!("{STORAGE_FAILED}: {reason}"))
+}
+
 /// Where to serve a request.
 pub enum Route {
     /// This node is the serving leader.
@@ -70,6 +81,11 @@ impl Forwarder {
     pub fn route(&self, lessor: &Lessor, metadata: &MetadataMap) -> Result<Route, ApiError> {
         match lessor.serving() {
             Serving::Serving | Serving::FailoverGrace { .. } => Ok(Route::Local),
+            // Its Raft stopped: what it knows of the leader is stale, so it
+            // does not even forward.
+            Serving::StorageFailed => Err(storage_failed(
+                lessor.storage_failure().unwrap_or("unknown"),
+            )),
             Serving::ShuttingDown => Err(ApiError::Unavailable {
                 reason: SHUTTING_DOWN.into(),
                 leader_api_addr: self.leader_api_addr(),

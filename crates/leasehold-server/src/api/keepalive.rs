@@ -37,7 +37,7 @@ pub(super) fn serve(
                 leader_api_addr: api.forwarder.leader_api_addr(),
             })
         }
-        Serving::ShuttingDown => return Err(api.shutting_down()),
+        Serving::ShuttingDown | Serving::StorageFailed => return Err(api.shutting_down()),
     }
     let slot = api.quotas.keepalive.take(client).map_err(|reached| {
         ApiError::limit(
@@ -50,17 +50,24 @@ pub(super) fn serve(
     })?;
     let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER_MESSAGES);
     let stop = api.shutdown.clone();
+    let failed = api.lessor.failed_signal();
     tokio::spawn(async move {
         // Counted as open until this task ends.
         let _slot = slot;
         let stop = stop.recv();
         tokio::pin!(stop);
+        let failed = failed.recv();
+        tokio::pin!(failed);
         loop {
             // A stream silent for longer than the longest TTL renews
             // nothing: every session it could keep alive has expired.
             let idle_ms = api.state.read(|s| s.config().ttl_ms_max);
             let msg = tokio::select! {
                 _ = &mut stop => {
+                    let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
+                    return;
+                }
+                _ = &mut failed => {
                     let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
                     return;
                 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error::ApiError;
-use super::forward::{forwarded, Forwarder, Route, SHUTTING_DOWN};
+use super::forward::{forwarded, storage_failed, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
 use super::{keepalive, watch};
 use crate::auth::{AuthConfig, Need, Role};
@@ -140,8 +140,13 @@ impl LeaseApi {
     }
 
     /// What this node answers once it began shutting down: UNAVAILABLE,
-    /// with the leader's address when another node is known to lead.
+    /// with the leader's address when another node is known to lead. A
+    /// node whose store failed says so instead (and names no leader: its
+    /// Raft stopped, what it knows is stale).
     pub(super) fn shutting_down(&self) -> ApiError {
+        if let Some(reason) = self.lessor.storage_failure() {
+            return storage_failed(reason);
+        }
         ApiError::Unavailable {
             reason: SHUTTING_DOWN.into(),
             leader_api_addr: self.forwarder.leader_api_addr(),
@@ -153,6 +158,8 @@ impl LeaseApi {
         self.metrics.proposed();
         match tokio::time::timeout(COMMIT_TIMEOUT, self.proposer.propose(command)).await {
             Ok(Ok(written)) => Ok(written),
+            // A proposal cut short by this node's storage failure says so.
+            Ok(Err(_)) if self.lessor.storage_failure().is_some() => Err(self.shutting_down()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ApiError::unavailable(
                 "the command did not commit in time (it may still apply); retry",
@@ -324,6 +331,11 @@ impl Leasehold for LeaseService {
     async fn status(&self, request: Request<pb::StatusRequest>) -> ApiResult<pb::StatusResponse> {
         self.api
             .authorize(&request, "Status", Need::Role(Role::Reader))?;
+        // A fail-stopped node reports nothing from a state that may have
+        // missed writes.
+        if let Some(reason) = self.api.lessor.storage_failure() {
+            return Err(storage_failed(reason).into());
+        }
         Ok(Response::new(self.api.status_local().await))
     }
 

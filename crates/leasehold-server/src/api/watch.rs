@@ -27,6 +27,9 @@ pub(super) fn serve(
     client: Option<IpAddr>,
     req: pb::WatchRequest,
 ) -> Result<BoxStream<pb::WatchEvent>, ApiError> {
+    if api.lessor.storage_failure().is_some() {
+        return Err(api.shutting_down());
+    }
     if req.prefix.len() > leasehold_core::limits::RESOURCE_NAME_BYTES_MAX {
         return Err(ApiError::invalid(
             "prefix",
@@ -66,6 +69,7 @@ pub(super) fn serve(
     };
     let prefix = req.prefix;
     let stop = api.shutdown.clone();
+    let failed = api.lessor.failed_signal();
     tokio::spawn(async move {
         // Counted as open until this task ends.
         let _slot = slot;
@@ -79,11 +83,19 @@ pub(super) fn serve(
         }
         let stop = stop.recv();
         tokio::pin!(stop);
+        let failed = failed.recv();
+        tokio::pin!(failed);
         loop {
             let batch = tokio::select! {
                 _ = &mut stop => {
                     // Not a clean end: the client resumes on another node.
                     let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+                    return;
+                }
+                _ = &mut failed => {
+                    // Fail-stop: no more events from a state that may
+                    // have missed writes; the client resumes elsewhere.
+                    let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
                     return;
                 }
                 _ = tx.events.closed() => return,
