@@ -86,6 +86,9 @@ impl Cluster {
                 let mut argv = vec![
                     bin.display().to_string(),
                     "server".into(),
+                    // A loopback benchmark cluster: open API on purpose (the
+                    // load generator sends no token).
+                    "--auth-open".into(),
                     "--id".into(),
                     (i + 1).to_string(),
                     "--config".into(),

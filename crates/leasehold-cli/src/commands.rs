@@ -64,6 +64,22 @@ pub struct ConnArgs {
         value_parser = crate::config::parse_bool
     )]
     pub plaintext: bool,
+    /// Bearer token sent with every request (for a cluster that requires
+    /// tokens). Default: the content of --token-file, else of
+    /// $LEASEHOLD_DATA_DIR/admin.token (./.leasehold-data/admin.token) if
+    /// that exists, as `cluster/up.sh` and `leasehold dev` write it.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token (its first line).
+    #[arg(long, global = true, env = "LEASEHOLD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Where client commands look for `tls/ca.pem` (and `tls/client.pem`) when
@@ -91,7 +107,8 @@ impl ConnArgs {
             .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT))
     }
 
-    /// A client builder for the endpoints, with the TLS settings.
+    /// A client builder for the endpoints, with the TLS settings and the
+    /// bearer token of this command line.
     pub fn builder(&self) -> anyhow::Result<ClientBuilder> {
         let endpoints: Vec<String> = self
             .endpoints
@@ -103,7 +120,11 @@ impl ConnArgs {
         if let Some(tls) = self.tls(&Self::data_dir())? {
             builder = builder.tls(tls);
         }
-        Ok(builder)
+        let token = crate::auth::resolve_token(self.token.as_deref(), self.token_file.as_deref())?;
+        Ok(match token {
+            Some(t) => builder.token(t),
+            None => builder,
+        })
     }
 
     /// Connects to the cluster (finding the leader).
@@ -324,17 +345,28 @@ pub async fn acquire(args: AcquireArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
         session.detach();
         return Ok(exit::OK);
     }
-    eprintln!("leasehold: holding {}; Ctrl-C releases it", args.resource);
+    eprintln!(
+        "leasehold: holding {}; Ctrl-C releases it",
+        output::printable(&args.resource)
+    );
     let code = tokio::select! {
         r = wait_for_shutdown_signal() => { r?; exit::OK }
         status = lease.lost() => match status {
             LeaseStatus::Recalled { reason } => {
-                eprintln!("leasehold: lease on {} recalled ({reason}); releasing", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} recalled ({}); releasing",
+                    output::printable(&args.resource),
+                    output::printable(&reason)
+                );
                 exit::OK
             }
             LeaseStatus::Lost { why } => {
                 // Nothing left to release: the session expires on its own.
-                eprintln!("leasehold: lease on {} lost: {why}", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} lost: {}",
+                    output::printable(&args.resource),
+                    output::printable(&why.to_string())
+                );
                 return Ok(exit::LEASE_LOST);
             }
             LeaseStatus::Held => exit::OK,
@@ -397,7 +429,11 @@ pub async fn get(args: GetArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     match conn.output {
         Format::Json => println!("{}", output::resource_json(&state)),
         Format::Table if state.holders.is_empty() => {
-            println!("{}: free ({} waiting)", state.resource, state.waiters);
+            println!(
+                "{}: free ({} waiting)",
+                output::printable(&state.resource),
+                state.waiters
+            );
         }
         Format::Table => {
             let records: Vec<_> = state.holders.iter().map(output::holder).collect();
@@ -516,6 +552,7 @@ pub async fn membership(args: MembershipArgs, conn: &ConnArgs) -> anyhow::Result
             node_id: p.id,
             raft_addr: p.node.raft_addr.clone(),
             api_addr: p.node.api_addr.clone(),
+            learner: false,
         })
         .collect();
     let now = client.change_membership(&voters).await?;

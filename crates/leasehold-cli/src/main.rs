@@ -1,6 +1,8 @@
 //! `leasehold`: the one binary of Leasehold.
 //!
 //! # Layout
+//! - [`auth`]: which token client commands send, the local admin token,
+//!   `auth token|hash`.
 //! - [`config`]: `server`'s settings from flags, `LEASEHOLD_*` and a TOML
 //!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
@@ -15,11 +17,13 @@
 //! - [`exit`]: exit codes by gRPC code.
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
+mod auth;
 mod certs;
 mod commands;
 mod config;
 mod duration;
 mod exit;
+mod member;
 mod operator;
 mod output;
 mod run;
@@ -66,8 +70,10 @@ enum Cmd {
     Watch(commands::WatchArgs),
     /// Ask the holders of a resource to give it up.
     Recall(commands::RecallArgs),
-    /// Replace the cluster's voters (add or remove nodes)
+    /// Replace the cluster's whole voter set (see `member` for one at a time)
     Membership(commands::MembershipArgs),
+    /// Add, remove, list or replace members one at a time.
+    Member(member::MemberArgs),
     /// Show every endpoint's view of the cluster.
     Status(commands::StatusArgs),
     /// Run a command while holding a lease; stop it if the lease is lost.
@@ -79,6 +85,8 @@ enum Cmd {
     /// Generate a throwaway CA and node and client certificates (TLS for
     /// development clusters).
     Certs(certs::CertsArgs),
+    /// Make bearer tokens and their token_sha256 for the servers' config.
+    Auth(auth::AuthArgs),
     /// Print a shell completion script (e.g. `leasehold completion bash >
     /// ~/.local/share/bash-completion/completions/leasehold`).
     Completion(CompletionArgs),
@@ -130,8 +138,9 @@ fn main() -> ExitCode {
     // problem on a line of its own, exit 2.
     let command = match cli.command {
         Cmd::Server(args) => {
+            let args = *args;
             match config::load(args.settings, args.config, &config::process_env()) {
-                Ok(c) => Command::Server(c),
+                Ok(c) => Command::Server(Box::new(c)),
                 Err(errors) => {
                     for e in errors {
                         eprintln!("leasehold: config error: {e}");
@@ -189,13 +198,15 @@ fn usage_message(rendered: &str) -> String {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    // Messages may quote what a server sent: no control character reaches
+    // the terminal (a newline becomes a space first, to keep one line).
+    output::printable(&format!("{e:#}").replace('\n', " ")).into_owned()
 }
 
 /// A command ready to run: a server with its checked configuration, or
 /// any other command as parsed.
 enum Command {
-    Server(config::ServerConfig),
+    Server(Box<config::ServerConfig>),
     Other(Cmd),
 }
 
@@ -217,7 +228,7 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
     let command = match command {
         Command::Server(config) => {
             return runtime
-                .block_on(server::run_server(config))
+                .block_on(server::run_server(*config))
                 .map(|()| exit::OK)
         }
         Command::Other(command) => command,
@@ -233,10 +244,12 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
             Cmd::Watch(args) => commands::watch(args, &conn).await,
             Cmd::Recall(args) => commands::recall(args, &conn).await,
             Cmd::Membership(args) => commands::membership(args, &conn).await,
+            Cmd::Member(args) => member::member_command(args, &conn).await,
             Cmd::Status(args) => commands::status(args, &conn).await,
             Cmd::Run(args) => run::run(args, &conn).await,
             Cmd::Config(args) => operator::config(args, &conn).await,
             Cmd::Session(args) => operator::session(args, &conn).await,
+            Cmd::Auth(args) => auth::auth(args, conn.output),
             Cmd::Completion(_) | Cmd::Certs(_) => Ok(exit::OK),
         }
     })

@@ -61,6 +61,9 @@ api = "{api_addr}"
 heartbeat = "50ms"
 election_timeout_min = "150ms"
 election_timeout_max = "0.3s"
+
+[auth]
+open = true
 "#,
             file_data.display()
         ),
@@ -122,6 +125,7 @@ async fn config_errors_are_all_reported_and_exit_2() -> anyhow::Result<()> {
     let path = config.to_str().context("utf-8 path")?;
     let mut c = leasehold(&["server"]);
     c.env("LEASEHOLD_CONFIG", path)
+        .env("LEASEHOLD_AUTH_OPEN", "true")
         .env("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "0");
     let o = output(c).await?;
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -304,5 +308,31 @@ async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() ->
     rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
     let status = tokio::time::timeout(WAIT, server.wait()).await??;
     assert_eq!(status.code(), Some(0), "clean shutdown on SIGTERM");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_principals_or_auth_open_a_server_refuses_to_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().context("utf-8 path")?;
+    let o = output(leasehold(&[
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        "1=127.0.0.1:1,127.0.0.1:2",
+        "--data-dir",
+        data_arg,
+        "--plaintext",
+    ]))
+    .await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        ["leasehold: config error: auth: no principals are configured: add [[auth.principals]] or set auth.open = true (--auth-open) to run with an open API"]
+    );
+    assert!(!data.exists(), "nothing started");
     Ok(())
 }

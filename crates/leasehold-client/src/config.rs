@@ -19,6 +19,27 @@ pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
 /// Default client name sent with sessions.
 pub const CLIENT_NAME_DEFAULT: &str = "leasehold-client";
 
+/// Longest bearer token the client sends, in bytes (the servers' limit).
+pub const TOKEN_BYTES_MAX: usize = 256;
+
+/// A bearer token; never printed (its `Debug` is redacted), so that
+/// settings holding one can derive `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub(crate) String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Token(token.into())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// Every setting of a [`Client`].
 #[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
@@ -40,6 +61,8 @@ pub(crate) struct ClientConfig {
     pub(crate) backoff_max: Duration,
     /// TLS of the connections (`https://`); `None`: plaintext (`http://`).
     pub(crate) tls: Option<ClientTls>,
+    /// Bearer token sent with every call (`None`: none, for an open API).
+    pub(crate) token: Option<Token>,
 }
 
 /// The directory under a data directory where [`ClientTls::resolve`] looks
@@ -207,6 +230,7 @@ impl Default for ClientConfig {
             backoff_initial: BACKOFF_INITIAL_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
             tls: None,
+            token: None,
         }
     }
 }
@@ -281,6 +305,23 @@ impl ClientBuilder {
     /// Bound on opening a TCP connection to a node (default 1 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Bearer token sent with every call (`authorization: Bearer <token>`),
+    /// for a cluster that requires tokens; checked when the client is
+    /// built (1 to [`TOKEN_BYTES_MAX`] printable ASCII characters). The
+    /// token names a principal whose role and prefixes the servers check.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(Token(token.into()));
+        self
+    }
+
+    /// [`ClientBuilder::token`] when `token` is some; nothing otherwise.
+    pub fn maybe_token(mut self, token: Option<&Token>) -> Self {
+        if let Some(t) = token {
+            self.config.token = Some(t.clone());
+        }
         self
     }
 

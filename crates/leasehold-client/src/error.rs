@@ -23,10 +23,16 @@ pub enum ClientError {
     /// `NOT_FOUND`.
     #[error("not found: {0}")]
     NotFound(String),
-    /// A call named a session without its secret (or with a wrong one):
+    /// A call named a session without its secret (or with a wrong one), or
+    /// the caller's principal may not make the call (its role or resource
+    /// prefixes; the message names principal, call and what it needs):
     /// nothing changed. Sessions belong to the client that opened them.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The call carried no bearer token, or one no principal of the cluster
+    /// has: nothing changed. `UNAUTHENTICATED`.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// The resource is held in a conflicting mode and the call did not wait,
     /// or a release named a lease the session does not hold. The message
     /// names the holder and its token. `FAILED_PRECONDITION`.
@@ -76,6 +82,7 @@ impl ClientError {
             ClientError::InvalidArgument(_) | ClientError::Config(_) => Code::InvalidArgument,
             ClientError::NotFound(_) => Code::NotFound,
             ClientError::PermissionDenied(_) => Code::PermissionDenied,
+            ClientError::Unauthenticated(_) => Code::Unauthenticated,
             ClientError::Conflict(_) => Code::FailedPrecondition,
             ClientError::WaitTimedOut(_) => Code::DeadlineExceeded,
             ClientError::LimitExceeded(_) => Code::ResourceExhausted,
@@ -100,6 +107,7 @@ impl ClientError {
             ClientError::InvalidArgument(_) => "invalid_argument",
             ClientError::NotFound(_) => "not_found",
             ClientError::PermissionDenied(_) => "permission_denied",
+            ClientError::Unauthenticated(_) => "unauthenticated",
             ClientError::Conflict(_) => "conflict",
             ClientError::WaitTimedOut(_) => "wait_timed_out",
             ClientError::LimitExceeded(_) => "limit_exceeded",
@@ -122,6 +130,7 @@ impl From<Status> for ClientError {
             Code::InvalidArgument => ClientError::InvalidArgument(message),
             Code::NotFound => ClientError::NotFound(message),
             Code::PermissionDenied => ClientError::PermissionDenied(message),
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
             Code::FailedPrecondition => ClientError::Conflict(message),
             Code::DeadlineExceeded => ClientError::WaitTimedOut(message),
             Code::ResourceExhausted => ClientError::LimitExceeded(message),
@@ -263,6 +272,7 @@ mod tests {
             (Code::OutOfRange, "out_of_range", false),
             (Code::Unavailable, "unavailable", true),
             (Code::PermissionDenied, "permission_denied", false),
+            (Code::Unauthenticated, "unauthenticated", false),
         ];
         for (code, kind, retryable) in cases {
             let e = ClientError::from(Status::new(code, "why"));

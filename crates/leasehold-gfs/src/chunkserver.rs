@@ -39,6 +39,10 @@ pub struct ChunkserverConfig {
     /// TLS towards Leasehold (its CA, optionally a client certificate);
     /// `None`: plaintext.
     pub leasehold_tls: Option<leasehold_client::ClientTls>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). A `client` principal limited to the prefix `chunk/`
+    /// is enough: chunkservers only open sessions and acquire `chunk/…`.
+    pub token: Option<leasehold_client::Token>,
     /// Master addresses (reports go to every one).
     pub masters: Vec<String>,
     /// TTL of its Leasehold session.
@@ -66,6 +70,7 @@ impl ChunkserverConfig {
             leasehold,
             leasehold_tls: None,
             masters,
+            token: None,
             session_ttl: Duration::from_secs(2),
             report_interval: Duration::from_millis(300),
             chunk_bytes: crate::names::CHUNK_BYTES_DEFAULT,
@@ -289,7 +294,7 @@ impl ChunkserverHandle {
         if let Some(tls) = &config.leasehold_tls {
             builder = builder.tls(tls.clone());
         }
-        let leasehold = builder.connect_lazy()?;
+        let leasehold = builder.maybe_token(config.token.as_ref()).connect_lazy()?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
             store,

@@ -32,6 +32,42 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// A Leasehold bearer token, for a cluster that requires one.
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// Bearer token sent to Leasehold.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// File holding the bearer token (its first line).
+    #[arg(long, env = "LEASEHOLD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token given, if any.
+    fn resolve(&self) -> anyhow::Result<Option<leasehold_client::Token>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => t.trim().to_string(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+        };
+        anyhow::ensure!(
+            !token.is_empty() && token.len() <= leasehold_client::TOKEN_BYTES_MAX,
+            "the token must be 1 to {} bytes",
+            leasehold_client::TOKEN_BYTES_MAX
+        );
+        Ok(Some(leasehold_client::Token::new(token)))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a master (stands for election through `gfs/master`).
@@ -48,6 +84,10 @@ enum Cmd {
         /// TLS towards Leasehold.
         #[command(flatten)]
         tls: LeaseholdTls,
+        /// Leasehold credentials (masters recall chunk leases: an admin
+        /// principal's token).
+        #[command(flatten)]
+        token: TokenArgs,
         /// Session TTL in ms.
         #[arg(long, default_value_t = 2_000)]
         ttl_ms: u64,
@@ -75,6 +115,9 @@ enum Cmd {
         /// Master addresses, comma separated.
         #[arg(long, value_delimiter = ',')]
         masters: Vec<String>,
+        /// Leasehold credentials (a client principal limited to `chunk/`).
+        #[command(flatten)]
+        token: TokenArgs,
         /// Session TTL in ms.
         #[arg(long, default_value_t = 2_000)]
         ttl_ms: u64,
@@ -228,11 +271,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             listen,
             leasehold,
             tls,
+            token,
             ttl_ms,
             history,
         } => {
             let mut config = MasterConfig::new(&id, leasehold);
             config.leasehold_tls = tls.resolve()?;
+            config.token = token.resolve()?;
             config.session_ttl = Duration::from_millis(ttl_ms);
             config.history = sink(history.as_ref())?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -248,6 +293,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             leasehold,
             tls,
             masters,
+            token,
             ttl_ms,
             chunk_bytes,
             history,
@@ -260,6 +306,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             let mut config = ChunkserverConfig::new(&id, data_dir, leasehold, masters);
             config.leasehold_tls = tls.resolve()?;
+            config.token = token.resolve()?;
             config.session_ttl = Duration::from_millis(ttl_ms);
             config.chunk_bytes = chunk_bytes;
             config.history = sink(history.as_ref())?;

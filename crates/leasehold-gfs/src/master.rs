@@ -43,6 +43,10 @@ pub struct MasterConfig {
     /// TLS towards Leasehold (its CA, optionally a client certificate);
     /// `None`: plaintext.
     pub leasehold_tls: Option<leasehold_client::ClientTls>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). Masters recall chunk leases to re-replicate, and Recall
+    /// needs an `admin` principal.
+    pub token: Option<leasehold_client::Token>,
     /// TTL of its Leasehold session (and so of the `gfs/master` lease).
     pub session_ttl: Duration,
     /// Period of the assignment loop.
@@ -71,6 +75,7 @@ impl MasterConfig {
             id: id.to_string(),
             leasehold,
             leasehold_tls: None,
+            token: None,
             session_ttl: Duration::from_secs(2),
             tick: Duration::from_millis(100),
             report_timeout: Duration::from_millis(1_500),
@@ -358,7 +363,7 @@ impl MasterHandle {
         if let Some(tls) = &config.leasehold_tls {
             builder = builder.tls(tls.clone());
         }
-        let leasehold = builder.connect_lazy()?;
+        let leasehold = builder.maybe_token(config.token.as_ref()).connect_lazy()?;
         let inner = Arc::new(MasterInner {
             address: addr.to_string(),
             leasehold,

@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use leasehold_raft::{LeaseNode, NodeId};
 
+use crate::auth::AuthConfig;
 use crate::error::ServerError;
+use crate::limits::ApiLimits;
 
 /// One member of the cluster as given on the command line:
 /// `ID=RAFT_ADDR,API_ADDR`, e.g. `2=127.0.0.1:7102,127.0.0.1:7002`.
@@ -116,6 +118,13 @@ pub struct NodeConfig {
     /// refuses to start, so that plaintext is never an accident; it logs a
     /// warning at start.
     pub plaintext: bool,
+    /// Who may call the client API: principals with bearer tokens, or an
+    /// explicitly open API. The default (no principals, not open) refuses
+    /// to start, so an open API is always a decision (ADR 0005).
+    pub auth: AuthConfig,
+    /// What clients may hold open on this node (connections, streams,
+    /// waiters) and idle timeouts; see [`crate::limits`].
+    pub limits: ApiLimits,
 }
 
 /// One problem of a [`NodeConfig`].
@@ -164,6 +173,8 @@ impl NodeConfig {
             unsafe_test_clock_rate_ppm: 0,
             tls: None,
             plaintext: false,
+            auth: AuthConfig::default(),
+            limits: ApiLimits::default(),
         }
     }
 
@@ -250,6 +261,10 @@ impl NodeConfig {
             ),
             _ => {}
         }
+        for (field, message) in self.auth.problems() {
+            bad(field, message);
+        }
+        out.extend(self.limits.problems());
         out
     }
 
@@ -297,6 +312,7 @@ mod tests {
         let peers = vec!["1=a:1,b:1".parse().expect("peer")];
         let mut c = NodeConfig::new(9, addr, addr, peers, "/tmp/x".into());
         c.plaintext = true;
+        c.auth = AuthConfig::open();
         let e = c.validate().expect_err("id not in peers").to_string();
         assert!(e.contains("peers"), "{e}");
         // A joining node (a fresh id) needs only the members to ask.
@@ -322,7 +338,8 @@ mod tests {
         let fields: Vec<_> = c.problems().iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            ["node_id", "heartbeat_ms", "snapshot_every_entries"]
+            ["node_id", "heartbeat_ms", "snapshot_every_entries", "auth"],
+            "no principals and not open: refused"
         );
     }
 

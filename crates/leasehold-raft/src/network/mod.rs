@@ -25,8 +25,10 @@ mod server;
 pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};
 pub use client::{PeerClient, PeerNetwork, PeerNetworkConfig};
 pub use error::TransportError;
+pub use payload::{decode, encode, PeerStatus};
 pub use server::{
-    peer_service, serve_peer, serve_peer_service, serve_peer_service_tls, PeerService, VoteGate,
+    peer_service, serve_peer, serve_peer_service, serve_peer_service_tls, AdmissionView,
+    PeerService, VoteGate,
 };
 
 /// A switch that cuts this node off from its peers, both ways: outgoing

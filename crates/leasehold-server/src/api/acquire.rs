@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proposer::Proposer;
-use leasehold_core::machine::{validate_client_name, validate_metadata, validate_resource};
+use leasehold_core::machine::{
+    validate_client_name, validate_metadata, validate_resource, validate_text,
+};
 use leasehold_core::{
     Acquire, Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
     SessionTarget,
@@ -39,6 +41,7 @@ impl LeaseApi {
     ) -> Result<pb::AcquireResponse, ApiError> {
         let received = Instant::now();
         validate_resource(&req.resource)?;
+        validate_text("resource", &req.resource)?;
         validate_metadata(&req.metadata)?;
         let mode = mode_from_proto(req.mode)?;
         if req.wait_timeout_ms > WAIT_MS_MAX {
@@ -71,6 +74,7 @@ impl LeaseApi {
                 ));
             }
             validate_client_name(&req.client_name)?;
+            validate_text("client_name", &req.client_name)?;
             self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
             SessionTarget::Private {
                 client_name: req.client_name.clone(),
@@ -82,6 +86,15 @@ impl LeaseApi {
             SessionTarget::Existing(self.owned_session(req.session_id, &req.session_secret)?)
         };
         let wait = req.wait_timeout_ms > 0;
+        // A call that may wait holds a place under waiters_max from before
+        // it proposes until it answers (taken even if the lease turns out
+        // free: whether it must wait is known only once its entry applied).
+        let _waiting = match wait {
+            true => Some(self.quotas.waiters.take(None).map_err(|reached| {
+                ApiError::limit("too many acquires waiting on this node", reached)
+            })?),
+            false => None,
+        };
         let started = Instant::now();
         // Subscribe before proposing so a grant cannot slip past unseen.
         let mut events = self.state.subscribe();
@@ -249,6 +262,8 @@ impl LeaseApi {
         &self,
         req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ApiError> {
+        // Control characters are not refused here: a holder must be able to
+        // release a name an older version accepted.
         validate_resource(&req.resource)?;
         let session = self.owned_session(req.session_id, &req.session_secret)?;
         let (_, resp) = self

@@ -1,6 +1,6 @@
 //! `OpenSession` and `CloseSession`.
 
-use leasehold_core::machine::validate_client_name;
+use leasehold_core::machine::{validate_client_name, validate_text};
 use leasehold_core::{Command, Response as CoreResponse, SessionRef, SessionSecret};
 use leasehold_proto::v1 as pb;
 
@@ -13,6 +13,7 @@ impl LeaseApi {
         req: pb::OpenSessionRequest,
     ) -> Result<pb::OpenSessionResponse, ApiError> {
         validate_client_name(&req.client_name)?;
+        validate_text("client_name", &req.client_name)?;
         self.state.read(|s| s.config().check_ttl(req.ttl_ms))?;
         let (_, resp) = self
             .propose(Command::OpenSession {
