@@ -15,7 +15,8 @@
 # the workspace already uses), then runs the bench, which starts a 3-node
 # Leasehold cluster (client ports 7401-7403, Raft 7501-7503, metrics
 # 7601-7603) and a 3-node etcd (client 23791-23793, peer 23801-23803) on
-# 127.0.0.1 with data in a temp dir, and stops them at the end. The pids it
+# 127.0.0.1 with data in a temp dir (the Leasehold nodes with --auth-open:
+# a loopback benchmark, no tokens), and stops them at the end. The pids it
 # started are listed in <temp dir>/pids; the exit trap kills those still
 # running (and only those) if the bench itself dies.
 #

@@ -9,6 +9,10 @@ shopt -s inherit_errexit
 CHAOS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CHAOS_ROOT="$(cd "$CHAOS_DIR/../.." && pwd)"
 CHAOS_BACKEND="${LEASEHOLD_CHAOS_BACKEND:-docker}"
+# The chaos clusters run plaintext (nodes start with --plaintext): the
+# `leasehold` CLI used here must not pick up a CA that cluster/up.sh left in
+# ./.leasehold-data/tls.
+export LEASEHOLD_PLAINTEXT=true
 
 # Python only reads the clock and writes JSON. /usr/bin/python3 starts in
 # ~30 ms; a pyenv shim in PATH takes ~250 ms, so prefer the system one.

@@ -60,16 +60,21 @@ GID_BASE=$gid_base
 BIN="$bin"
 ENV
 
+# --plaintext: the chaos cluster is a throwaway on loopback, and its
+# workload and nemeses talk to it without certificates (a node with neither
+# TLS nor --plaintext refuses to start).
 peers=()
 for i in $nodes; do
   peers+=(--peer "$i=127.0.0.1:$((raft_port + i - 1)),127.0.0.1:$((api_port + i - 1))")
 done
+# --auth-open: a loopback test cluster whose chaos workload and checker talk
+# to the API without tokens (authentication has its own tests, tests/tests/auth.rs).
 for i in $nodes; do
   printf '%s\n' setpriv --regid "$((gid_base + i))" --clear-groups -- \
     "$bin" server --id "$i" \
     --raft-listen "127.0.0.1:$((raft_port + i - 1))" \
     --api-listen "127.0.0.1:$((api_port + i - 1))" \
-    "${peers[@]}" --data-dir "$data/node-$i" "${extra[@]}" >"$data/cmd-$i"
+    "${peers[@]}" --data-dir "$data/node-$i" --plaintext --auth-open "${extra[@]}" >"$data/cmd-$i"
   rm -f "$data/clock-$i"
 done
 

@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`TestCluster`]: start, stop ("kill"), restart nodes on their data dirs;
 //!   find the leader; propose with retries; wait for applied indexes.
+//! - [`disk`]: small filesystems for disk-fault tests (tmpfs with a size
+//!   limit, ext4 on a loop device), unmounted by drop guards.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -19,6 +21,9 @@ use leasehold_server::{Admission, Node, NodeConfig, PeerSpec, ProposeError, Raft
 use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
+
+/// The directory of a TLS cluster's certificates, in its temporary directory.
+const TLS_DIR: &str = "tls";
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -39,6 +44,21 @@ pub struct ClusterOptions {
     /// Serve every node's metrics and health endpoint on a free loopback
     /// port ([`Node::metrics_addr`] tells which).
     pub metrics: bool,
+    /// Run with TLS: a throwaway CA and node certificates are generated
+    /// into the cluster's directory ([`TestCluster::tls_dir`]), peers talk
+    /// mutual TLS, the client API TLS. Off: every node runs with explicit
+    /// plaintext.
+    pub tls: bool,
+    /// Who may call the client API. Default: open (tests of everything
+    /// but authentication talk to the API without tokens); give principals
+    /// to test authentication.
+    pub auth: AuthConfig,
+    /// Client API limits of every node.
+    pub limits: leasehold_server::limits::ApiLimits,
+    /// Keep node `i`'s data in `{data_root}/node-{i}` (where a disk-fault
+    /// test mounted a small filesystem) instead of a fresh temporary
+    /// directory.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +74,34 @@ impl Default for ClusterOptions {
             log_entries_kept: 1_000,
             clock_rate_ppm: 0,
             metrics: false,
+            tls: false,
+            auth: AuthConfig::open(),
+            limits: leasehold_server::limits::ApiLimits::default(),
+            data_root: None,
+        }
+    }
+}
+
+pub use leasehold_server::{AuthConfig, Principal, Role, TokenDigest};
+
+impl ClusterOptions {
+    /// Options whose nodes require bearer tokens of these principals:
+    /// `(name, token, role, prefixes)` each (the tokens are stored hashed).
+    pub fn with_principals(principals: &[(&str, &str, Role, &[&str])]) -> Self {
+        ClusterOptions {
+            auth: AuthConfig {
+                principals: principals
+                    .iter()
+                    .map(|(name, token, role, prefixes)| Principal {
+                        name: name.to_string(),
+                        token_sha256: TokenDigest::of(token),
+                        role: *role,
+                        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                open: false,
+            },
+            ..ClusterOptions::default()
         }
     }
 }
@@ -123,7 +171,23 @@ impl TestCluster {
                 },
             });
             listeners.insert(id, (listener, api_listener));
-            data_dirs.insert(id, dir.path().join(format!("node-{id}")));
+            let root = options.data_root.as_deref().unwrap_or(dir.path());
+            data_dirs.insert(id, root.join(format!("node-{id}")));
+        }
+        if options.tls {
+            let nodes: Vec<leasehold_server::certs::NodeCert> = peers
+                .iter()
+                .map(|p| leasehold_server::certs::NodeCert {
+                    id: p.id,
+                    hosts: vec!["127.0.0.1".into()],
+                })
+                .collect();
+            leasehold_server::certs::init(
+                &dir.path().join(TLS_DIR),
+                &nodes,
+                &[leasehold_server::certs::DEFAULT_CLIENT.into()],
+                false,
+            )?;
         }
         let mut cluster = TestCluster {
             _dir: dir,
@@ -168,10 +232,22 @@ impl TestCluster {
         c.snapshot_every_entries = self.options.snapshot_every_entries;
         c.log_entries_kept = self.options.log_entries_kept;
         c.unsafe_test_clock_rate_ppm = self.options.clock_rate_ppm;
+        c.auth = self.options.auth.clone();
+        c.limits = self.options.limits;
         if self.options.metrics {
             c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
+        match self.tls_dir() {
+            Some(dir) => c.tls = Some(leasehold_server::certs::node_files(&dir, id)),
+            None => c.plaintext = true,
+        }
         Ok(c)
+    }
+
+    /// Where the CA, node and client certificates are (`ca.pem`,
+    /// `node-ID.pem`, `client.pem`, …), when the cluster runs TLS.
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.options.tls.then(|| self._dir.path().join(TLS_DIR))
     }
 
     /// Client API addresses (`host:port`) of every member, running or not.
@@ -358,6 +434,7 @@ impl TestCluster {
                     node_id: *id,
                     raft_addr: p.node.raft_addr.clone(),
                     api_addr: p.node.api_addr.clone(),
+                    learner: false,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -368,6 +445,7 @@ impl TestCluster {
             match api
                 .change_membership(pb::ChangeMembershipRequest {
                     voters: members.clone(),
+                    catch_up_timeout_ms: 0,
                 })
                 .await
             {
@@ -384,6 +462,76 @@ impl TestCluster {
         }
     }
 
+    /// Starts a fresh node `id` (not a member yet) on new loopback ports
+    /// and an empty data directory, with `--join` (it never founds a
+    /// cluster) and every member so far as its peers: it waits to be added.
+    pub async fn start_new_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.peers.iter().any(|p| p.id == id),
+            "node {id} exists already"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+        self.peers.push(PeerSpec {
+            id,
+            node: leasehold_raft::LeaseNode {
+                raft_addr: listener.local_addr()?.to_string(),
+                api_addr: api_listener.local_addr()?.to_string(),
+            },
+        });
+        self.data_dirs
+            .insert(id, self._dir.path().join(format!("node-{id}")));
+        let mut config = self.config(id)?;
+        config.bootstrap = false;
+        let node = Node::start_with_listeners(config, listener, api_listener)
+            .await
+            .with_context(|| format!("starting new node {id}"))?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Member `id` as `ChangeMembership` names it (its addresses).
+    pub fn member(&self, id: NodeId) -> anyhow::Result<leasehold_proto::v1::Member> {
+        let p = self
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        Ok(leasehold_proto::v1::Member {
+            node_id: id,
+            raft_addr: p.node.raft_addr.clone(),
+            api_addr: p.node.api_addr.clone(),
+            learner: false,
+        })
+    }
+
+    /// The `Status` of running node `id`, through its client API.
+    pub async fn status(&self, id: NodeId) -> anyhow::Result<leasehold_proto::v1::StatusResponse> {
+        Ok(grpc::client(&self.api_endpoint(id)?)
+            .await?
+            .status(leasehold_proto::v1::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// One `ChangeMembership` call to the serving leader (no retry): the
+    /// service's own answer.
+    pub async fn change_membership(
+        &self,
+        voters: Vec<leasehold_proto::v1::Member>,
+        catch_up_timeout_ms: u64,
+    ) -> anyhow::Result<Result<leasehold_proto::v1::ChangeMembershipResponse, tonic::Status>> {
+        let leader = self.serving_leader().await?;
+        let mut api = grpc::client(&self.api_endpoint(leader)?).await?;
+        Ok(api
+            .change_membership(leasehold_proto::v1::ChangeMembershipRequest {
+                voters,
+                catch_up_timeout_ms,
+            })
+            .await
+            .map(tonic::Response::into_inner))
+    }
+
     /// Waits until running node `id` reaches the `want` admission state
     /// (the join rule of a pristine store).
     pub async fn wait_admission(&self, id: NodeId, want: Admission) -> anyhow::Result<()> {
@@ -394,6 +542,14 @@ impl TestCluster {
         .await
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: NodeId) -> anyhow::Result<&Path> {
+        self.data_dirs
+            .get(&id)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| anyhow!("no node {id}"))
+    }
+
     /// Deletes a stopped node's data directory (a disk replaced or wiped).
     pub fn wipe(&self, id: NodeId) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -402,7 +558,15 @@ impl TestCluster {
         );
         let dir = &self.data_dirs[&id];
         if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
+            // Empty it rather than remove it: it may be a mount point.
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
         }
         Ok(())
     }
@@ -719,5 +883,199 @@ pub mod http {
             let value = line.strip_prefix(series)?.strip_prefix(' ')?;
             value.split(' ').next()?.parse().ok()
         })
+    }
+}
+
+/// Small filesystems for disk-fault tests, each unmounted by its drop guard
+/// (`umount -l`, even when the test fails). Mounting needs root: tests call
+/// [`disk::skip_unless_root`] first, which prints why they skip otherwise
+/// (CI runs as root, so there they run).
+pub mod disk {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use anyhow::{bail, Context};
+
+    /// Size of each write of [`Tmpfs::fill`].
+    const FILL_CHUNK_BYTES: usize = 64 * 1024;
+
+    /// Whether this process runs as root (effective uid 0).
+    pub fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let uids = status.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+                // Uid: real effective saved fs
+                uids.split_whitespace().nth(2).map(|e| e == "0")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Returns `true` (and prints a line saying so) when `test` must skip
+    /// because it cannot mount filesystems here.
+    pub fn skip_unless_root(test: &str) -> bool {
+        if is_root() {
+            return false;
+        }
+        println!("SKIPPED {test}: needs root to mount a small filesystem (CI runs as root)");
+        true
+    }
+
+    /// Runs a command, failing with its output when it fails.
+    fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Unmounts `path` lazily (also while files are open in it).
+    fn unmount(path: &Path) {
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
+
+    /// A tmpfs of a fixed size mounted at a directory.
+    pub struct Tmpfs {
+        /// The mount point.
+        path: PathBuf,
+    }
+
+    impl Tmpfs {
+        /// Mounts a tmpfs of `size_bytes` at `path` (created if missing).
+        pub fn mount(path: impl Into<PathBuf>, size_bytes: u64) -> anyhow::Result<Tmpfs> {
+            let path = path.into();
+            std::fs::create_dir_all(&path)?;
+            let options = format!("size={size_bytes}");
+            let target = path.to_string_lossy().to_string();
+            run("mount", &["-t", "tmpfs", "-o", &options, "tmpfs", &target])?;
+            Ok(Tmpfs { path })
+        }
+
+        /// The mount point.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Remounts it read-only (fails while a file is open for writing).
+        pub fn remount_read_only(&self) -> anyhow::Result<()> {
+            let target = self.path.to_string_lossy().to_string();
+            run("mount", &["-o", "remount,ro", &target]).map(|_| ())
+        }
+
+        /// Remounts it read-write.
+        pub fn remount_read_write(&self) -> anyhow::Result<()> {
+            let target = self.path.to_string_lossy().to_string();
+            run("mount", &["-o", "remount,rw", &target]).map(|_| ())
+        }
+
+        /// Fills it: writes `filler` next to the data until the filesystem
+        /// is full. Returns the filler's path ([`Tmpfs::free`] removes it).
+        pub fn fill(&self) -> anyhow::Result<PathBuf> {
+            let filler = self.path.join("filler");
+            let mut file = std::fs::File::create(&filler)?;
+            let chunk = vec![0xa5u8; FILL_CHUNK_BYTES];
+            loop {
+                match file.write(&chunk) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => return Err(e).context("filling the tmpfs"),
+                }
+            }
+            // The last partial page may still fit: fill it byte-wise.
+            while let Ok(1) = file.write(&[0xa5]) {}
+            Ok(filler)
+        }
+
+        /// Removes the filler written by [`Tmpfs::fill`].
+        pub fn free(&self) -> anyhow::Result<()> {
+            std::fs::remove_file(self.path.join("filler")).context("removing the filler")
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            unmount(&self.path);
+        }
+    }
+
+    /// An ext4 filesystem in an image file on a loop device, mounted with
+    /// `errors=remount-ro`: [`Ext4Loop::fail`] makes the kernel remount it
+    /// read-only under the running process, as after a disk error (a
+    /// tmpfs cannot be remounted read-only while a file is open for
+    /// writing).
+    pub struct Ext4Loop {
+        /// The mount point.
+        path: PathBuf,
+        /// The loop device (`/dev/loopN`).
+        device: String,
+    }
+
+    impl Ext4Loop {
+        /// Creates an image of `size_bytes` at `image`, makes it ext4 on a
+        /// free loop device and mounts it at `path` (created if missing).
+        pub fn mount(
+            image: &Path,
+            path: impl Into<PathBuf>,
+            size_bytes: u64,
+        ) -> anyhow::Result<Ext4Loop> {
+            let path = path.into();
+            std::fs::create_dir_all(&path)?;
+            std::fs::File::create(image)?.set_len(size_bytes)?;
+            let image_arg = image.to_string_lossy().to_string();
+            let device = run("losetup", &["-f", "--show", &image_arg])
+                .context("attaching a loop device (are /dev/loop* available?)")?;
+            let mounted = (|| -> anyhow::Result<()> {
+                run("mkfs.ext4", &["-q", "-F", &device]).context("mkfs.ext4")?;
+                let target = path.to_string_lossy().to_string();
+                run(
+                    "mount",
+                    &["-t", "ext4", "-o", "errors=remount-ro", &device, &target],
+                )?;
+                Ok(())
+            })();
+            if let Err(e) = mounted {
+                let _ = Command::new("losetup").arg("-d").arg(&device).status();
+                return Err(e);
+            }
+            Ok(Ext4Loop { path, device })
+        }
+
+        /// The mount point.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Makes the kernel report a filesystem error on it
+        /// (`/sys/fs/ext4/<dev>/trigger_fs_error`): with
+        /// `errors=remount-ro` it becomes read-only at once, and every
+        /// write after fails with EROFS.
+        pub fn fail(&self) -> anyhow::Result<()> {
+            let name = Path::new(&self.device)
+                .file_name()
+                .context("loop device name")?
+                .to_string_lossy()
+                .to_string();
+            std::fs::write(
+                format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+                "leasehold disk-fault test",
+            )
+            .context("triggering an ext4 error")
+        }
+    }
+
+    impl Drop for Ext4Loop {
+        fn drop(&mut self) {
+            unmount(&self.path);
+            let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        }
     }
 }

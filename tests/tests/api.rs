@@ -786,13 +786,17 @@ async fn membership_change_during_load_keeps_every_lease() -> anyhow::Result<()>
         .cloned()
         .collect();
     let r = api
-        .change_membership(pb::ChangeMembershipRequest { voters: without })
+        .change_membership(pb::ChangeMembershipRequest {
+            voters: without,
+            catch_up_timeout_ms: 0,
+        })
         .await?
         .into_inner();
     assert_eq!(r.voters.len(), 2);
     let r = api
         .change_membership(pb::ChangeMembershipRequest {
             voters: members.clone(),
+            catch_up_timeout_ms: 0,
         })
         .await?
         .into_inner();
@@ -829,7 +833,10 @@ async fn membership_change_during_load_keeps_every_lease() -> anyhow::Result<()>
     .await?;
     // Bad requests are refused without effect.
     let e = api
-        .change_membership(pb::ChangeMembershipRequest { voters: vec![] })
+        .change_membership(pb::ChangeMembershipRequest {
+            voters: vec![],
+            catch_up_timeout_ms: 0,
+        })
         .await
         .expect_err("empty");
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -423,13 +423,21 @@ async fn wiped_follower_rejoins_from_a_snapshot_and_nothing_is_lost() -> anyhow:
         m.snapshot.is_some(),
         "the wiped node was rebuilt from a snapshot"
     );
-    assert!(
-        m.membership_config
-            .membership()
-            .voter_ids()
-            .any(|id| id == victim),
-        "the wiped node votes again"
-    );
+    // The change commits on a majority; the wiped node may append the
+    // final configuration a moment later.
+    c.node(victim)?
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(
+            |m| {
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == victim)
+            },
+            "the wiped node votes again",
+        )
+        .await?;
     // Every Raft core is still healthy (no log-reversion panic).
     for node in c.running() {
         let m = node.raft().metrics().borrow().clone();

@@ -14,6 +14,8 @@
 //! - [`inprocess`], [`api`]: the in-process cluster bench.
 //! - [`scale`]: one cluster holding a million leases (memory, snapshot,
 //!   restart and catch-up at that size).
+//! - [`flood`]: a running node under idle connections, watch streams and
+//!   waiters (memory, limits, another client still served).
 //! - here: what rows share (TTLs, failover and memory parameters, renewal
 //!   gaps).
 
@@ -21,6 +23,7 @@ mod api;
 mod compare;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod flood;
 mod inprocess;
 mod lh;
 mod procs;
@@ -172,6 +175,9 @@ enum Cli {
     /// One Leasehold cluster holding many leases: memory, snapshot,
     /// restart and catch-up at that size.
     Scale(scale::ScaleArgs),
+    /// Floods a running node with idle connections, watch streams and
+    /// waiters; reports its RSS and gauges before, during and after.
+    Flood(flood::FloodArgs),
 }
 
 /// Runs the subcommand.
@@ -181,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         Cli::Compare(args) => compare::run(args).await,
         Cli::InProcess(args) => inprocess::run(args).await,
         Cli::Scale(args) => scale::run(args).await,
+        Cli::Flood(args) => flood::run(args).await,
     }
 }
 

@@ -86,6 +86,9 @@ impl Cluster {
                 let mut argv = vec![
                     bin.display().to_string(),
                     "server".into(),
+                    // A loopback benchmark cluster: open API on purpose (the
+                    // load generator sends no token).
+                    "--auth-open".into(),
                     "--id".into(),
                     (i + 1).to_string(),
                     "--config".into(),
@@ -103,6 +106,9 @@ impl Cluster {
                     format!("127.0.0.1:{}", ports.client + i),
                     "--metrics-listen".into(),
                     format!("127.0.0.1:{}", ports.metrics + i),
+                    // Plaintext like etcd here: the comparison is of the
+                    // lease services on loopback, not of TLS stacks.
+                    "--plaintext".into(),
                 ];
                 for p in &peers {
                     argv.push("--peer".into());

@@ -162,6 +162,7 @@ impl Conn {
         let endpoints = endpoints
             .iter()
             .map(|e| {
+                // Plaintext: the chaos clusters run with --plaintext.
                 Ok(Endpoint::from_shared(format!("http://{e}"))?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)

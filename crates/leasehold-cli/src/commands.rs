@@ -1,11 +1,12 @@
 //! The client commands: acquire, release, get, list, watch, recall,
 //! membership, status.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_client::{AcquireOptions, Client, ClientBuilder, LeaseStatus, Mode};
+use leasehold_client::{AcquireOptions, Client, ClientBuilder, ClientTls, LeaseStatus, Mode};
 
 use crate::duration::parse_duration;
 use crate::exit;
@@ -37,18 +38,99 @@ pub struct ConnArgs {
     /// comes on top), e.g. 10s, 1.5s, 500ms.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    /// CA certificate (PEM) the nodes' certificates must be signed by:
+    /// connect over TLS. Default: $LEASEHOLD_DATA_DIR/tls/ca.pem (data dir
+    /// default ./.leasehold-data) if it exists, with client.pem and
+    /// client-key.pem beside it (what cluster/up.sh generates).
+    #[arg(long, global = true, env = "LEASEHOLD_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the nodes (with --client-key).
+    #[arg(long, global = true, env = "LEASEHOLD_CLIENT_CERT", value_name = "PEM")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "LEASEHOLD_CLIENT_KEY", value_name = "PEM")]
+    pub client_key: Option<PathBuf>,
+    /// Connect without TLS (only nodes started with --plaintext accept it);
+    /// skips the default CA lookup.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_PLAINTEXT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = crate::config::parse_bool
+    )]
+    pub plaintext: bool,
+    /// Bearer token sent with every request (for a cluster that requires
+    /// tokens). Default: the content of --token-file, else of
+    /// $LEASEHOLD_DATA_DIR/admin.token (./.leasehold-data/admin.token) if
+    /// that exists, as `cluster/up.sh` and `leasehold dev` write it.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token (its first line).
+    #[arg(long, global = true, env = "LEASEHOLD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
+/// Where client commands look for `tls/ca.pem` (and `tls/client.pem`) when
+/// no TLS flag is given: `$LEASEHOLD_DATA_DIR`, else this (relative to the
+/// working directory), as cluster/up.sh lays it out.
+pub const DATA_DIR_DEFAULT: &str = ".leasehold-data";
+
 impl ConnArgs {
-    /// Connects to the cluster (finding the leader).
-    pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
+    /// The TLS settings the flags ask for (see [`ConnArgs::ca_cert`]);
+    /// `None` for plaintext. `data_dir` is where the default lookup goes.
+    pub fn tls(&self, data_dir: &Path) -> anyhow::Result<Option<ClientTls>> {
+        Ok(ClientTls::resolve(
+            self.ca_cert.as_deref(),
+            self.client_cert.as_deref(),
+            self.client_key.as_deref(),
+            self.plaintext,
+            data_dir,
+        )?)
+    }
+
+    /// The data directory of the default TLS lookup.
+    fn data_dir() -> PathBuf {
+        std::env::var_os("LEASEHOLD_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT))
+    }
+
+    /// A client builder for the endpoints, with the TLS settings and the
+    /// bearer token of this command line.
+    pub fn builder(&self) -> anyhow::Result<ClientBuilder> {
         let endpoints: Vec<String> = self
             .endpoints
             .iter()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
-        let client = ClientBuilder::new(endpoints)
+        let mut builder = ClientBuilder::new(endpoints);
+        if let Some(tls) = self.tls(&Self::data_dir())? {
+            builder = builder.tls(tls);
+        }
+        let token = crate::auth::resolve_token(self.token.as_deref(), self.token_file.as_deref())?;
+        Ok(match token {
+            Some(t) => builder.token(t),
+            None => builder,
+        })
+    }
+
+    /// Connects to the cluster (finding the leader).
+    pub async fn connect(&self, client_name: &str) -> anyhow::Result<Client> {
+        let client = self
+            .builder()?
             .client_name(client_name)
             .call_timeout(self.timeout)
             .attempt_timeout(self.timeout.min(Duration::from_secs(3)))
@@ -263,17 +345,28 @@ pub async fn acquire(args: AcquireArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
         session.detach();
         return Ok(exit::OK);
     }
-    eprintln!("leasehold: holding {}; Ctrl-C releases it", args.resource);
+    eprintln!(
+        "leasehold: holding {}; Ctrl-C releases it",
+        output::printable(&args.resource)
+    );
     let code = tokio::select! {
         r = wait_for_shutdown_signal() => { r?; exit::OK }
         status = lease.lost() => match status {
             LeaseStatus::Recalled { reason } => {
-                eprintln!("leasehold: lease on {} recalled ({reason}); releasing", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} recalled ({}); releasing",
+                    output::printable(&args.resource),
+                    output::printable(&reason)
+                );
                 exit::OK
             }
             LeaseStatus::Lost { why } => {
                 // Nothing left to release: the session expires on its own.
-                eprintln!("leasehold: lease on {} lost: {why}", args.resource);
+                eprintln!(
+                    "leasehold: lease on {} lost: {}",
+                    output::printable(&args.resource),
+                    output::printable(&why.to_string())
+                );
                 return Ok(exit::LEASE_LOST);
             }
             LeaseStatus::Held => exit::OK,
@@ -336,7 +429,11 @@ pub async fn get(args: GetArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
     match conn.output {
         Format::Json => println!("{}", output::resource_json(&state)),
         Format::Table if state.holders.is_empty() => {
-            println!("{}: free ({} waiting)", state.resource, state.waiters);
+            println!(
+                "{}: free ({} waiting)",
+                output::printable(&state.resource),
+                state.waiters
+            );
         }
         Format::Table => {
             let records: Vec<_> = state.holders.iter().map(output::holder).collect();
@@ -455,6 +552,7 @@ pub async fn membership(args: MembershipArgs, conn: &ConnArgs) -> anyhow::Result
             node_id: p.id,
             raft_addr: p.node.raft_addr.clone(),
             api_addr: p.node.api_addr.clone(),
+            learner: false,
         })
         .collect();
     let now = client.change_membership(&voters).await?;
@@ -477,7 +575,8 @@ pub struct StatusArgs {}
 /// configuration as the leader (or else the first node that answered) sees
 /// them. Exits 6 if none answers.
 pub async fn status(_args: StatusArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
-    let client = ClientBuilder::new(conn.endpoints.clone())
+    let client = conn
+        .builder()?
         .attempt_timeout(conn.timeout.min(Duration::from_secs(3)))
         .connect_lazy()?;
     let views = client.status_all().await;

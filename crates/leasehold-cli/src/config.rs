@@ -16,7 +16,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use leasehold_server::{NodeConfig, PeerSpec, RaftTiming};
+use leasehold_server::{
+    AuthConfig, NodeConfig, PeerSpec, Principal, RaftTiming, Role, TokenDigest,
+};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -276,6 +278,120 @@ fn peer_from_table(table: &DeTable<'_>) -> Result<PeerSpec, String> {
     format!("{id}={raft},{api}").parse()
 }
 
+/// Fields of a principal table: `{ name, token_sha256, role, prefixes }`.
+const PRINCIPAL_FIELDS: [&str; 4] = ["name", "token_sha256", "role", "prefixes"];
+
+/// Parses a principal as a flag or variable writes it:
+/// `NAME:ROLE:SHA256[:PREFIX,PREFIX…]`. Without the last part the list of
+/// prefixes is empty (right for an admin); `NAME:ROLE:SHA256:` (empty
+/// last part) is the prefix `""`, every resource.
+pub fn parse_principal(text: &str) -> Result<Principal, String> {
+    let usage =
+        || format!("principal {text:?} is not of the form NAME:ROLE:SHA256[:PREFIX,PREFIX…]");
+    let mut parts = text.trim().splitn(4, ':');
+    let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(usage)?;
+    let role = parts.next().ok_or_else(usage)?;
+    let hash = parts.next().ok_or_else(usage)?;
+    let prefixes = match parts.next() {
+        None => Vec::new(),
+        Some(list) => list.split(',').map(str::to_string).collect(),
+    };
+    principal(name, role, hash, prefixes)
+}
+
+/// A principal from its parts; the error names the part at fault.
+fn principal(
+    name: &str,
+    role: &str,
+    hash: &str,
+    prefixes: Vec<String>,
+) -> Result<Principal, String> {
+    let p = Principal {
+        name: name.to_string(),
+        role: role.parse::<Role>()?,
+        token_sha256: TokenDigest::from_hex(hash)?,
+        prefixes,
+    };
+    p.validate()
+        .map_err(|m| format!("principal {name:?}: {m}"))?;
+    Ok(p)
+}
+
+impl Value for Vec<Principal> {
+    /// `NAME:ROLE:SHA256[:PREFIX,…]` entries separated by spaces or `;`.
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.split(|c: char| c == ';' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(parse_principal)
+            .collect()
+    }
+    fn from_toml(value: &DeValue<'_>) -> Result<Self, String> {
+        let array = value.as_array().ok_or_else(|| {
+            format!(
+                "expected [[auth.principals]] tables, found {}",
+                value.type_str()
+            )
+        })?;
+        let mut out = Vec::new();
+        for (i, item) in array.iter().enumerate() {
+            let at = |m: String| format!("entry {}: {m}", i + 1);
+            match item.get_ref() {
+                DeValue::Table(t) => out.push(principal_from_table(t).map_err(at)?),
+                other => {
+                    return Err(at(format!(
+                        "expected a table {{ name, token_sha256, role, prefixes }}, found {}",
+                        other.type_str()
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn principal_from_table(table: &DeTable<'_>) -> Result<Principal, String> {
+    if let Some((k, _)) = table
+        .iter()
+        .find(|(k, _)| !PRINCIPAL_FIELDS.contains(&k.get_ref().as_ref()))
+    {
+        let hint = if k.get_ref().as_ref() == "token" {
+            " (store the token's SHA-256 as token_sha256, never the token: `leasehold auth token` prints both)"
+        } else {
+            " (a principal has name, token_sha256, role, prefixes)"
+        };
+        return Err(format!("unknown key `{}`{hint}", k.get_ref()));
+    }
+    let field = |name: &str| {
+        table
+            .get(name)
+            .map(|v| v.get_ref())
+            .ok_or_else(|| format!("missing `{name}`"))
+    };
+    let name = toml_str(field("name")?, "a string for `name`")?;
+    let role = toml_str(
+        field("role")?,
+        "a string for `role` (admin, client or reader)",
+    )?;
+    let hash = toml_str(
+        field("token_sha256")?,
+        "a string of 64 hex digits for `token_sha256`",
+    )?;
+    let prefixes = match table.get("prefixes").map(|v| v.get_ref()) {
+        None => Vec::new(),
+        Some(DeValue::Array(list)) => list
+            .iter()
+            .map(|p| toml_str(p.get_ref(), "strings in `prefixes`").map(str::to_string))
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "expected a list of strings for `prefixes`, found {}",
+                other.type_str()
+            ))
+        }
+    };
+    principal(name, role, hash, prefixes)
+}
+
 /// Declares every setting once: its flag (doc comment = help, clap
 /// attributes), type, file key and environment variable. Generates
 /// [`Settings`] (one optional value per setting: the flags, and also each
@@ -415,6 +531,117 @@ settings! {
     #[arg(long, value_name = "N")]
     log_entries_kept: u64 =
         "snapshot.log_entries_kept", "LEASEHOLD_LOG_ENTRIES_KEPT", "--log-entries-kept";
+
+    /// The cluster CA's certificate (PEM): peers must present a certificate
+    /// it signed (mutual TLS), client certificates are checked against it.
+    /// With --tls-cert and --tls-key; `leasehold certs init` makes all
+    /// three. [file: tls.ca_cert; env: LEASEHOLD_TLS_CA_CERT; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_ca_cert: PathBuf = "tls.ca_cert", "LEASEHOLD_TLS_CA_CERT", "--tls-ca-cert";
+
+    /// This node's certificate (PEM), with SANs for the hosts peers and
+    /// clients dial (IP SAN for an address, DNS SAN for a name). [file:
+    /// tls.cert; env: LEASEHOLD_TLS_CERT; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_cert: PathBuf = "tls.cert", "LEASEHOLD_TLS_CERT", "--tls-cert";
+
+    /// This node's private key (PEM; keep it 0600). [file: tls.key; env:
+    /// LEASEHOLD_TLS_KEY; default: none]
+    #[arg(long, value_name = "PEM")]
+    tls_key: PathBuf = "tls.key", "LEASEHOLD_TLS_KEY", "--tls-key";
+
+    /// Run without TLS: anyone who reaches the ports can send Raft messages
+    /// and call the API. Must be asked for explicitly (a node with neither
+    /// TLS files nor this refuses to start) and logs a warning. [file:
+    /// tls.plaintext; env: LEASEHOLD_PLAINTEXT; default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    plaintext: bool = "tls.plaintext", "LEASEHOLD_PLAINTEXT", "--plaintext";
+
+    /// Run with an OPEN client API (anyone who reaches it may do anything)
+    /// when no principals are configured: the explicit acknowledgement
+    /// without which such a node refuses to start. Ignored when principals
+    /// are configured. [file: auth.open; env: LEASEHOLD_AUTH_OPEN; default:
+    /// false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    auth_open: bool = "auth.open", "LEASEHOLD_AUTH_OPEN", "--auth-open";
+
+    /// A principal that may call the client API, NAME:ROLE:SHA256[:PREFIX,…]
+    /// (role admin, client or reader; SHA256 = the hex SHA-256 of its bearer
+    /// token; `NAME:ROLE:SHA256:` = every resource); repeat for each. With
+    /// any, every call needs `authorization: Bearer <token>`. Flags replace
+    /// the whole list of the file or variable. [file: auth.principals;
+    /// [[auth.principals]] tables with name, token_sha256, role, prefixes;
+    /// env: LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
+    #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256[:PREFIX,…]", value_parser = parse_principal)]
+    auth_principals: Vec<Principal> = "auth.principals", "LEASEHOLD_AUTH_PRINCIPALS", "--auth-principal";
+    /// Client API connections open at once; over it, every call on a new
+    /// connection answers RESOURCE_EXHAUSTED naming the limit. [file:
+    /// limits.connections_max; env: LEASEHOLD_CONNECTIONS_MAX; default: 10000]
+    #[arg(long, value_name = "N")]
+    connections_max: u64 =
+        "limits.connections_max", "LEASEHOLD_CONNECTIONS_MAX", "--connections-max";
+
+    /// A client connection with no call open for this long is closed, in ms
+    /// (or a duration). [file: limits.connection_idle_timeout; env:
+    /// LEASEHOLD_CONNECTION_IDLE_TIMEOUT_MS; default: 5m]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    connection_idle_timeout_ms: Millis =
+        "limits.connection_idle_timeout", "LEASEHOLD_CONNECTION_IDLE_TIMEOUT_MS", "--connection-idle-timeout-ms";
+
+    /// KeepAlive streams open at once on this node. [file:
+    /// limits.keepalive_streams_max; env: LEASEHOLD_KEEPALIVE_STREAMS_MAX;
+    /// default: 10000]
+    #[arg(long, value_name = "N")]
+    keepalive_streams_max: u64 =
+        "limits.keepalive_streams_max", "LEASEHOLD_KEEPALIVE_STREAMS_MAX", "--keepalive-streams-max";
+
+    /// KeepAlive streams open at once from one client IP address. [file:
+    /// limits.keepalive_streams_per_client_max; env:
+    /// LEASEHOLD_KEEPALIVE_STREAMS_PER_CLIENT_MAX; default: 1000]
+    #[arg(long, value_name = "N")]
+    keepalive_streams_per_client_max: u64 =
+        "limits.keepalive_streams_per_client_max", "LEASEHOLD_KEEPALIVE_STREAMS_PER_CLIENT_MAX", "--keepalive-streams-per-client-max";
+
+    /// Watch streams open at once on this node. [file:
+    /// limits.watch_streams_max; env: LEASEHOLD_WATCH_STREAMS_MAX; default:
+    /// 10000]
+    #[arg(long, value_name = "N")]
+    watch_streams_max: u64 =
+        "limits.watch_streams_max", "LEASEHOLD_WATCH_STREAMS_MAX", "--watch-streams-max";
+
+    /// Watch streams open at once from one client IP address. [file:
+    /// limits.watch_streams_per_client_max; env:
+    /// LEASEHOLD_WATCH_STREAMS_PER_CLIENT_MAX; default: 1000]
+    #[arg(long, value_name = "N")]
+    watch_streams_per_client_max: u64 =
+        "limits.watch_streams_per_client_max", "LEASEHOLD_WATCH_STREAMS_PER_CLIENT_MAX", "--watch-streams-per-client-max";
+
+    /// Acquires waiting in a queue at once on this node. [file:
+    /// limits.waiters_max; env: LEASEHOLD_WAITERS_MAX; default: 10000]
+    #[arg(long, value_name = "N")]
+    waiters_max: u64 = "limits.waiters_max", "LEASEHOLD_WAITERS_MAX", "--waiters-max";
+
+    /// A Watch stream whose reader took no event for this long with its
+    /// buffer full ends RESOURCE_EXHAUSTED, in ms (or a duration). [file:
+    /// limits.watch_stall_timeout; env: LEASEHOLD_WATCH_STALL_TIMEOUT_MS;
+    /// default: 30s]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    watch_stall_timeout_ms: Millis =
+        "limits.watch_stall_timeout", "LEASEHOLD_WATCH_STALL_TIMEOUT_MS", "--watch-stall-timeout-ms";
 
     /// UNSAFE, chaos tests only: make this node's lease clock run fast
     /// (positive) or slow (negative) by this many parts per million. [file:
@@ -624,11 +851,44 @@ pub fn load(
             }
         }
     }
+    tls_files_complete(&merged, &origin, &mut errors);
     let node = node_config(&merged, &mut errors);
     if let Some(node) = &node {
         for p in node.problems() {
-            let field = if p.field == "node_id" { "id" } else { p.field };
-            errors.push(ConfigError::new(key_of(field), p.message, origin(field)));
+            if p.field == "tls" {
+                // Neither TLS nor plaintext: no value to blame.
+                if !errors
+                    .iter()
+                    .any(|e| e.key.as_deref().is_some_and(|k| k.starts_with("tls.")))
+                {
+                    errors.push(ConfigError {
+                        key: Some("tls".into()),
+                        message: p.message,
+                        origin: None,
+                    });
+                }
+                continue;
+            }
+            let field = match p.field {
+                "node_id" => "id",
+                "auth.principals" => "auth_principals",
+                other => other,
+            };
+            let principals_malformed = errors
+                .iter()
+                .any(|e| e.key.as_deref() == Some("auth.principals"));
+            if field == "auth" && principals_malformed {
+                // Principals were given but malformed: that is the problem.
+            } else if field == "auth" {
+                // No single setting is at fault: two could fix it.
+                errors.push(ConfigError {
+                    key: Some("auth".into()),
+                    message: p.message,
+                    origin: None,
+                });
+            } else {
+                errors.push(ConfigError::new(key_of(field), p.message, origin(field)));
+            }
         }
         if let Err(e) = node.raft_config() {
             errors.push(ConfigError {
@@ -645,6 +905,40 @@ pub fn load(
             file,
         }),
         _ => Err(errors),
+    }
+}
+
+/// The three TLS files go together: one given without the others is an
+/// error naming the missing ones.
+fn tls_files_complete(
+    s: &Settings,
+    origin: &dyn Fn(&str) -> Origin,
+    errors: &mut Vec<ConfigError>,
+) {
+    let files = [
+        ("tls_ca_cert", s.tls_ca_cert.is_some()),
+        ("tls_cert", s.tls_cert.is_some()),
+        ("tls_key", s.tls_key.is_some()),
+    ];
+    let Some(&(given, _)) = files.iter().find(|f| f.1) else {
+        return;
+    };
+    let Some(&(_, given_key, _, _)) = KEYS.iter().find(|k| k.0 == given) else {
+        return;
+    };
+    for (field, set) in files {
+        if set {
+            continue;
+        }
+        if let Some(&(_, key, var, flag)) = KEYS.iter().find(|k| k.0 == field) {
+            errors.push(ConfigError {
+                key: Some(key.into()),
+                message: format!(
+                    "required with {given_key}: TLS needs tls.ca_cert, tls.cert and tls.key (set {flag}, {var} or `{key}` in the config file)"
+                ),
+                origin: Some(origin(given)),
+            });
+        }
     }
 }
 
@@ -691,7 +985,43 @@ fn node_config(s: &Settings, errors: &mut Vec<ConfigError>) -> Option<NodeConfig
         c.log_entries_kept = n;
     }
     c.unsafe_test_clock_rate_ppm = s.unsafe_test_clock_rate_ppm.unwrap_or(0);
+    let count = |n: Option<u64>, default: usize| {
+        n.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let d = c.limits;
+    c.limits = leasehold_server::limits::ApiLimits {
+        connections_max: count(s.connections_max, d.connections_max),
+        connection_idle_timeout_ms: s
+            .connection_idle_timeout_ms
+            .map_or(d.connection_idle_timeout_ms, |m| m.0),
+        keepalive_streams_max: count(s.keepalive_streams_max, d.keepalive_streams_max),
+        keepalive_streams_per_client_max: count(
+            s.keepalive_streams_per_client_max,
+            d.keepalive_streams_per_client_max,
+        ),
+        watch_streams_max: count(s.watch_streams_max, d.watch_streams_max),
+        watch_streams_per_client_max: count(
+            s.watch_streams_per_client_max,
+            d.watch_streams_per_client_max,
+        ),
+        waiters_max: count(s.waiters_max, d.waiters_max),
+        watch_stall_timeout_ms: s
+            .watch_stall_timeout_ms
+            .map_or(d.watch_stall_timeout_ms, |m| m.0),
+    };
     c.metrics_listen = s.metrics_listen;
+    if let (Some(ca_cert), Some(cert), Some(key)) = (&s.tls_ca_cert, &s.tls_cert, &s.tls_key) {
+        c.tls = Some(leasehold_server::TlsFiles {
+            ca_cert: ca_cert.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    c.plaintext = s.plaintext.unwrap_or(false);
+    c.auth = AuthConfig {
+        principals: s.auth_principals.clone().unwrap_or_default(),
+        open: s.auth_open.unwrap_or(false),
+    };
     Some(c)
 }
 
@@ -725,8 +1055,34 @@ keys are errors, durations are strings (\"100ms\", \"1.5s\"):
   [snapshot]
   every_entries = 10000
   log_entries_kept = 1000
+  [tls]                              # TLS files, or plaintext = true: one is required
+  ca_cert = \"/etc/leasehold/tls/ca.pem\"
+  cert = \"/etc/leasehold/tls/node-1.pem\"
+  key = \"/etc/leasehold/tls/node-1-key.pem\"
+  # plaintext = true                 # no TLS (warned about at start)
+  [auth]                          # tokens are stored as SHA-256 hex, never in clear
+  open = false                    # true: no principals, API open to anyone (logged as a warning)
+  [[auth.principals]]             # `leasehold auth token` makes a token and its hash
+  name = \"ops\"
+  token_sha256 = \"<64 hex digits>\"
+  role = \"admin\"                  # admin > client > reader
+  [[auth.principals]]
+  name = \"chunkserver\"
+  token_sha256 = \"<64 hex digits>\"
+  role = \"client\"
+  prefixes = [\"chunk/\"]            # resources it may use ([\"\"]: all)
+  [limits]                           # docs/limits.md
+  connections_max = 10000
+  connection_idle_timeout = \"5m\"
+  keepalive_streams_max = 10000
+  keepalive_streams_per_client_max = 1000
+  watch_streams_max = 10000
+  watch_streams_per_client_max = 1000
+  waiters_max = 10000
+  watch_stall_timeout = \"30s\"
 
 (peers is a top-level key: a `peers = [...]` line goes before the first [section].)
+Without principals and without auth.open the node refuses to start.
 Every problem is reported, one line each (`leasehold: config error: KEY:
 PROBLEM (ORIGIN)`), and the command exits 2. Logging: RUST_LOG.
 Samples: cluster/config/node1.toml … node3.toml.";
@@ -743,10 +1099,165 @@ mod tests {
         settings: Settings,
     }
 
+    /// `args` as flags, with `--auth-open` (the tests of other settings
+    /// run an open API; the auth tests use [`auth_flags`]).
     fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["server", "--auth-open"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    /// `args` as flags, alone.
+    fn auth_flags(args: &[&str]) -> Settings {
         let mut argv = vec!["server"];
         argv.extend_from_slice(args);
         Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    const HASH_A: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+    const HASH_B: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn without_principals_or_auth_open_the_server_refuses_to_start() {
+        let (_d, path) = file(BASE);
+        let errors = load(auth_flags(&[]), Some(path.clone()), &Env::new()).expect_err("closed");
+        assert_eq!(
+            lines(&errors),
+            ["auth: no principals are configured: add [[auth.principals]] or set auth.open = true (--auth-open) to run with an open API"]
+        );
+        let c = load(
+            auth_flags(&[]),
+            Some(path),
+            &env(&[("LEASEHOLD_AUTH_OPEN", "true")]),
+        )
+        .expect("open");
+        assert!(c.node.auth.open && !c.node.auth.enabled());
+    }
+
+    #[test]
+    fn principals_come_from_the_file_flags_or_environment() {
+        let (_d, path) = file(&format!(
+            "{BASE}[auth]\n[[auth.principals]]\nname = \"ops\"\ntoken_sha256 = \"{HASH_A}\"\nrole = \"admin\"\n[[auth.principals]]\nname = \"chunkserver\"\ntoken_sha256 = \"{}\"\nrole = \"client\"\nprefixes = [\"chunk/\", \"tmp/\"]\n",
+            HASH_B.to_uppercase()
+        ));
+        let c = load(auth_flags(&[]), Some(path.clone()), &Env::new()).expect("valid");
+        let got: Vec<_> = c
+            .node
+            .auth
+            .principals
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.role,
+                    p.prefixes.clone(),
+                    p.token_sha256.to_hex(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ops", Role::Admin, vec![], HASH_A.to_string()),
+                (
+                    "chunkserver",
+                    Role::Client,
+                    vec!["chunk/".to_string(), "tmp/".to_string()],
+                    HASH_B.to_string()
+                ),
+            ]
+        );
+        assert!(c.node.auth.enabled());
+        // Flags replace the list; `NAME:ROLE:HASH:` is every resource.
+        let c = load(
+            auth_flags(&["--auth-principal", &format!("dash:reader:{HASH_A}:")]),
+            Some(path.clone()),
+            &env(&[("LEASEHOLD_AUTH_PRINCIPALS", &format!("x:admin:{HASH_B}"))]),
+        )
+        .expect("valid");
+        assert_eq!(c.node.auth.principals.len(), 1);
+        assert_eq!(c.node.auth.principals[0].prefixes, [""]);
+        let c = load(
+            auth_flags(&[]),
+            None,
+            &env(&[
+                ("LEASEHOLD_ID", "1"),
+                ("LEASEHOLD_DATA_DIR", "/x"),
+                ("LEASEHOLD_PEERS", "1=a:1,a:2"),
+                (
+                    "LEASEHOLD_AUTH_PRINCIPALS",
+                    &format!("ops:admin:{HASH_A}; cs:client:{HASH_B}:chunk/,jobs/"),
+                ),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.node.auth.principals[1].prefixes, ["chunk/", "jobs/"]);
+    }
+
+    #[test]
+    fn bad_principals_are_reported_by_entry_and_line() {
+        let (_d, path) = file(&format!(
+            "{BASE}[auth]\nprincipals = [\n  {{ name = \"a\", token_sha256 = \"{HASH_A}\", role = \"root\" }},\n]\n"
+        ));
+        let p = path.display().to_string();
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("bad role");
+        assert_eq!(
+            lines(&errors),
+            [format!("auth.principals: entry 1: unknown role \"root\": expected admin, client or reader (file {p} line 7)")]
+        );
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"a\"\ntoken_sha256 = \"abc123\"\nrole = \"admin\"\n"
+        ));
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("short hash");
+        assert!(
+            errors[0].to_string().starts_with(
+                "auth.principals: entry 1: token_sha256 must be 64 hex digits (SHA-256), got 6 characters"
+            ),
+            "{:?}",
+            lines(&errors)
+        );
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"a\"\ntoken = \"secret\"\nrole = \"admin\"\n"
+        ));
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("clear token");
+        assert!(
+            errors[0].to_string().contains("never the token"),
+            "{:?}",
+            lines(&errors)
+        );
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"cs\"\ntoken_sha256 = \"{HASH_A}\"\nrole = \"client\"\n"
+        ));
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("no prefixes");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("role client needs `prefixes`"),
+            "{:?}",
+            lines(&errors)
+        );
+        let errors = load(
+            auth_flags(&[]),
+            None,
+            &env(&[
+                ("LEASEHOLD_ID", "1"),
+                ("LEASEHOLD_DATA_DIR", "/x"),
+                ("LEASEHOLD_PEERS", "1=a:1,a:2"),
+                (
+                    "LEASEHOLD_AUTH_PRINCIPALS",
+                    &format!("a:admin:{HASH_A} b:admin:{HASH_A}"),
+                ),
+            ]),
+        )
+        .expect_err("same token twice");
+        assert_eq!(
+            lines(&errors),
+            ["auth.principals: \"a\" and \"b\" have the same token_sha256 (env LEASEHOLD_AUTH_PRINCIPALS)"]
+        );
+        assert!(parse_principal("ops:admin").is_err());
+        assert!(parse_principal(&format!("ops:boss:{HASH_A}"))
+            .expect_err("bad role")
+            .contains("unknown role"));
     }
 
     fn env(vars: &[(&str, &str)]) -> Env {
@@ -763,7 +1274,8 @@ mod tests {
         (dir, path)
     }
 
-    const BASE: &str = r#"
+    /// Line 1 chooses plaintext, so that the lines below keep their numbers.
+    const BASE: &str = r#"tls.plaintext = true
 peers = ["1=127.0.0.1:7101,127.0.0.1:7001", "2=127.0.0.1:7102,127.0.0.1:7002"]
 [node]
 id = 1
@@ -959,6 +1471,8 @@ data_dir = "/tmp/leasehold-test"
 [node]
 id = 2
 data_dir = "/tmp/x"
+[tls]
+plaintext = true
 [[peers]]
 id = 1
 raft = "h1:7101"
@@ -981,6 +1495,7 @@ api = "h2:7001"
             ("LEASEHOLD_ID", "3"),
             ("LEASEHOLD_DATA_DIR", "/tmp/x"),
             ("LEASEHOLD_PEERS", "1=a:1,a:2; 3=c:1,c:2  2=b:1,b:2"),
+            ("LEASEHOLD_PLAINTEXT", "true"),
         ]);
         let c = load(flags(&[]), None, &e).expect("valid");
         let ids: Vec<_> = c.node.peers.iter().map(|p| p.id).collect();
@@ -1024,7 +1539,13 @@ api = "h2:7001"
         );
         // Flags and variables take milliseconds or a duration.
         let c = load(
-            flags(&["--election-timeout-ms-max", "2s", "--data-dir", "/x"]),
+            flags(&[
+                "--election-timeout-ms-max",
+                "2s",
+                "--data-dir",
+                "/x",
+                "--plaintext",
+            ]),
             None,
             &env(&[("LEASEHOLD_ID", "1"), ("LEASEHOLD_PEERS", "1=a:1,a:2")]),
         )
@@ -1037,7 +1558,24 @@ api = "h2:7001"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster/config");
         for id in 1..=3u64 {
             let path = dir.join(format!("node{id}.toml"));
-            let c = load(flags(&[]), Some(path.clone()), &Env::new())
+            // As up.sh starts them: TLS files as flags.
+            let (cert, key) = (format!("n{id}.pem"), format!("n{id}-key.pem"));
+            let tls = [
+                "--tls-ca-cert",
+                "ca.pem",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ];
+            let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("no TLS");
+            assert_eq!(
+                errors[0].key.as_deref(),
+                Some("tls"),
+                "{:?}",
+                lines(&errors)
+            );
+            let c = load(flags(&tls), Some(path.clone()), &Env::new())
                 .unwrap_or_else(|e| panic!("{}: {:?}", path.display(), lines(&e)));
             assert_eq!(c.node.node_id, id);
             assert_eq!(c.node.raft_listen.to_string(), format!("127.0.0.1:710{id}"));
@@ -1045,11 +1583,77 @@ api = "h2:7001"
             assert_eq!(c.node.peers.len(), 3);
             assert!(c.node.bootstrap);
             assert_eq!(c.node.timing, RaftTiming::default());
+            let tls = c.node.tls.as_ref().expect("the samples run TLS");
+            assert_eq!(tls.cert, PathBuf::from(&cert), "{tls:?}");
+            assert!(!c.node.plaintext);
             assert_eq!(
                 c.node.me().map(|p| p.node.api_addr.clone()),
                 Some(format!("127.0.0.1:700{id}"))
             );
         }
+    }
+
+    #[test]
+    fn transport_security_is_tls_files_or_explicit_plaintext() {
+        let base = BASE.replacen("tls.plaintext = true", "", 1);
+        let (_d, path) = file(&base);
+        let errors = load(flags(&[]), Some(path.clone()), &Env::new()).expect_err("neither");
+        let got = lines(&errors);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("tls: neither TLS nor plaintext")
+                && got[0].contains("--plaintext")
+                && got[0].contains("--tls-cert"),
+            "{got:?}"
+        );
+        let c = load(flags(&["--plaintext"]), Some(path.clone()), &Env::new()).expect("flag");
+        assert!(c.node.plaintext && c.node.tls.is_none());
+        let e = env(&[("LEASEHOLD_PLAINTEXT", "true")]);
+        assert!(
+            load(flags(&[]), Some(path.clone()), &e)
+                .expect("env")
+                .node
+                .plaintext
+        );
+
+        let tls_env = env(&[
+            ("LEASEHOLD_TLS_CA_CERT", "/t/ca.pem"),
+            ("LEASEHOLD_TLS_CERT", "/t/node-1.pem"),
+            ("LEASEHOLD_TLS_KEY", "/t/node-1-key.pem"),
+        ]);
+        let c = load(
+            flags(&["--tls-key", "/f/key.pem"]),
+            Some(path.clone()),
+            &tls_env,
+        )
+        .expect("TLS");
+        let tls = c.node.tls.expect("tls");
+        assert_eq!(tls.ca_cert, PathBuf::from("/t/ca.pem"));
+        assert_eq!(tls.key, PathBuf::from("/f/key.pem"), "flag beats env");
+
+        let (_d2, with_file) = file(&format!(
+            "{base}[tls]\nca_cert = \"ca.pem\"\nplaintext = true\n"
+        ));
+        let got =
+            lines(&load(flags(&[]), Some(with_file.clone()), &Env::new()).expect_err("partial"));
+        let p = with_file.display();
+        assert_eq!(
+            got,
+            [
+                format!("tls.cert: required with tls.ca_cert: TLS needs tls.ca_cert, tls.cert and tls.key (set --tls-cert, LEASEHOLD_TLS_CERT or `tls.cert` in the config file) (file {p} line 7)"),
+                format!("tls.key: required with tls.ca_cert: TLS needs tls.ca_cert, tls.cert and tls.key (set --tls-key, LEASEHOLD_TLS_KEY or `tls.key` in the config file) (file {p} line 7)"),
+            ]
+        );
+        let both = load(
+            flags(&["--tls-ca-cert", "a", "--tls-cert", "b", "--tls-key", "c"]),
+            Some(with_file.clone()),
+            &Env::new(),
+        )
+        .expect_err("TLS and plaintext");
+        assert_eq!(
+            lines(&both),
+            [format!("tls.plaintext: cannot be combined with TLS certificates: choose one (file {p} line 8)")]
+        );
     }
 
     #[test]
@@ -1061,5 +1665,38 @@ api = "h2:7001"
                 assert!(a.1 != b.1 && a.2 != b.2 && a.3 != b.3, "{a:?} {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn limits_are_layered_and_checked() {
+        let (_d, path) = file(&format!(
+            "{BASE}[limits]\nconnections_max = 50\nwatch_stall_timeout = \"2s\"\nwaiters_max = 7\n"
+        ));
+        let e = env(&[("LEASEHOLD_WAITERS_MAX", "8")]);
+        let c = load(
+            flags(&["--watch-streams-per-client-max", "3"]),
+            Some(path.clone()),
+            &e,
+        )
+        .expect("valid");
+        let l = c.node.limits;
+        assert_eq!(l.connections_max, 50, "file");
+        assert_eq!(l.watch_stall_timeout_ms, 2_000, "file duration");
+        assert_eq!(l.waiters_max, 8, "env beats file");
+        assert_eq!(l.watch_streams_per_client_max, 3, "flag");
+        assert_eq!(
+            l.keepalive_streams_max,
+            leasehold_server::limits::ApiLimits::default().keepalive_streams_max,
+            "default"
+        );
+        let errors = load(
+            flags(&["--connection-idle-timeout-ms", "5"]),
+            Some(path),
+            &e,
+        )
+        .expect_err("too short");
+        let text = lines(&errors).join("\n");
+        assert!(text.contains("limits.connection_idle_timeout"), "{text}");
+        assert!(text.contains("at least 100 ms"), "{text}");
     }
 }

@@ -19,7 +19,8 @@ pub const WAIT_TIMED_OUT: u8 = 5;
 pub const UNAVAILABLE: u8 = 6;
 /// A malformed or out-of-bounds argument (`INVALID_ARGUMENT`).
 pub const INVALID_ARGUMENT: u8 = 7;
-/// A session named without its secret (`PERMISSION_DENIED`).
+/// A session named without its secret, or a call the token's principal
+/// may not make (`PERMISSION_DENIED`).
 pub const PERMISSION_DENIED: u8 = 8;
 /// The lease was lost while held: its session expired, was closed, or
 /// its holder deadline passed unrenewed (`run`, `acquire --hold`,
@@ -27,6 +28,8 @@ pub const PERMISSION_DENIED: u8 = 8;
 pub const LEASE_LOST: u8 = 9;
 /// The lease was recalled while held (`run`).
 pub const LEASE_RECALLED: u8 = 10;
+/// No bearer token, or one no principal has (`UNAUTHENTICATED`).
+pub const UNAUTHENTICATED: u8 = 11;
 
 /// The help text listing the exit codes (shown by `--help`).
 pub const HELP: &str = "\
@@ -34,15 +37,18 @@ Exit codes:
   0  ok
   1  other error
   2  usage error
-  3  conflict: the resource is held, or the lease is not held (FAILED_PRECONDITION)
+  3  conflict: the resource is held, or the lease is not held, or a membership
+     change was refused (FAILED_PRECONDITION)
   4  not found: unknown, closed or expired session (NOT_FOUND)
-  5  wait timed out (DEADLINE_EXCEEDED)
+  5  wait timed out, or a new member did not catch up in time (DEADLINE_EXCEEDED)
   6  unavailable: no node could serve the request (UNAVAILABLE)
   7  invalid argument (INVALID_ARGUMENT)
-  8  permission denied: a session handle with a wrong secret (PERMISSION_DENIED)
+  8  permission denied: a session handle with a wrong secret, or a call the
+     token's principal may not make (PERMISSION_DENIED)
   9  the lease was lost while held: its session expired or was closed
      (`run`, `acquire --hold`, `session keepalive`)
  10  the lease was recalled while held (`run`)
+ 11  unauthenticated: no token, or an unknown one (UNAUTHENTICATED); see --token
 `run` exits with the command's own code (128+N if a signal N killed it), unless
 the lease was lost (9) or recalled (10) before the command ended: then with
 that code, whatever the command's own.";
@@ -75,6 +81,7 @@ pub fn for_code(code: Code) -> u8 {
         Code::Unavailable => UNAVAILABLE,
         Code::InvalidArgument => INVALID_ARGUMENT,
         Code::PermissionDenied => PERMISSION_DENIED,
+        Code::Unauthenticated => UNAUTHENTICATED,
         _ => OTHER,
     }
 }
@@ -92,6 +99,7 @@ pub fn name(code: u8) -> &'static str {
         PERMISSION_DENIED => "permission_denied",
         LEASE_LOST => "lease_lost",
         LEASE_RECALLED => "lease_recalled",
+        UNAUTHENTICATED => "unauthenticated",
         _ => "error",
     }
 }

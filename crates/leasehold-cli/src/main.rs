@@ -1,10 +1,13 @@
 //! `leasehold`: the one binary of Leasehold.
 //!
 //! # Layout
+//! - [`auth`]: which token client commands send, the local admin token,
+//!   `auth token|hash`.
 //! - [`config`]: `server`'s settings from flags, `LEASEHOLD_*` and a TOML
 //!   file.
 //! - [`server`]: `server` (one node until SIGINT/SIGTERM) and `dev` (a
 //!   three-node cluster in this process).
+//! - [`certs`]: `certs init`: a throwaway CA, node and client certificates.
 //! - [`commands`]: the client commands (acquire, release, get, list, watch,
 //!   recall, status, membership) and their shared connection flags.
 //! - [`operator`]: `config get|set`, `session list|close|keepalive`.
@@ -14,10 +17,13 @@
 //! - [`exit`]: exit codes by gRPC code.
 //! - [`signal`]: waiting for SIGINT/SIGTERM.
 
+mod auth;
+mod certs;
 mod commands;
 mod config;
 mod duration;
 mod exit;
+mod member;
 mod operator;
 mod output;
 mod run;
@@ -49,7 +55,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node of a cluster in the foreground.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local three-node cluster in this process (Ctrl-C stops it).
     Dev(server::DevArgs),
     /// Acquire a lease and print its fencing token.
@@ -64,8 +70,10 @@ enum Cmd {
     Watch(commands::WatchArgs),
     /// Ask the holders of a resource to give it up.
     Recall(commands::RecallArgs),
-    /// Replace the cluster's voters (add or remove nodes)
+    /// Replace the cluster's whole voter set (see `member` for one at a time)
     Membership(commands::MembershipArgs),
+    /// Add, remove, list or replace members one at a time.
+    Member(member::MemberArgs),
     /// Show every endpoint's view of the cluster.
     Status(commands::StatusArgs),
     /// Run a command while holding a lease; stop it if the lease is lost.
@@ -74,6 +82,11 @@ enum Cmd {
     Config(operator::ConfigArgs),
     /// List, close or keep alive sessions.
     Session(operator::SessionArgs),
+    /// Generate a throwaway CA and node and client certificates (TLS for
+    /// development clusters).
+    Certs(certs::CertsArgs),
+    /// Make bearer tokens and their token_sha256 for the servers' config.
+    Auth(auth::AuthArgs),
     /// Print a shell completion script (e.g. `leasehold completion bash >
     /// ~/.local/share/bash-completion/completions/leasehold`).
     Completion(CompletionArgs),
@@ -108,6 +121,7 @@ fn main() -> ExitCode {
     };
     let default_filter = match cli.command {
         Cmd::Server(_) | Cmd::Dev(_) => "info,openraft=warn",
+        Cmd::Certs(_) => "warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -124,8 +138,9 @@ fn main() -> ExitCode {
     // problem on a line of its own, exit 2.
     let command = match cli.command {
         Cmd::Server(args) => {
+            let args = *args;
             match config::load(args.settings, args.config, &config::process_env()) {
-                Ok(c) => Command::Server(c),
+                Ok(c) => Command::Server(Box::new(c)),
                 Err(errors) => {
                     for e in errors {
                         eprintln!("leasehold: config error: {e}");
@@ -183,13 +198,15 @@ fn usage_message(rendered: &str) -> String {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    // Messages may quote what a server sent: no control character reaches
+    // the terminal (a newline becomes a space first, to keep one line).
+    output::printable(&format!("{e:#}").replace('\n', " ")).into_owned()
 }
 
 /// A command ready to run: a server with its checked configuration, or
 /// any other command as parsed.
 enum Command {
-    Server(config::ServerConfig),
+    Server(Box<config::ServerConfig>),
     Other(Cmd),
 }
 
@@ -200,6 +217,10 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
         std::io::Write::flush(&mut out)?;
         return Ok(exit::OK);
     }
+    let command = match command {
+        Command::Other(Cmd::Certs(args)) => return certs::run(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,7 +228,7 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
     let command = match command {
         Command::Server(config) => {
             return runtime
-                .block_on(server::run_server(config))
+                .block_on(server::run_server(*config))
                 .map(|()| exit::OK)
         }
         Command::Other(command) => command,
@@ -223,11 +244,13 @@ fn run_command(command: Command, conn: ConnArgs) -> anyhow::Result<u8> {
             Cmd::Watch(args) => commands::watch(args, &conn).await,
             Cmd::Recall(args) => commands::recall(args, &conn).await,
             Cmd::Membership(args) => commands::membership(args, &conn).await,
+            Cmd::Member(args) => member::member_command(args, &conn).await,
             Cmd::Status(args) => commands::status(args, &conn).await,
             Cmd::Run(args) => run::run(args, &conn).await,
             Cmd::Config(args) => operator::config(args, &conn).await,
             Cmd::Session(args) => operator::session(args, &conn).await,
-            Cmd::Completion(_) => Ok(exit::OK),
+            Cmd::Auth(args) => auth::auth(args, conn.output),
+            Cmd::Completion(_) | Cmd::Certs(_) => Ok(exit::OK),
         }
     })
 }

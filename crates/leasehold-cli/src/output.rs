@@ -28,9 +28,34 @@ pub struct Record {
     pub json: Value,
 }
 
+/// `text` with every control character (C0, DEL, C1: ESC, CSI, NUL,
+/// newlines, …) escaped as `\u{..}`, so that no string a server sends can
+/// write an escape sequence to the terminal. The server refuses such names
+/// since they were allowed; this guards against old names and other
+/// servers.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Renders `rows` under `header` as aligned columns (two spaces apart, the
 /// last column unpadded), one line each, ending with a newline.
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -240,7 +265,7 @@ pub fn event_line(format: Format, e: &WatchEvent) -> String {
     match format {
         Format::Json => format!("{}\n", r.json),
         Format::Table => {
-            let c = &r.cells;
+            let c: Vec<_> = r.cells.iter().map(|c| printable(c)).collect();
             format!(
                 "{:<10}  {:<8}  {:<30}  {:<8}  {:<9}  {}\n",
                 c[0], c[1], c[2], c[3], c[4], c[5]
@@ -560,11 +585,13 @@ mod tests {
                     node_id: 1,
                     raft_addr: "r1".into(),
                     api_addr: "a1".into(),
+                    learner: false,
                 },
                 leasehold_client::Member {
                     node_id: 2,
                     raft_addr: "r2".into(),
                     api_addr: "a2".into(),
+                    learner: false,
                 },
             ],
             serving: leasehold_client::Serving::Follower,
@@ -601,5 +628,37 @@ mod tests {
         assert_eq!(line.find("acquired"), event_header().find("KIND"));
         let v: Value = serde_json::from_str(&event_line(Format::Json, &e)).expect("json");
         assert_eq!(v["kind"], "acquired");
+    }
+
+    #[test]
+    fn server_strings_never_reach_the_terminal_raw() {
+        assert_eq!(printable("plain/name ✓"), "plain/name ✓");
+        assert_eq!(
+            printable("a\u{1b}[2Jb\0c\u{9b}d\n"),
+            "a\\u{1b}[2Jb\\u{0}c\\u{9b}d\\u{a}"
+        );
+        let table = render_table(
+            &["NAME", "X"],
+            &[vec!["evil\u{1b}]0;title\u{7}".into(), "1".into()]],
+        );
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains("evil\\u{1b}]0;title\\u{7}"), "{table}");
+        let e = WatchEvent {
+            revision: 5,
+            kind: leasehold_client::EventKind::Acquired,
+            resource: "x\u{1b}[31m".into(),
+            session_id: 2,
+            mode: leasehold_client::Mode::Exclusive,
+            fencing_token: 5,
+        };
+        let line = event_line(Format::Table, &e);
+        assert!(
+            !line.trim_end_matches('\n').chars().any(char::is_control),
+            "{line:?}"
+        );
+        assert!(line.contains("x\\u{1b}[31m"), "{line}");
     }
 }

@@ -201,7 +201,11 @@ pub async fn run(args: RunArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
                 LeaseStatus::Lost { why } => format!("lost: {why}"),
                 LeaseStatus::Held => "ended".to_string(),
             };
-            eprintln!("leasehold: lease on {} {what}; stopping {program}", args.resource);
+            eprintln!(
+                "leasehold: lease on {} {}; stopping {program}",
+                crate::output::printable(&args.resource),
+                crate::output::printable(&what)
+            );
             stop_child(&mut child, group, args.kill_after).await?
         }
         r = wait_for_shutdown_signal() => {
@@ -230,7 +234,7 @@ pub async fn run(args: RunArgs, conn: &ConnArgs) -> anyhow::Result<u8> {
             };
             eprintln!(
                 "leasehold: {program} exited with {code}; exiting {ended}: the lease on {} was {how}",
-                args.resource
+                crate::output::printable(&args.resource)
             );
             Ok(ended)
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_server::{Node, NodeConfig, PeerSpec};
+use leasehold_server::{AuthConfig, Node, NodeConfig, PeerSpec, Principal, Role, TokenDigest};
 
 use crate::config::ServerConfig;
 use crate::signal::wait_for_shutdown_signal;
@@ -25,7 +25,8 @@ pub struct ServerArgs {
 }
 
 /// Runs one node until SIGINT or SIGTERM, then stops it gracefully
-/// ([`Node::shutdown`]).
+/// ([`Node::shutdown`]); or until its store fails: then it stops the node
+/// and returns the failure (the process exits non-zero).
 pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(file) = &config.file {
         tracing::info!(file = %file.display(), "configuration read");
@@ -45,13 +46,29 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             }
         })
     });
-    wait_for_shutdown_signal().await?;
+    // A storage failure fail-stops the node (it serves nothing, its Raft
+    // stopped; docs/adr/0007-disk-faults-fail-stop.md); the process then
+    // exits non-zero so its supervisor and operator see it.
+    let failed = tokio::select! {
+        signal = wait_for_shutdown_signal() => {
+            signal?;
+            None
+        }
+        reason = node.storage_failed() => Some(reason),
+    };
     if let Some(j) = jumper {
         j.abort();
         let _ = j.await;
     }
     let node = std::sync::Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("node still in use at shutdown"))?;
+    if let Some(reason) = failed {
+        // Stops the API and closes the store; nothing is served meanwhile.
+        if let Err(error) = node.shutdown().await {
+            tracing::warn!(%error, "stopping the node after its storage failure");
+        }
+        anyhow::bail!("storage failed, node stopped (fail-stop): {reason}");
+    }
     // The graceful path (Node::shutdown): step aside (a leader stops
     // serving at once; its vote gate holds until its lease ran out), drain
     // the client API, then stop Raft, so the others take over with the
@@ -84,6 +101,61 @@ pub struct DevArgs {
     /// two); 0: not served.
     #[arg(long, default_value_t = 7201)]
     metrics_port: u16,
+    /// Run the nodes without TLS (warned about). By default the cluster
+    /// runs TLS with a throwaway CA generated into DATA_DIR/tls on first
+    /// start (reused on restart).
+    #[arg(long)]
+    plaintext: bool,
+    /// Run with an open client API (no tokens) instead of the admin token.
+    #[arg(long)]
+    auth_open: bool,
+}
+
+/// Where `dev` keeps its certificates, in its data directory.
+const DEV_TLS_DIR: &str = "tls";
+
+/// The dev cluster's TLS directory under `root`: generated (CA, node
+/// certificates for `host` and localhost, a `client` certificate) unless a
+/// CA is already there.
+fn dev_certs(root: &std::path::Path, host: IpAddr, peers: &[PeerSpec]) -> anyhow::Result<PathBuf> {
+    let dir = root.join(DEV_TLS_DIR);
+    if dir.join(leasehold_server::certs::CA_CERT_FILE).exists() {
+        return Ok(dir);
+    }
+    let nodes: Vec<leasehold_server::certs::NodeCert> = peers
+        .iter()
+        .map(|p| leasehold_server::certs::NodeCert {
+            id: p.id,
+            hosts: vec![host.to_string(), "localhost".into()],
+        })
+        .collect();
+    leasehold_server::certs::init(
+        &dir,
+        &nodes,
+        &[leasehold_server::certs::DEFAULT_CLIENT.into()],
+        false,
+    )
+    .context("generating the dev cluster's certificates")?;
+    Ok(dir)
+}
+
+/// The auth settings of a local cluster (`leasehold dev`; `cluster/up.sh`
+/// does the same in shell): one admin principal whose token lives in
+/// `root/admin.token` (made on first start, mode 0600), where client
+/// commands find it without flags. Returns the settings and the file.
+pub fn local_admin_auth(root: &std::path::Path) -> anyhow::Result<(AuthConfig, PathBuf)> {
+    let (token, file) = crate::auth::ensure_admin_token(root)?;
+    let admin = Principal {
+        name: crate::auth::ADMIN_PRINCIPAL.into(),
+        token_sha256: TokenDigest::of(&token),
+        role: Role::Admin,
+        prefixes: Vec::new(),
+    };
+    let auth = AuthConfig {
+        principals: vec![admin],
+        open: false,
+    };
+    Ok((auth, file))
 }
 
 /// Number of nodes `dev` starts.
@@ -129,6 +201,26 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("no data directory"),
     };
     let peers = dev_peers(args.host, args.raft_port, args.api_port)?;
+    let tls_dir = match args.plaintext {
+        true => None,
+        false => Some(dev_certs(&root, args.host, &peers)?),
+    };
+    // The admin token outlives a temporary data directory: it goes to the
+    // data directory if given, else to the local cluster's data root, where
+    // client commands look for it.
+    let (auth, token_file) = if args.auth_open {
+        (AuthConfig::open(), None)
+    } else {
+        let token_root = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => crate::auth::default_token_file()
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        };
+        let (auth, file) = local_admin_auth(&token_root)?;
+        (auth, Some(file))
+    };
     let mut nodes = Vec::new();
     for (i, p) in (0u16..).zip(&peers) {
         let mut config = NodeConfig::new(
@@ -138,12 +230,17 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             peers.clone(),
             root.join(format!("node-{}", p.id)),
         );
+        config.auth = auth.clone();
         if args.metrics_port != 0 {
             let port = args
                 .metrics_port
                 .checked_add(i)
                 .context("--metrics-port: port out of range")?;
             config.metrics_listen = Some(SocketAddr::new(args.host, port));
+        }
+        match &tls_dir {
+            Some(dir) => config.tls = Some(leasehold_server::certs::node_files(dir, p.id)),
+            None => config.plaintext = true,
         }
         match Node::start(config).await {
             Ok(node) => nodes.push(node),
@@ -179,6 +276,26 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("export LEASEHOLD_ENDPOINTS={}", endpoints.join(","));
+    match &tls_dir {
+        Some(dir) => {
+            let (cert, key) =
+                leasehold_server::certs::client_files(dir, leasehold_server::certs::DEFAULT_CLIENT);
+            println!(
+                "export LEASEHOLD_CA_CERT={}",
+                dir.join(leasehold_server::certs::CA_CERT_FILE).display()
+            );
+            println!("export LEASEHOLD_CLIENT_CERT={}", cert.display());
+            println!("export LEASEHOLD_CLIENT_KEY={}", key.display());
+        }
+        None => println!("export LEASEHOLD_PLAINTEXT=true"),
+    }
+    match &token_file {
+        Some(file) => {
+            let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+            println!("export LEASEHOLD_TOKEN_FILE={}", file.display());
+        }
+        None => println!("client API OPEN (--auth-open): no tokens needed"),
+    }
     println!("Ctrl-C stops the cluster.");
     wait_for_shutdown_signal().await?;
     tracing::info!("signal received, shutting down the dev cluster");

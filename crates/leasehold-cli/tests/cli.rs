@@ -16,6 +16,10 @@ fn cli(cluster: &TestCluster, args: &[&str]) -> Command {
     c.args(args)
         .env("LEASEHOLD_ENDPOINTS", cluster.api_endpoints().join(","))
         .env_remove("RUST_LOG")
+        // No token from the test's environment or a local cluster.
+        .env_remove("LEASEHOLD_TOKEN")
+        .env_remove("LEASEHOLD_TOKEN_FILE")
+        .env("LEASEHOLD_DATA_DIR", "/nonexistent/leasehold-data")
         .kill_on_drop(true);
     c
 }
@@ -909,5 +913,158 @@ async fn config_status_completion_and_plain_logs() -> anyhow::Result<()> {
     let err = stderr(&o);
     assert!(err.contains("DEBUG"), "logs expected: {err}");
     assert!(!err.contains('\u{1b}'), "ANSI in {err:?}");
+    cluster.shutdown().await
+}
+
+/// `leasehold member`: a failed follower replaced by a fresh node, the
+/// result listed with roles and the leader, and refusals as one line with
+/// their exit codes (3: refused, nothing changed; 7: bad argument).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_replace_list_and_refusals() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(ClusterOptions::default()).await?;
+    let leader = cluster.serving_leader().await?;
+    let failed = cluster.other_than(leader)?;
+    cluster.stop(failed).await?;
+    cluster.start_new_node(4).await?;
+    cluster
+        .wait_admission(4, leasehold_server::Admission::AwaitingMembership)
+        .await?;
+    let new = cluster.member(4)?;
+    let spec = format!("4={},{}", new.raft_addr, new.api_addr);
+
+    let o = output(cli(
+        &cluster,
+        &[
+            "member",
+            "replace",
+            &failed.to_string(),
+            &spec,
+            "--output",
+            "json",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 0)?;
+    let voters: Vec<u64> = json_lines(&o)?
+        .iter()
+        .filter_map(|v| v["node_id"].as_u64())
+        .collect();
+    let want: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != failed)
+        .collect();
+    assert_eq!(voters, want);
+
+    let o = output(cli(&cluster, &["member", "list", "--output", "json"])).await?;
+    expect_code(&o, 0)?;
+    let listed = json_lines(&o)?;
+    assert_eq!(
+        listed
+            .iter()
+            .filter_map(|v| v["node_id"].as_u64())
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert!(listed.iter().all(|v| v["role"] == "voter"));
+    let leaders: Vec<u64> = listed
+        .iter()
+        .filter(|v| v["leader"] == true)
+        .filter_map(|v| v["node_id"].as_u64())
+        .collect();
+    assert_eq!(leaders, [cluster.serving_leader().await?]);
+
+    // A member at an address nothing answers on: refused, one line, exit 3.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
+    let o = output(cli(
+        &cluster,
+        &[
+            "member",
+            "add",
+            &format!("9={dead},{dead}"),
+            "--catch-up-timeout",
+            "500ms",
+        ],
+    ))
+    .await?;
+    expect_code(&o, 3)?;
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("node 9") && err.contains(&dead.to_string()),
+        "{err}"
+    );
+    // Not a member: exit 7.
+    let o = output(cli(&cluster, &["member", "remove", "42"])).await?;
+    expect_code(&o, 7)?;
+    assert!(
+        stderr(&o).contains("node 42 is not a member"),
+        "{}",
+        stderr(&o)
+    );
+    // Nothing changed.
+    let o = output(cli(&cluster, &["member", "list", "--output", "json"])).await?;
+    assert_eq!(json_lines(&o)?.len(), want.len());
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_come_from_the_flag_a_file_or_the_local_admin_token() -> anyhow::Result<()> {
+    use leasehold_tests::Role;
+    let admin = "cli-admin-token-0123456789";
+    let cluster = TestCluster::start(ClusterOptions::with_principals(&[
+        ("ops", admin, Role::Admin, &[]),
+        (
+            "chunkserver",
+            "cli-chunk-token-0123456789",
+            Role::Client,
+            &["chunk/"],
+        ),
+    ]))
+    .await?;
+    cluster.serving_leader().await?;
+    // No token: exit 11, one line.
+    let o = output(cli(&cluster, &["get", "chunk/1"])).await?;
+    expect_code(&o, 11)?;
+    assert_eq!(
+        stderr(&o).trim(),
+        "leasehold: connecting to the cluster: unauthenticated: missing bearer token (send `authorization: Bearer <token>` metadata)"
+    );
+    // --token, LEASEHOLD_TOKEN.
+    expect_code(
+        &output(cli(&cluster, &["get", "chunk/1", "--token", admin])).await?,
+        0,
+    )?;
+    let mut c = cli(&cluster, &["get", "chunk/1"]);
+    c.env("LEASEHOLD_TOKEN", admin);
+    expect_code(&output(c).await?, 0)?;
+    // --token-file, and the admin token of the local data directory.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("admin.token"), format!("{admin}\n"))?;
+    let file = dir.path().join("admin.token");
+    let file = file.to_str().context("utf-8 path")?;
+    expect_code(
+        &output(cli(&cluster, &["get", "chunk/1", "--token-file", file])).await?,
+        0,
+    )?;
+    let mut c = cli(&cluster, &["get", "chunk/1"]);
+    c.env("LEASEHOLD_DATA_DIR", dir.path());
+    expect_code(&output(c).await?, 0)?;
+    // A client outside its prefixes: exit 8, naming principal and prefix.
+    let o = output(cli(
+        &cluster,
+        &["acquire", "jobs/1", "--token", "cli-chunk-token-0123456789"],
+    ))
+    .await?;
+    expect_code(&o, 8)?;
+    assert!(
+        stderr(&o).contains("principal \"chunkserver\" may not call Acquire: resource \"jobs/1\" is outside its prefixes [\"chunk/\"]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = output(cli(&cluster, &["get", "chunk/1", "--token", "wrong"])).await?;
+    expect_code(&o, 11)?;
+    assert!(stderr(&o).contains("unknown token"), "{}", stderr(&o));
     cluster.shutdown().await
 }

@@ -61,16 +61,26 @@ api = "{api_addr}"
 heartbeat = "50ms"
 election_timeout_min = "150ms"
 election_timeout_max = "0.3s"
+
+[auth]
+open = true
 "#,
             file_data.display()
         ),
     )?;
     let config_arg = config.to_str().context("utf-8 path")?;
     let data_arg = flag_data.to_str().context("utf-8 path")?;
-    let mut server = leasehold(&["server", "--config", config_arg, "--data-dir", data_arg])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut server = leasehold(&[
+        "server",
+        "--config",
+        config_arg,
+        "--data-dir",
+        data_arg,
+        "--plaintext",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
 
     // It comes up as node 7 at the configured address, leading the
     // single-member cluster of its peer list.
@@ -115,6 +125,7 @@ async fn config_errors_are_all_reported_and_exit_2() -> anyhow::Result<()> {
     let path = config.to_str().context("utf-8 path")?;
     let mut c = leasehold(&["server"]);
     c.env("LEASEHOLD_CONFIG", path)
+        .env("LEASEHOLD_AUTH_OPEN", "true")
         .env("LEASEHOLD_SNAPSHOT_EVERY_ENTRIES", "0");
     let o = output(c).await?;
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -126,8 +137,202 @@ async fn config_errors_are_all_reported_and_exit_2() -> anyhow::Result<()> {
             format!("leasehold: config error: node.flavour: unknown key (file {path} line 5)"),
             format!("leasehold: config error: raft.heartbeat: must be at least 10 ms (is 2 ms) (file {path} line 7)"),
             "leasehold: config error: snapshot.every_entries: must be positive (env LEASEHOLD_SNAPSHOT_EVERY_ENTRIES)".to_string(),
+            format!("leasehold: config error: tls: {}", leasehold_server::config::NEITHER_TLS_NOR_PLAINTEXT),
         ]
     );
     assert!(!Path::new("/nonexistent").exists(), "nothing started");
+    Ok(())
+}
+
+#[tokio::test]
+async fn certs_init_writes_private_keys_and_refuses_to_overwrite() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    let tls_arg = tls.to_str().context("utf-8 path")?;
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "certs",
+            "init",
+            "--dir",
+            tls_arg,
+            "--node",
+            "1=127.0.0.1",
+            "--node",
+            "2=node2,10.0.0.2",
+            "--client",
+            "client",
+        ];
+        args.extend_from_slice(extra);
+        leasehold(&args)
+    };
+    let o = output(init(&[])).await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for name in [
+        "ca",
+        "ca-key",
+        "node-1",
+        "node-1-key",
+        "node-2",
+        "node-2-key",
+        "client",
+        "client-key",
+    ] {
+        let path = tls.join(format!("{name}.pem"));
+        let mode = std::fs::metadata(&path)
+            .with_context(|| format!("{name}.pem written"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        let want = if name.ends_with("key") { 0o600 } else { 0o644 };
+        assert_eq!(mode, want, "{name}.pem mode {mode:o}");
+    }
+    let ca_before = std::fs::read(tls.join("ca.pem"))?;
+
+    let o = output(init(&[])).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("ca.pem exists"), "{stderr}");
+    assert_eq!(
+        std::fs::read(tls.join("ca.pem"))?,
+        ca_before,
+        "not overwritten"
+    );
+
+    let o = output(init(&["--force"])).await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ne!(
+        std::fs::read(tls.join("ca.pem"))?,
+        ca_before,
+        "overwritten with --force"
+    );
+
+    let o = output(leasehold(&[
+        "certs", "init", "--dir", tls_arg, "--node", "x",
+    ]))
+    .await?;
+    assert_eq!(o.status.code(), Some(2), "a bad --node is a usage error");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let tls = data.join("tls");
+    let (raft, api) = (free_port()?, free_port()?);
+    let api_addr = format!("127.0.0.1:{api}");
+    let path = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");
+    let o = output(leasehold(&[
+        "certs",
+        "init",
+        "--dir",
+        &path(&tls)?,
+        "--node",
+        "1=127.0.0.1",
+        "--client",
+        "client",
+    ]))
+    .await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut server = leasehold(&[
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        &format!("1=127.0.0.1:{raft},{api_addr}"),
+        "--raft-listen",
+        &format!("127.0.0.1:{raft}"),
+        "--api-listen",
+        &api_addr,
+        "--data-dir",
+        &path(&data.join("node-1"))?,
+        "--heartbeat-ms",
+        "50",
+        "--election-timeout-ms-min",
+        "150",
+        "--election-timeout-ms-max",
+        "300",
+        "--tls-ca-cert",
+        &path(&tls.join("ca.pem"))?,
+        "--tls-cert",
+        &path(&tls.join("node-1.pem"))?,
+        "--tls-key",
+        &path(&tls.join("node-1-key.pem"))?,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
+
+    // No TLS flag: the CA and client certificate come from
+    // $LEASEHOLD_DATA_DIR/tls, as after cluster/up.sh.
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--endpoints", &api_addr, "--output", "json"];
+        args.extend_from_slice(extra);
+        let mut c = leasehold(&args);
+        c.env("LEASEHOLD_DATA_DIR", &data);
+        c
+    };
+    wait_until("the TLS node leads", WAIT, || async {
+        let o = output(status(&[])).await.ok()?;
+        let v: serde_json::Value =
+            serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next()?).ok()?;
+        (v["role"] == "leader" && v["serving"] == "serving").then_some(())
+    })
+    .await?;
+    let o = output(status(&["--plaintext"])).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "plaintext against TLS: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("requires TLS"), "{stderr}");
+
+    let pid = server.id().context("server pid")?;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid)?).context("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    let status = tokio::time::timeout(WAIT, server.wait()).await??;
+    assert_eq!(status.code(), Some(0), "clean shutdown on SIGTERM");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_principals_or_auth_open_a_server_refuses_to_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().context("utf-8 path")?;
+    let o = output(leasehold(&[
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        "1=127.0.0.1:1,127.0.0.1:2",
+        "--data-dir",
+        data_arg,
+        "--plaintext",
+    ]))
+    .await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        ["leasehold: config error: auth: no principals are configured: add [[auth.principals]] or set auth.open = true (--auth-open) to run with an open API"]
+    );
+    assert!(!data.exists(), "nothing started");
     Ok(())
 }

@@ -26,6 +26,11 @@ use crate::watch::WatchStream;
 const LIST_PAGE_SIZE: u32 = 500;
 /// Sessions asked for per page when [`Client::list_sessions`] follows pages.
 const SESSIONS_PAGE_SIZE: u32 = 500;
+/// The service's catch-up bound of a membership change that names none.
+const MEMBERSHIP_CATCH_UP_DEFAULT: Duration = Duration::from_secs(30);
+/// Time a membership change may spend committing its entries, on top of
+/// the catch-up.
+const MEMBERSHIP_COMMIT_SLACK: Duration = Duration::from_secs(30);
 
 /// What every clone of a client shares.
 #[derive(Debug)]
@@ -614,6 +619,20 @@ impl Client {
     /// Replaces the set of voters: new members are added as learners and
     /// caught up first, members left out are removed. Returns the new voters.
     pub async fn change_membership(&self, voters: &[Member]) -> Result<Vec<Member>, ClientError> {
+        self.change_membership_with(voters, None).await
+    }
+
+    /// [`Client::change_membership`], with how long new members may take to
+    /// catch up (`None`: the service's default, 30 s; at most 10 min). A
+    /// member that does not catch up in time is removed again and the call
+    /// fails with `DEADLINE_EXCEEDED` ([`ClientError::WaitTimedOut`]); the
+    /// membership is then as it was.
+    pub async fn change_membership_with(
+        &self,
+        voters: &[Member],
+        catch_up: Option<Duration>,
+    ) -> Result<Vec<Member>, ClientError> {
+        let catch_up_timeout_ms = catch_up.map_or(0, |d| duration_ms(d).max(1));
         let request = pb::ChangeMembershipRequest {
             voters: voters
                 .iter()
@@ -621,26 +640,40 @@ impl Client {
                     node_id: m.node_id,
                     raft_addr: m.raft_addr.clone(),
                     api_addr: m.api_addr.clone(),
+                    learner: false,
                 })
                 .collect(),
+            catch_up_timeout_ms,
         };
-        self.unary("change_membership", |mut stub, _| {
-            let request = request.clone();
-            async move {
-                stub.change_membership(request).await.map(|r| {
-                    r.into_inner()
-                        .voters
-                        .into_iter()
-                        .map(|m| Member {
-                            node_id: m.node_id,
-                            raft_addr: m.raft_addr,
-                            api_addr: m.api_addr,
+        // The server may spend the whole catch-up (and a few commits) on
+        // one attempt: an attempt cut off earlier would be retried into the
+        // change still running.
+        let c = self.config();
+        let slack = catch_up.unwrap_or(MEMBERSHIP_CATCH_UP_DEFAULT) + MEMBERSHIP_COMMIT_SLACK;
+        self.transport()
+            .call(
+                "change_membership",
+                c.call_timeout.saturating_add(slack),
+                c.attempt_timeout.saturating_add(slack),
+                |mut stub, _| {
+                    let request = request.clone();
+                    async move {
+                        stub.change_membership(request).await.map(|r| {
+                            r.into_inner()
+                                .voters
+                                .into_iter()
+                                .map(|m| Member {
+                                    node_id: m.node_id,
+                                    raft_addr: m.raft_addr,
+                                    api_addr: m.api_addr,
+                                    learner: false,
+                                })
+                                .collect()
                         })
-                        .collect()
-                })
-            }
-        })
-        .await
+                    }
+                },
+            )
+            .await
     }
 
     /// The status of some node, the leader when known; records the leader
@@ -680,7 +713,13 @@ impl Client {
                 self.observe_drift(r.config.as_ref().map_or(0, |c| c.drift_ppm));
                 Ok(NodeStatus::from_pb(addr, r))
             }
-            Ok(Err(status)) => Err(status.into()),
+            Ok(Err(status)) => {
+                let tls = self.config().tls.is_some();
+                match crate::error::diagnose(&status, &addr, tls).await {
+                    Some(message) => Err(ClientError::Config(message)),
+                    None => Err(status.into()),
+                }
+            }
             Err(_) => Err(ClientError::Unavailable {
                 message: format!("{addr}: no answer within {timeout:?}"),
                 after: timeout,

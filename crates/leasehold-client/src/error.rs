@@ -23,10 +23,16 @@ pub enum ClientError {
     /// `NOT_FOUND`.
     #[error("not found: {0}")]
     NotFound(String),
-    /// A call named a session without its secret (or with a wrong one):
+    /// A call named a session without its secret (or with a wrong one), or
+    /// the caller's principal may not make the call (its role or resource
+    /// prefixes; the message names principal, call and what it needs):
     /// nothing changed. Sessions belong to the client that opened them.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The call carried no bearer token, or one no principal of the cluster
+    /// has: nothing changed. `UNAUTHENTICATED`.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// The resource is held in a conflicting mode and the call did not wait,
     /// or a release named a lease the session does not hold. The message
     /// names the holder and its token. `FAILED_PRECONDITION`.
@@ -76,6 +82,7 @@ impl ClientError {
             ClientError::InvalidArgument(_) | ClientError::Config(_) => Code::InvalidArgument,
             ClientError::NotFound(_) => Code::NotFound,
             ClientError::PermissionDenied(_) => Code::PermissionDenied,
+            ClientError::Unauthenticated(_) => Code::Unauthenticated,
             ClientError::Conflict(_) => Code::FailedPrecondition,
             ClientError::WaitTimedOut(_) => Code::DeadlineExceeded,
             ClientError::LimitExceeded(_) => Code::ResourceExhausted,
@@ -100,6 +107,7 @@ impl ClientError {
             ClientError::InvalidArgument(_) => "invalid_argument",
             ClientError::NotFound(_) => "not_found",
             ClientError::PermissionDenied(_) => "permission_denied",
+            ClientError::Unauthenticated(_) => "unauthenticated",
             ClientError::Conflict(_) => "conflict",
             ClientError::WaitTimedOut(_) => "wait_timed_out",
             ClientError::LimitExceeded(_) => "limit_exceeded",
@@ -122,6 +130,7 @@ impl From<Status> for ClientError {
             Code::InvalidArgument => ClientError::InvalidArgument(message),
             Code::NotFound => ClientError::NotFound(message),
             Code::PermissionDenied => ClientError::PermissionDenied(message),
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
             Code::FailedPrecondition => ClientError::Conflict(message),
             Code::DeadlineExceeded => ClientError::WaitTimedOut(message),
             Code::ResourceExhausted => ClientError::LimitExceeded(message),
@@ -137,6 +146,96 @@ impl From<Status> for ClientError {
             code => ClientError::Rpc { code, message },
         }
     }
+}
+
+/// A connection failure that retrying will not cure because the two ends
+/// disagree on TLS, explained for a person: TLS against a plaintext node,
+/// a node certificate this client does not trust, or plaintext against a
+/// TLS node. `None` for any other failure.
+pub(crate) fn tls_mismatch(status: &Status, addr: &str, tls: bool) -> Option<String> {
+    let text = chain(status);
+    let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    if tls && text.contains("InvalidContentType") {
+        return Some(format!(
+            "TLS handshake with {authority} failed: the node does not speak TLS \
+             (started with --plaintext? then connect with --plaintext)"
+        ));
+    }
+    if tls && text.contains("invalid peer certificate") {
+        let reason = status.message();
+        return Some(format!(
+            "TLS: {authority} presented a certificate this client does not accept ({reason}): \
+             check the CA certificate (--ca-cert) and that the node's certificate names this host"
+        ));
+    }
+    if !tls && (text.contains("FRAME_SIZE_ERROR") || text.contains("frame with invalid size")) {
+        return Some(format!(
+            "{authority} did not answer plaintext HTTP/2: the node requires TLS \
+             (give the cluster's CA certificate: --ca-cert or LEASEHOLD_CA_CERT)"
+        ));
+    }
+    None
+}
+
+/// Bound on the probe [`diagnose`] makes of a node that closed a
+/// plaintext connection.
+pub(crate) const TLS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Like [`tls_mismatch`], and for a plaintext client whose connection was
+/// closed or reset without a recognisable answer, probes the node: it
+/// speaks TLS if it answers the HTTP/2 preface with a TLS record (an alert
+/// or handshake, content types 21 and 22).
+pub(crate) async fn diagnose(status: &Status, addr: &str, tls: bool) -> Option<String> {
+    if let Some(m) = tls_mismatch(status, addr, tls) {
+        return Some(m);
+    }
+    let text = chain(status).to_ascii_lowercase();
+    let closed = [
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+        "h2 protocol error",
+    ]
+    .iter()
+    .any(|c| text.contains(c));
+    if tls || !closed {
+        return None;
+    }
+    let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let probe = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut first = [0u8; 1];
+        let n = stream.read(&mut first).await.ok()?;
+        (n == 1 && (first[0] == 21 || first[0] == 22)).then_some(())
+    };
+    tokio::time::timeout(TLS_PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()?;
+    Some(format!(
+        "{authority} did not answer plaintext HTTP/2: the node requires TLS \
+         (give the cluster's CA certificate: --ca-cert or LEASEHOLD_CA_CERT)"
+    ))
+}
+
+/// An error and its sources on one line.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Whether `status` means "could not reach the node or the connection
@@ -173,6 +272,7 @@ mod tests {
             (Code::OutOfRange, "out_of_range", false),
             (Code::Unavailable, "unavailable", true),
             (Code::PermissionDenied, "permission_denied", false),
+            (Code::Unauthenticated, "unauthenticated", false),
         ];
         for (code, kind, retryable) in cases {
             let e = ClientError::from(Status::new(code, "why"));

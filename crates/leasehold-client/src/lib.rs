@@ -18,6 +18,7 @@
 //! - [`keepalive`] (private): the task renewing every session on one
 //!   `KeepAlive` stream, at most 10,000 sessions per request (the server's
 //!   limit), pairing replies to sends through a FIFO.
+//! - [`membership`]: add, remove, replace one member; the leader's view.
 //! - [`transport`]: endpoint normalization, leader hints, channels, retries.
 //! - [`watch`]: [`WatchStream`], lease events resumed after failures.
 //! - [`types`]: plain values ([`AcquireOptions`], [`ResourceState`],
@@ -66,13 +67,14 @@ pub mod deadline;
 pub mod error;
 pub mod handle;
 mod keepalive;
+pub mod membership;
 pub mod session;
 pub mod transport;
 pub mod types;
 pub mod watch;
 
 pub use client::Client;
-pub use config::ClientBuilder;
+pub use config::{ClientBuilder, ClientTls, Token, TOKEN_BYTES_MAX};
 pub use deadline::HolderClock;
 pub use error::ClientError;
 pub use handle::SessionHandle;

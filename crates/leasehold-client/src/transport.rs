@@ -9,14 +9,81 @@ use std::time::{Duration, Instant};
 
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_proto::LEADER_METADATA_KEY;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::config::ClientConfig;
-use crate::error::{is_connection_failure, ClientError};
+use crate::config::{ClientConfig, TOKEN_BYTES_MAX};
+use crate::error::{diagnose, is_connection_failure, ClientError};
 
-/// The gRPC stub every call uses.
-pub(crate) type Stub = LeaseholdClient<Channel>;
+/// The gRPC stub every call uses: a channel whose requests carry the
+/// client's credentials.
+pub(crate) type Stub = LeaseholdClient<InterceptedService<Channel, Credentials>>;
+
+/// The metadata key of the bearer token.
+const AUTHORIZATION_METADATA_KEY: &str = "authorization";
+
+/// Adds `authorization: Bearer <token>` to every request (nothing without
+/// a token). The value is marked sensitive (never indexed by HTTP/2 header
+/// compression) and never printed.
+#[derive(Clone, Default)]
+pub(crate) struct Credentials {
+    /// The whole metadata value, `Bearer <token>`.
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.authorization.is_some() {
+            "<redacted>"
+        } else {
+            "none"
+        };
+        f.debug_struct("Credentials")
+            .field("token", &token)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Credentials presenting `token` (checked: 1 to [`TOKEN_BYTES_MAX`]
+    /// visible ASCII characters), or none.
+    pub(crate) fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        let Some(token) = token else {
+            return Ok(Credentials::default());
+        };
+        if token.is_empty() || token.len() > TOKEN_BYTES_MAX {
+            return Err(ClientError::Config(format!(
+                "token: must be 1 to {TOKEN_BYTES_MAX} bytes (is {})",
+                token.len()
+            )));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::Config(
+                "token: must be printable ASCII without spaces".into(),
+            ));
+        }
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::Config("token: not a valid metadata value".into()))?;
+        value.set_sensitive(true);
+        Ok(Credentials {
+            authorization: Some(value),
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION_METADATA_KEY, value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Normalizes an endpoint given as `host:port` or `http://host:port` to the
 /// URI form tonic connects to (`http://host:port`, no trailing slash).
@@ -114,6 +181,8 @@ pub(crate) struct Transport {
     endpoints: Vec<String>,
     /// Leader, rotation, channels.
     routing: Mutex<Routing>,
+    /// What every request carries to say who calls.
+    credentials: Credentials,
 }
 
 impl Transport {
@@ -129,10 +198,12 @@ impl Transport {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
+        let credentials = Credentials::new(config.token.as_ref().map(|t| t.0.as_str()))?;
         Ok(Transport {
             config,
             endpoints,
             routing: Mutex::new(Routing::default()),
+            credentials,
         })
     }
 
@@ -172,10 +243,26 @@ impl Transport {
     pub(crate) fn stub(&self, addr: &str) -> Result<Stub, ClientError> {
         let mut r = self.routing();
         if let Some(c) = r.channels.get(addr) {
-            return Ok(LeaseholdClient::new(c.clone()));
+            return Ok(stub_on(c.clone(), self.credentials.clone()));
         }
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
+        let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        let uri = match &self.config.tls {
+            Some(_) => format!("https://{authority}"),
+            None if addr.starts_with("https://") => {
+                return Err(ClientError::Config(format!(
+                    "endpoint {addr:?} asks for TLS but no CA certificate is configured"
+                )))
+            }
+            None => format!("http://{authority}"),
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic_config()?)
+                .map_err(|e| ClientError::Config(format!("TLS: {}", crate::error::chain(&e))))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -183,7 +270,7 @@ impl Transport {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         r.channels.insert(addr.to_string(), channel.clone());
-        Ok(LeaseholdClient::new(channel))
+        Ok(stub_on(channel, self.credentials.clone()))
     }
 
     /// The order in which one round tries nodes: the leader first when
@@ -249,6 +336,10 @@ impl Transport {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(status)) => {
                         let hint = leader_hint(&status);
+                        let tls = self.config.tls.is_some();
+                        if let Some(message) = diagnose(&status, &addr, tls).await {
+                            return Err(ClientError::Config(message));
+                        }
                         if !is_connection_failure(&status) {
                             return Err(status.into());
                         }
@@ -283,6 +374,13 @@ impl Transport {
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// A stub on `channel` that refuses to send a request the server would
+/// refuse as oversize (`request_bytes_max`).
+fn stub_on(channel: tonic::transport::Channel, credentials: Credentials) -> Stub {
+    LeaseholdClient::with_interceptor(channel, credentials)
+        .max_encoding_message_size(leasehold_proto::REQUEST_BYTES_MAX)
 }
 
 #[cfg(test)]

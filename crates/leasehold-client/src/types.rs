@@ -397,6 +397,9 @@ pub struct Member {
     pub raft_addr: String,
     /// Client API address.
     pub api_addr: String,
+    /// In a status: a learner (replicated to, no vote) rather than a voter.
+    /// Ignored by [`Client::change_membership`](crate::Client::change_membership).
+    pub learner: bool,
 }
 
 /// One node's view of the cluster, from [`Client::status`](crate::Client::status).
@@ -454,6 +457,7 @@ impl NodeStatus {
                     node_id: m.node_id,
                     raft_addr: m.raft_addr,
                     api_addr: m.api_addr,
+                    learner: m.learner,
                 })
                 .collect(),
             serving: Serving::from_pb(s.serving),

@@ -509,3 +509,83 @@ async fn a_rolling_restart_loses_no_session_or_lease() -> anyhow::Result<()> {
     );
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_token_names_a_principal_whose_role_and_prefixes_hold() -> anyhow::Result<()> {
+    use leasehold_tests::Role;
+    let cluster = TestCluster::start(ClusterOptions::with_principals(&[
+        ("ops", "admin-secret-token", Role::Admin, &[]),
+        (
+            "chunkserver",
+            "chunk-secret-token",
+            Role::Client,
+            &["chunk/"],
+        ),
+    ]))
+    .await?;
+    let refused = Client::connect(cluster.api_endpoints())
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    assert_eq!(refused.kind(), "unauthenticated");
+    let refused = ClientBuilder::new(cluster.api_endpoints())
+        .token("wrong-token")
+        .connect()
+        .await
+        .expect_err("unknown token");
+    assert!(refused.to_string().contains("unknown token"), "{refused}");
+    let bad = ClientBuilder::new(cluster.api_endpoints())
+        .token("has a space")
+        .connect()
+        .await
+        .expect_err("bad token");
+    assert_eq!(bad.kind(), "config", "{bad}");
+
+    let chunks = ClientBuilder::new(cluster.api_endpoints())
+        .token("chunk-secret-token")
+        .connect()
+        .await?;
+    // Sessions, acquires and the keepalive task all carry the token.
+    let session = chunks.open_session("cs-1", Duration::from_secs(3)).await?;
+    let lease = session
+        .acquire("chunk/1", AcquireOptions::exclusive())
+        .await?;
+    let denied = session
+        .acquire("jobs/1", AcquireOptions::exclusive())
+        .await
+        .expect_err("outside chunk/");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    assert!(denied.to_string().contains("chunkserver"), "{denied}");
+    let denied = chunks
+        .recall("chunk/1", "not an admin")
+        .await
+        .expect_err("needs admin");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    // Kept alive past several TTLs by the keepalive task (its renewals
+    // would be refused without the token): the session is still there.
+    let admin = ClientBuilder::new(cluster.api_endpoints())
+        .token("admin-secret-token")
+        .connect()
+        .await?;
+    let renewed = cluster
+        .node(cluster.leader().await?)?
+        .metrics()
+        .keepalive_renewed_total;
+    leasehold_tests::wait_until("three keepalive renewals", WAIT, || async {
+        let now = cluster
+            .node(cluster.leader().await.ok()?)
+            .ok()?
+            .metrics()
+            .keepalive_renewed_total;
+        (now >= renewed + 3).then_some(())
+    })
+    .await?;
+    assert!(lease.is_valid());
+    assert_eq!(
+        admin.get("chunk/1").await?.holders[0].session_id,
+        session.id()
+    );
+    assert!(!format!("{chunks:?}").contains("chunk-secret-token"));
+    session.close().await?;
+    cluster.shutdown().await
+}

@@ -29,7 +29,9 @@ mod invariants;
 mod recalls;
 mod validate;
 
-pub use validate::{validate_client_name, validate_metadata, validate_reason, validate_resource};
+pub use validate::{
+    validate_client_name, validate_metadata, validate_reason, validate_resource, validate_text,
+};
 
 /// The whole replicated lease state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

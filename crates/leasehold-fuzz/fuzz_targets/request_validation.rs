@@ -207,7 +207,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             match request::change_membership(&req) {
-                Ok(voters) => {
+                Ok((voters, _catch_up)) => {
                     assert!((1..=VOTERS_MAX).contains(&voters.len()));
                     assert_eq!(voters.len(), req.voters.len());
                     assert!(voters.keys().all(|id| *id != 0));

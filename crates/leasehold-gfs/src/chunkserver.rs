@@ -36,6 +36,13 @@ pub struct ChunkserverConfig {
     pub data_dir: PathBuf,
     /// Leasehold client API endpoints.
     pub leasehold: Vec<String>,
+    /// TLS towards Leasehold (its CA, optionally a client certificate);
+    /// `None`: plaintext.
+    pub leasehold_tls: Option<leasehold_client::ClientTls>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). A `client` principal limited to the prefix `chunk/`
+    /// is enough: chunkservers only open sessions and acquire `chunk/…`.
+    pub token: Option<leasehold_client::Token>,
     /// Master addresses (reports go to every one).
     pub masters: Vec<String>,
     /// TTL of its Leasehold session.
@@ -61,7 +68,9 @@ impl ChunkserverConfig {
             id: id.to_string(),
             data_dir,
             leasehold,
+            leasehold_tls: None,
             masters,
+            token: None,
             session_ttl: Duration::from_secs(2),
             report_interval: Duration::from_millis(300),
             chunk_bytes: crate::names::CHUNK_BYTES_DEFAULT,
@@ -280,9 +289,12 @@ impl ChunkserverHandle {
     ) -> Result<ChunkserverHandle, GfsError> {
         let addr = listener.local_addr()?;
         let store = Store::open(&config.data_dir)?;
-        let leasehold = leasehold_client::ClientBuilder::new(config.leasehold.clone())
-            .client_name(format!("gfs-chunkserver-{}", config.id))
-            .connect_lazy()?;
+        let mut builder = leasehold_client::ClientBuilder::new(config.leasehold.clone())
+            .client_name(format!("gfs-chunkserver-{}", config.id));
+        if let Some(tls) = &config.leasehold_tls {
+            builder = builder.tls(tls.clone());
+        }
+        let leasehold = builder.maybe_token(config.token.as_ref()).connect_lazy()?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
             store,

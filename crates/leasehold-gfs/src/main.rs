@@ -32,6 +32,42 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// A Leasehold bearer token, for a cluster that requires one.
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// Bearer token sent to Leasehold.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// File holding the bearer token (its first line).
+    #[arg(long, env = "LEASEHOLD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token given, if any.
+    fn resolve(&self) -> anyhow::Result<Option<leasehold_client::Token>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => t.trim().to_string(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+        };
+        anyhow::ensure!(
+            !token.is_empty() && token.len() <= leasehold_client::TOKEN_BYTES_MAX,
+            "the token must be 1 to {} bytes",
+            leasehold_client::TOKEN_BYTES_MAX
+        );
+        Ok(Some(leasehold_client::Token::new(token)))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a master (stands for election through `gfs/master`).
@@ -45,6 +81,13 @@ enum Cmd {
         /// Leasehold endpoints, comma separated.
         #[arg(long, value_delimiter = ',')]
         leasehold: Vec<String>,
+        /// TLS towards Leasehold.
+        #[command(flatten)]
+        tls: LeaseholdTls,
+        /// Leasehold credentials (masters recall chunk leases: an admin
+        /// principal's token).
+        #[command(flatten)]
+        token: TokenArgs,
         /// Session TTL in ms.
         #[arg(long, default_value_t = 2_000)]
         ttl_ms: u64,
@@ -66,9 +109,15 @@ enum Cmd {
         /// Leasehold endpoints, comma separated.
         #[arg(long, value_delimiter = ',')]
         leasehold: Vec<String>,
+        /// TLS towards Leasehold.
+        #[command(flatten)]
+        tls: LeaseholdTls,
         /// Master addresses, comma separated.
         #[arg(long, value_delimiter = ',')]
         masters: Vec<String>,
+        /// Leasehold credentials (a client principal limited to `chunk/`).
+        #[command(flatten)]
+        token: TokenArgs,
         /// Session TTL in ms.
         #[arg(long, default_value_t = 2_000)]
         ttl_ms: u64,
@@ -162,6 +211,41 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How masters and chunkservers reach Leasehold: the flags of the
+/// `leasehold` client commands.
+#[derive(clap::Args, Debug)]
+struct LeaseholdTls {
+    /// Leasehold's CA certificate (PEM): connect over TLS. Default:
+    /// $LEASEHOLD_DATA_DIR/tls/ca.pem (data dir default ./.leasehold-data)
+    /// if it exists, with client.pem and client-key.pem beside it.
+    #[arg(long, env = "LEASEHOLD_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to Leasehold (with --client-key).
+    #[arg(long, env = "LEASEHOLD_CLIENT_CERT", value_name = "PEM")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "LEASEHOLD_CLIENT_KEY", value_name = "PEM")]
+    client_key: Option<PathBuf>,
+    /// Connect to Leasehold without TLS (skips the default CA lookup).
+    #[arg(long)]
+    plaintext: bool,
+}
+
+impl LeaseholdTls {
+    /// The client TLS these flags ask for; `None`: plaintext.
+    fn resolve(&self) -> anyhow::Result<Option<leasehold_client::ClientTls>> {
+        let data_dir = std::env::var_os("LEASEHOLD_DATA_DIR")
+            .map_or_else(|| PathBuf::from(".leasehold-data"), PathBuf::from);
+        Ok(leasehold_client::ClientTls::resolve(
+            self.ca_cert.as_deref(),
+            self.client_cert.as_deref(),
+            self.client_key.as_deref(),
+            self.plaintext,
+            &data_dir,
+        )?)
+    }
+}
+
 /// A history sink for an optional path.
 fn sink(path: Option<&PathBuf>) -> anyhow::Result<History> {
     Ok(match path {
@@ -186,10 +270,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             id,
             listen,
             leasehold,
+            tls,
+            token,
             ttl_ms,
             history,
         } => {
             let mut config = MasterConfig::new(&id, leasehold);
+            config.leasehold_tls = tls.resolve()?;
+            config.token = token.resolve()?;
             config.session_ttl = Duration::from_millis(ttl_ms);
             config.history = sink(history.as_ref())?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -203,7 +291,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             listen,
             data_dir,
             leasehold,
+            tls,
             masters,
+            token,
             ttl_ms,
             chunk_bytes,
             history,
@@ -215,6 +305,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 leasehold_gfs::names::CHUNK_BYTES_MAX
             );
             let mut config = ChunkserverConfig::new(&id, data_dir, leasehold, masters);
+            config.leasehold_tls = tls.resolve()?;
+            config.token = token.resolve()?;
             config.session_ttl = Duration::from_millis(ttl_ms);
             config.chunk_bytes = chunk_bytes;
             config.history = sink(history.as_ref())?;

@@ -40,6 +40,13 @@ pub struct MasterConfig {
     pub id: String,
     /// Leasehold client API endpoints.
     pub leasehold: Vec<String>,
+    /// TLS towards Leasehold (its CA, optionally a client certificate);
+    /// `None`: plaintext.
+    pub leasehold_tls: Option<leasehold_client::ClientTls>,
+    /// Bearer token for a Leasehold cluster that requires one (None: open
+    /// API). Masters recall chunk leases to re-replicate, and Recall
+    /// needs an `admin` principal.
+    pub token: Option<leasehold_client::Token>,
     /// TTL of its Leasehold session (and so of the `gfs/master` lease).
     pub session_ttl: Duration,
     /// Period of the assignment loop.
@@ -67,6 +74,8 @@ impl MasterConfig {
         MasterConfig {
             id: id.to_string(),
             leasehold,
+            leasehold_tls: None,
+            token: None,
             session_ttl: Duration::from_secs(2),
             tick: Duration::from_millis(100),
             report_timeout: Duration::from_millis(1_500),
@@ -349,9 +358,12 @@ impl MasterHandle {
     /// Starts a master serving on `listener` and standing for election.
     pub async fn start(config: MasterConfig, listener: TcpListener) -> Result<Self, GfsError> {
         let addr = listener.local_addr()?;
-        let leasehold = leasehold_client::ClientBuilder::new(config.leasehold.clone())
-            .client_name(format!("gfs-master-{}", config.id))
-            .connect_lazy()?;
+        let mut builder = leasehold_client::ClientBuilder::new(config.leasehold.clone())
+            .client_name(format!("gfs-master-{}", config.id));
+        if let Some(tls) = &config.leasehold_tls {
+            builder = builder.tls(tls.clone());
+        }
+        let leasehold = builder.maybe_token(config.token.as_ref()).connect_lazy()?;
         let inner = Arc::new(MasterInner {
             address: addr.to_string(),
             leasehold,

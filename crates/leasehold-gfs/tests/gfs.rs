@@ -168,6 +168,51 @@ async fn recall_moves_the_primary() -> anyhow::Result<()> {
     gfs.shutdown().await
 }
 
+/// With tokens required, the master (an admin principal: it recalls) and
+/// the chunkservers (a `client` principal limited to `chunk/`) still
+/// assign, write and move a primary by recall; the chunkservers' principal
+/// may not take the master's election lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primaries_work_with_least_privilege_tokens() -> anyhow::Result<()> {
+    let gfs = Gfs::start(Options {
+        auth: true,
+        ..Options::default()
+    })
+    .await?;
+    gfs.client.create("a1", 0).await?;
+    let before = gfs.wait_primary("a1", 0).await?;
+    gfs.write("a1", 0, b"with tokens").await?;
+    let old = Gfs::primary_id(&before)?;
+    let target = before
+        .replicas
+        .iter()
+        .map(|r| r.server_id.clone())
+        .find(|s| *s != old)
+        .ok_or_else(|| anyhow::anyhow!("no secondary"))?;
+    gfs.client.recall("a1", "snapshot", &target).await?;
+    let after = gfs.wait_primary("a1", before.version).await?;
+    assert_eq!(Gfs::primary_id(&after)?, target);
+    assert_eq!(gfs.client.read("a1", 0, 11).await?, b"with tokens");
+    // The chunkservers' token cannot stand for master.
+    let cs = leasehold_client::ClientBuilder::new(gfs.cluster.api_endpoints())
+        .token(common::CHUNKSERVER_TOKEN)
+        .connect()
+        .await?;
+    let session = cs.open_session("not-a-master", TTL).await?;
+    let denied = session
+        .acquire(
+            leasehold_gfs::names::MASTER_LEASE,
+            leasehold_client::AcquireOptions::exclusive(),
+        )
+        .await
+        .expect_err("outside chunk/");
+    assert_eq!(denied.kind(), "permission_denied", "{denied}");
+    session.close().await?;
+    let s = gfs.check()?;
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    gfs.shutdown().await
+}
+
 /// A secondary that was down while the chunk moved on comes back with an
 /// older version: it is left out of every location while stale, then the
 /// master restores the replication factor by recalling the primary and

@@ -53,3 +53,10 @@ pub const HOPS_METADATA_KEY: &str = "x-leasehold-hops";
 
 /// Most times a request is forwarded before a node answers `UNAVAILABLE`.
 pub const FORWARD_HOPS_MAX: u32 = 2;
+
+/// Largest request message a Leasehold node decodes, in bytes (1 MiB). The
+/// largest legitimate request, a keepalive naming 10,000 sessions with
+/// their secrets, is about 300 KB. A larger one is refused with
+/// `RESOURCE_EXHAUSTED` naming `request_bytes_max`; clients refuse to send
+/// one in the first place.
+pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;

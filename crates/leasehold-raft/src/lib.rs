@@ -7,9 +7,12 @@
 //!   typed key spaces, one serialized flush path.
 //! - [`network`]: Raft peer transport over tonic: [`network::PeerNetwork`]
 //!   (client, one cached channel per peer) and [`network::serve_peer`] (server).
+//! - [`tls`]: a node's TLS material ([`tls::NodeTls`]): mutual TLS between
+//!   peers, TLS for the client API, endpoints for outgoing channels.
 
 pub mod network;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 pub use types::{LeaseNode, NodeId, Raft, TypeConfig};

@@ -8,7 +8,9 @@
 //! candidate that lacks committed entries) and the leader may remember how
 //! far its old log went (openraft treats a follower log going backwards as a
 //! bug). So a pristine node starts **quarantined** — its peer service refuses
-//! every Raft RPC — and asks every `--peer` member for its `Status`:
+//! every Raft RPC — and asks every `--peer` member for its status (the
+//! `Status` RPC of the peer service, on the Raft port: cluster-internal,
+//! so it needs none of the client API's credentials):
 //!
 //! 1. If some member has committed entries (the cluster is formed), the node
 //!    never initializes. It follows the view of the member that answers as
@@ -32,12 +34,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use leasehold_proto::v1 as pb;
-use leasehold_proto::v1::leasehold_client::LeaseholdClient;
+use leasehold_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use leasehold_raft::network::PeerStatus;
 use leasehold_raft::{LeaseNode, NodeId, Raft};
 use openraft::error::{InitializeError, RaftError};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::NodeConfig;
 use crate::shutdown::ShutdownSignal;
@@ -66,6 +68,17 @@ pub enum Admission {
 }
 
 impl Admission {
+    /// Its name in `Status` (`admission`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Restarted => "restarted",
+            Admission::Probing => "probing",
+            Admission::Quarantined => "quarantined",
+            Admission::AwaitingMembership => "awaiting_membership",
+            Admission::Founded => "founded",
+        }
+    }
+
     /// Whether the node's peer service refuses every Raft RPC in this state.
     pub fn quarantined(self) -> bool {
         matches!(self, Admission::Probing | Admission::Quarantined)
@@ -93,17 +106,17 @@ pub(crate) enum PeerView {
 }
 
 impl PeerView {
-    /// Classifies a Status answer.
-    pub(crate) fn from_status(s: &pb::StatusResponse) -> PeerView {
+    /// Classifies a peer's status answer.
+    pub(crate) fn from_status(s: &PeerStatus) -> PeerView {
         if s.members.is_empty() {
             PeerView::Pristine
-        } else if s.commit_index == 0 {
+        } else if s.applied_index == 0 {
             PeerView::Forming
         } else {
             PeerView::Formed {
-                leader: s.role == "leader",
+                leader: s.leader,
                 term: s.term,
-                members: s.members.iter().map(|m| m.node_id).collect(),
+                members: s.members.iter().map(|(id, _)| *id).collect(),
             }
         }
     }
@@ -163,10 +176,18 @@ pub(crate) fn decide(me: NodeId, may_found: bool, views: &[PeerView]) -> Decisio
     Decision::Found
 }
 
-/// Asks one member for its Status.
-async fn probe(client: &mut LeaseholdClient<Channel>) -> PeerView {
-    match tokio::time::timeout(PROBE_TIMEOUT, client.status(pb::StatusRequest {})).await {
-        Ok(Ok(reply)) => PeerView::from_status(reply.get_ref()),
+/// Asks one member for its status on its peer port.
+async fn probe(client: &mut RaftPeerClient<Channel>) -> PeerView {
+    let Ok(request) = leasehold_raft::network::encode("status request", &()) else {
+        return PeerView::Unreachable;
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, client.status(request)).await {
+        Ok(Ok(reply)) => {
+            match leasehold_raft::network::decode::<PeerStatus>("status reply", reply.get_ref()) {
+                Ok(status) => PeerView::from_status(&status),
+                Err(_) => PeerView::Unreachable,
+            }
+        }
         _ => PeerView::Unreachable,
     }
 }
@@ -176,23 +197,24 @@ async fn probe(client: &mut LeaseholdClient<Channel>) -> PeerView {
 /// publishing each state on `state`.
 pub(crate) async fn admit(
     config: NodeConfig,
+    tls: Option<leasehold_raft::tls::NodeTls>,
     raft: Raft,
     quarantine: leasehold_raft::network::Isolation,
     state: watch::Sender<Admission>,
     shutdown: ShutdownSignal,
 ) {
     let node_id = config.node_id;
-    let mut clients: Vec<LeaseholdClient<Channel>> = Vec::new();
+    let mut clients: Vec<RaftPeerClient<Channel>> = Vec::new();
     let mut unusable = 0usize;
     for p in config.peers.iter().filter(|p| p.id != node_id) {
-        match Endpoint::from_shared(format!("http://{}", p.node.api_addr)) {
-            Ok(e) => clients.push(LeaseholdClient::new(
+        match leasehold_raft::tls::endpoint(&p.node.raft_addr, tls.as_ref()) {
+            Ok(e) => clients.push(RaftPeerClient::new(
                 e.connect_timeout(PROBE_TIMEOUT)
                     .tcp_nodelay(true)
                     .connect_lazy(),
             )),
             Err(error) => {
-                tracing::error!(node_id, peer = p.id, %error, "bad peer API address; it counts as unreachable");
+                tracing::error!(node_id, peer = p.id, %error, "bad peer Raft address; it counts as unreachable");
                 unusable += 1;
             }
         }
@@ -338,16 +360,26 @@ mod tests {
 
     #[test]
     fn status_answers_classify() {
-        let mut s = pb::StatusResponse::default();
+        let mut s = PeerStatus {
+            node_id: 1,
+            term: 1,
+            leader: false,
+            leader_id: None,
+            applied_index: 0,
+            members: Vec::new(),
+            admission: "probing".into(),
+        };
         assert_eq!(PeerView::from_status(&s), PeerView::Pristine);
-        s.members.push(pb::Member {
-            node_id: 2,
-            raft_addr: "a".into(),
-            api_addr: "b".into(),
-        });
+        s.members.push((
+            2,
+            LeaseNode {
+                raft_addr: "r2".into(),
+                api_addr: "a2".into(),
+            },
+        ));
         assert_eq!(PeerView::from_status(&s), PeerView::Forming);
-        s.commit_index = 7;
-        s.role = "leader".into();
+        s.applied_index = 7;
+        s.leader = true;
         s.term = 3;
         assert_eq!(PeerView::from_status(&s), formed(true, 3, &[2]));
     }

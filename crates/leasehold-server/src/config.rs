@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use leasehold_raft::{LeaseNode, NodeId};
 
+use crate::auth::AuthConfig;
 use crate::error::ServerError;
+use crate::limits::ApiLimits;
 
 /// One member of the cluster as given on the command line:
 /// `ID=RAFT_ADDR,API_ADDR`, e.g. `2=127.0.0.1:7102,127.0.0.1:7002`.
@@ -37,6 +39,20 @@ impl FromStr for PeerSpec {
             },
         })
     }
+}
+
+/// The PEM files of a node's TLS: the cluster CA and the node's own
+/// certificate and key (see `leasehold_raft::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA's certificate: peers' and clients' certificates must
+    /// be signed by it, and so must the servers this node dials.
+    pub ca_cert: PathBuf,
+    /// This node's certificate, with SANs for the hosts it is dialled at
+    /// (IP SAN for an IP address, DNS SAN for a name).
+    pub cert: PathBuf,
+    /// This node's private key (keep it 0600).
+    pub key: PathBuf,
 }
 
 /// Raft timing. Followers refuse to vote for `election_timeout_ms_max` after
@@ -95,6 +111,20 @@ pub struct NodeConfig {
     /// parts per million (+50_000 = 5% fast). 0 in production. Chaos tests
     /// use it to show that drift within ρ is safe and drift beyond is not.
     pub unsafe_test_clock_rate_ppm: i64,
+    /// TLS of every gRPC port and channel: mutual TLS between peers, TLS
+    /// for the client API. `None` runs plaintext, which needs `plaintext`.
+    pub tls: Option<TlsFiles>,
+    /// Explicitly run without TLS. A node with neither `tls` nor this
+    /// refuses to start, so that plaintext is never an accident; it logs a
+    /// warning at start.
+    pub plaintext: bool,
+    /// Who may call the client API: principals with bearer tokens, or an
+    /// explicitly open API. The default (no principals, not open) refuses
+    /// to start, so an open API is always a decision (ADR 0005).
+    pub auth: AuthConfig,
+    /// What clients may hold open on this node (connections, streams,
+    /// waiters) and idle timeouts; see [`crate::limits`].
+    pub limits: ApiLimits,
 }
 
 /// One problem of a [`NodeConfig`].
@@ -111,6 +141,11 @@ impl std::fmt::Display for ConfigProblem {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
+
+/// Why a node with neither TLS nor plaintext refuses to start.
+pub const NEITHER_TLS_NOR_PLAINTEXT: &str = "neither TLS nor plaintext is configured: \
+give the TLS files (tls.ca_cert, tls.cert, tls.key; --tls-ca-cert, --tls-cert, --tls-key; \
+`leasehold certs init` makes them) or run without TLS explicitly (tls.plaintext = true, --plaintext)";
 
 /// Limits on the timing values a node accepts.
 const HEARTBEAT_MS_MIN: u64 = 10;
@@ -136,6 +171,10 @@ impl NodeConfig {
             snapshot_every_entries: 10_000,
             log_entries_kept: 1_000,
             unsafe_test_clock_rate_ppm: 0,
+            tls: None,
+            plaintext: false,
+            auth: AuthConfig::default(),
+            limits: ApiLimits::default(),
         }
     }
 
@@ -214,6 +253,18 @@ impl NodeConfig {
         if self.snapshot_every_entries == 0 {
             bad("snapshot_every_entries", "must be positive".into());
         }
+        match (&self.tls, self.plaintext) {
+            (None, false) => bad("tls", NEITHER_TLS_NOR_PLAINTEXT.into()),
+            (Some(_), true) => bad(
+                "plaintext",
+                "cannot be combined with TLS certificates: choose one".into(),
+            ),
+            _ => {}
+        }
+        for (field, message) in self.auth.problems() {
+            bad(field, message);
+        }
+        out.extend(self.limits.problems());
         out
     }
 
@@ -260,6 +311,8 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let peers = vec!["1=a:1,b:1".parse().expect("peer")];
         let mut c = NodeConfig::new(9, addr, addr, peers, "/tmp/x".into());
+        c.plaintext = true;
+        c.auth = AuthConfig::open();
         let e = c.validate().expect_err("id not in peers").to_string();
         assert!(e.contains("peers"), "{e}");
         // A joining node (a fresh id) needs only the members to ask.
@@ -278,13 +331,35 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let peers = vec!["1=a:1,b:1".parse().expect("peer")];
         let mut c = NodeConfig::new(0, addr, addr, peers, "/tmp/x".into());
+        c.plaintext = true;
         c.bootstrap = false;
         c.timing.heartbeat_ms = 1;
         c.snapshot_every_entries = 0;
         let fields: Vec<_> = c.problems().iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            ["node_id", "heartbeat_ms", "snapshot_every_entries"]
+            ["node_id", "heartbeat_ms", "snapshot_every_entries", "auth"],
+            "no principals and not open: refused"
         );
+    }
+
+    #[test]
+    fn transport_security_must_be_chosen() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let peers = vec!["1=a:1,b:1".parse().expect("peer")];
+        let mut c = NodeConfig::new(1, addr, addr, peers, "/tmp/x".into());
+        let e = c.validate().expect_err("neither").to_string();
+        assert!(e.contains("tls") && e.contains("plaintext"), "{e}");
+        c.plaintext = true;
+        c.validate().expect("explicit plaintext");
+        c.tls = Some(TlsFiles {
+            ca_cert: "ca.pem".into(),
+            cert: "node.pem".into(),
+            key: "node-key.pem".into(),
+        });
+        let fields: Vec<_> = c.problems().iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["plaintext"]);
+        c.plaintext = false;
+        c.validate().expect("TLS");
     }
 }

@@ -5,7 +5,7 @@
 //!   Prometheus/OpenMetrics text format; the gauges are read from their
 //!   sources at each scrape.
 //! - `GET /healthz`: 200 while the process runs and its Raft core is
-//!   running, else 503.
+//!   running, else 503 (also after a storage failure: fail-stop).
 //! - `GET /readyz`: 200 when this node serves as leader, or is a follower
 //!   that knows a current leader; else 503. The body is one line saying why.
 
@@ -81,6 +81,9 @@ impl Probe {
 
     /// Whether the Raft core runs; the error says why not.
     pub fn health(&self) -> Result<(), String> {
+        if let Some(reason) = self.lessor.storage_failure() {
+            return Err(format!("storage failed (fail-stop): {reason}"));
+        }
         let m = self.raft.metrics();
         let m = m.borrow();
         if let Err(fatal) = &m.running_state {
@@ -106,6 +109,10 @@ impl Probe {
                 Err("leader not confirmed by a quorum yet (leader lease not valid)".into())
             }
             Serving::ShuttingDown => Err("node shutting down".into()),
+            Serving::StorageFailed => Err(format!(
+                "storage failed (fail-stop): {}",
+                self.lessor.storage_failure().unwrap_or("unknown")
+            )),
             Serving::Follower => {
                 let leader = self.raft.metrics().borrow().current_leader;
                 match leader {

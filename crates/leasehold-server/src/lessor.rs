@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::RaftTiming;
 use crate::metrics::Metrics;
-use crate::shutdown::ShutdownSignal;
+use crate::shutdown::{Shutdown, ShutdownSignal};
 
 /// Scheduling margin subtracted from the leader lease, in ms.
 const LEADER_LEASE_MARGIN_MS: u64 = 10;
@@ -51,6 +51,10 @@ pub enum Serving {
     /// Shutting down ([`Lessor::step_aside`]): serves and forwards nothing,
     /// whatever its Raft role, so clients move to another node.
     ShuttingDown,
+    /// Its store failed ([`Lessor::fail_stop`]): Raft stopped, and it
+    /// serves, forwards and answers nothing from its state until restarted
+    /// (docs/adr/0007-disk-faults-fail-stop.md).
+    StorageFailed,
 }
 
 impl Serving {
@@ -145,6 +149,10 @@ pub struct Lessor {
     /// When this node last proposed the cluster's vote window, and in
     /// which term (it serves nothing until one is replicated).
     window_proposed: Mutex<Option<(u64, Instant)>>,
+    /// Why this node fail-stopped, once its store failed (set once).
+    storage_failure: std::sync::OnceLock<String>,
+    /// Fires when this node fail-stops: ends its streams.
+    failed: Shutdown,
 }
 
 impl Lessor {
@@ -179,6 +187,8 @@ impl Lessor {
             cell,
             metrics,
             window_proposed: Mutex::new(None),
+            storage_failure: std::sync::OnceLock::new(),
+            failed: Shutdown::new(),
         });
         if let Some(error) = lessor.config_error() {
             tracing::error!(node_id, %error, "misconfigured vote window");
@@ -206,6 +216,9 @@ impl Lessor {
             let rules = self.cell.rules();
             (rules.serving(now_ms), rules.stepped_aside(), rules.term())
         };
+        if self.storage_failure.get().is_some() {
+            return Serving::StorageFailed;
+        }
         let (leader, vote) = self.role();
         match core {
             _ if stepped_aside => Serving::ShuttingDown,
@@ -259,6 +272,30 @@ impl Lessor {
         let was_leading = rules.term().is_some();
         rules.step_aside();
         was_leading
+    }
+
+    /// Fail-stop after a storage failure: from now on this node grants,
+    /// renews, expires, forwards and answers nothing (like
+    /// [`Lessor::step_aside`], for good), [`Lessor::serving`] says
+    /// [`Serving::StorageFailed`], and its streams end. Its Raft is stopped
+    /// by the caller. Returns whether this call was the first.
+    pub fn fail_stop(&self, reason: String) -> bool {
+        let first = self.storage_failure.set(reason).is_ok();
+        if first {
+            self.cell.rules().step_aside();
+            self.failed.trigger();
+        }
+        first
+    }
+
+    /// Why this node fail-stopped, if it did.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.storage_failure.get().map(String::as_str)
+    }
+
+    /// Resolves when this node fail-stops (or its lessor is dropped).
+    pub fn failed_signal(&self) -> ShutdownSignal {
+        self.failed.signal()
     }
 
     /// Renews sessions (id, presented secret) for a keepalive received now.

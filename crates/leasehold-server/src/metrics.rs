@@ -21,6 +21,8 @@
 //! | `leasehold_keepalive_renewed_total` | counter | sessions renewed by keepalives |
 //! | `leasehold_keepalive_refused_total` | counter | keepalive entries answered "not alive" |
 //! | `leasehold_forwarded_total` | counter | requests this node forwarded to the leader |
+//! | `leasehold_auth_unauthenticated_total` | counter | client API calls refused here as UNAUTHENTICATED (no or unknown token) |
+//! | `leasehold_auth_denied_total` | counter | client API calls refused here as PERMISSION_DENIED by role or prefix |
 //! | `leasehold_proposals_total` | counter | commands this node proposed to Raft |
 //! | `leasehold_takeovers_total` | counter | leader takeovers completed by this node |
 //! | `leasehold_acquire_duration_seconds` | histogram | Acquire, from receipt to its entry's answer, on the serving node |
@@ -34,8 +36,15 @@
 //! | `leasehold_snapshot_size_bytes` | gauge | size of the latest snapshot built or installed here |
 //! | `leasehold_snapshot_build_duration_seconds` | gauge | how long the last snapshot build took |
 //! | `leasehold_snapshots_built_total` | counter | snapshots built by this node since it started |
+//! | `leasehold_api_connections` | gauge | client API connections open (admitted under `connections_max`) |
+//! | `leasehold_keepalive_streams` | gauge | KeepAlive streams open |
+//! | `leasehold_watch_streams` | gauge | Watch streams open |
+//! | `leasehold_acquire_waiters` | gauge | acquires waiting in a queue |
+//! | `leasehold_limit_rejections_total{limit}` | counter | connections and calls refused by a limit (`limit`: its setting or constant name) |
+//! | `leasehold_idle_closed_total{what}` | counter | connections and streams this node ended for idleness or a stalled reader |
+//! | `leasehold_storage_failures_total` | counter | storage failures that made this node fail-stop (0 or 1 per run: it stops at the first) |
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -72,16 +81,19 @@ enum ServingLabel {
     follower,
     /// Stepped aside for a graceful stop: serves nothing.
     shutting_down,
+    /// Its store failed: fail-stopped, serves nothing until restarted.
+    storage_failed,
 }
 
 impl ServingLabel {
     /// Every state, in a fixed order.
-    const ALL: [ServingLabel; 5] = [
+    const ALL: [ServingLabel; 6] = [
         ServingLabel::serving,
         ServingLabel::failover_grace,
         ServingLabel::waiting_for_quorum,
         ServingLabel::follower,
         ServingLabel::shutting_down,
+        ServingLabel::storage_failed,
     ];
 
     /// The label of a serving state.
@@ -92,6 +104,7 @@ impl ServingLabel {
             Serving::WaitingForQuorum => ServingLabel::waiting_for_quorum,
             Serving::Follower => ServingLabel::follower,
             Serving::ShuttingDown => ServingLabel::shutting_down,
+            Serving::StorageFailed => ServingLabel::storage_failed,
         }
     }
 }
@@ -101,6 +114,44 @@ impl ServingLabel {
 struct ServingLabels {
     /// The serving state.
     state: ServingLabel,
+}
+
+/// What a [`crate::limits::Quota`] counts: one gauge each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// KeepAlive streams.
+    KeepAlive,
+    /// Watch streams.
+    Watch,
+    /// Acquires waiting in a queue.
+    Waiter,
+}
+
+/// What was ended for idleness: the `what` label of
+/// `leasehold_idle_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IdleLabel {
+    /// A connection with no call open for `connection_idle_timeout_ms`.
+    connection,
+    /// A KeepAlive stream silent for longer than the longest TTL.
+    keepalive_stream,
+    /// A Watch stream whose reader stalled for `watch_stall_timeout_ms`.
+    watch_stream,
+}
+
+/// Labels of `leasehold_idle_closed_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct IdleLabels {
+    /// What was closed.
+    what: IdleLabel,
+}
+
+/// Labels of `leasehold_limit_rejections_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    /// The limit's setting or constant name.
+    limit: &'static str,
 }
 
 /// Values read from their sources at scrape time (see [`Metrics::refresh`]).
@@ -145,6 +196,10 @@ pub struct Metrics {
     proposals: Counter,
     /// `leasehold_forwarded_total`.
     forwarded: Counter,
+    /// `leasehold_auth_unauthenticated_total`.
+    auth_unauthenticated: Counter,
+    /// `leasehold_auth_denied_total`.
+    auth_denied: Counter,
     /// `leasehold_grants_total`.
     grants: Counter,
     /// `leasehold_releases_total`.
@@ -177,6 +232,24 @@ pub struct Metrics {
     snapshot_build_duration: Gauge<f64, AtomicU64>,
     /// `leasehold_snapshots_built_total`.
     snapshots_built: Counter,
+    /// `leasehold_api_connections`.
+    api_connections: Gauge<u64, AtomicU64>,
+    /// `leasehold_keepalive_streams`.
+    keepalive_streams: Gauge<u64, AtomicU64>,
+    /// `leasehold_watch_streams`.
+    watch_streams: Gauge<u64, AtomicU64>,
+    /// `leasehold_acquire_waiters`.
+    acquire_waiters: Gauge<u64, AtomicU64>,
+    /// `leasehold_limit_rejections_total{limit}`.
+    limit_rejections: Family<LimitLabels, Counter>,
+    /// The sum of `limit_rejections` over its labels (for the snapshot).
+    limit_rejections_sum: AtomicU64,
+    /// `leasehold_idle_closed_total{what}`.
+    idle_closed: Family<IdleLabels, Counter>,
+    /// The sum of `idle_closed` over its labels (for the snapshot).
+    idle_closed_sum: AtomicU64,
+    /// `leasehold_storage_failures_total`.
+    storage_failures: Counter,
 }
 
 /// A point-in-time copy of the counters (the same ones `/metrics` serves).
@@ -195,12 +268,33 @@ pub struct MetricsSnapshot {
     pub proposals_total: u64,
     /// `leasehold_forwarded_total`: requests this node forwarded to the leader.
     pub forwarded_total: u64,
+    /// `leasehold_auth_unauthenticated_total`: calls refused here for a
+    /// missing or unknown bearer token.
+    pub auth_unauthenticated_total: u64,
+    /// `leasehold_auth_denied_total`: calls refused here because the
+    /// principal's role or prefixes do not allow them.
+    pub auth_denied_total: u64,
     /// `leasehold_grants_total`: leases granted in answer to this node's acquires.
     pub grants_total: u64,
     /// `leasehold_releases_total`: leases released by this node's releases.
     pub releases_total: u64,
     /// `leasehold_recalls_total`: recalls this node served.
     pub recalls_total: u64,
+    /// `leasehold_api_connections`: client API connections open.
+    pub api_connections: u64,
+    /// `leasehold_keepalive_streams`: KeepAlive streams open.
+    pub keepalive_streams: u64,
+    /// `leasehold_watch_streams`: Watch streams open.
+    pub watch_streams: u64,
+    /// `leasehold_acquire_waiters`: acquires waiting in a queue.
+    pub acquire_waiters: u64,
+    /// `leasehold_limit_rejections_total`, summed over limits.
+    pub limit_rejections_total: u64,
+    /// `leasehold_idle_closed_total`, summed over what was closed.
+    pub idle_closed_total: u64,
+    /// `leasehold_storage_failures_total`: storage failures that made this
+    /// node fail-stop.
+    pub storage_failures_total: u64,
 }
 
 impl Default for Metrics {
@@ -300,6 +394,16 @@ impl Metrics {
             "forwarded",
             "Requests this node forwarded to the leader",
         );
+        let auth_unauthenticated = counter(
+            &mut registry,
+            "auth_unauthenticated",
+            "Client API calls refused here as UNAUTHENTICATED (missing or unknown bearer token)",
+        );
+        let auth_denied = counter(
+            &mut registry,
+            "auth_denied",
+            "Client API calls refused here as PERMISSION_DENIED by role or resource prefix",
+        );
         let grants = counter(
             &mut registry,
             "grants",
@@ -343,7 +447,52 @@ impl Metrics {
             "snapshots_built",
             "Snapshots built by this node since it started",
         );
+        let storage_failures = counter(
+            &mut registry,
+            "storage_failures",
+            "Storage failures that made this node fail-stop (it serves nothing until restarted)",
+        );
+        let api_connections = gauge(
+            &mut registry,
+            "api_connections",
+            "Client API connections open (admitted under connections_max)",
+            None,
+        );
+        let keepalive_streams = gauge(
+            &mut registry,
+            "keepalive_streams",
+            "KeepAlive streams open",
+            None,
+        );
+        let watch_streams = gauge(&mut registry, "watch_streams", "Watch streams open", None);
+        let acquire_waiters = gauge(
+            &mut registry,
+            "acquire_waiters",
+            "Acquires waiting in a queue",
+            None,
+        );
+        let limit_rejections = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_rejections",
+            "Connections and calls refused by a limit",
+            limit_rejections.clone(),
+        );
+        let idle_closed = Family::<IdleLabels, Counter>::default();
+        registry.register(
+            "idle_closed",
+            "Connections and streams ended for idleness or a stalled reader",
+            idle_closed.clone(),
+        );
         Metrics {
+            api_connections,
+            keepalive_streams,
+            watch_streams,
+            acquire_waiters,
+            limit_rejections,
+            limit_rejections_sum: AtomicU64::new(0),
+            idle_closed,
+            idle_closed_sum: AtomicU64::new(0),
+            storage_failures,
             registry,
             keepalive_renewed,
             keepalive_refused,
@@ -351,6 +500,8 @@ impl Metrics {
             takeovers,
             proposals,
             forwarded,
+            auth_unauthenticated,
+            auth_denied,
             grants,
             releases,
             recalls,
@@ -368,6 +519,49 @@ impl Metrics {
             snapshot_build_duration,
             snapshots_built,
         }
+    }
+
+    /// The gauge of a [`StreamKind`].
+    fn stream_gauge(&self, kind: StreamKind) -> &Gauge<u64, AtomicU64> {
+        match kind {
+            StreamKind::KeepAlive => &self.keepalive_streams,
+            StreamKind::Watch => &self.watch_streams,
+            StreamKind::Waiter => &self.acquire_waiters,
+        }
+    }
+
+    /// One more stream (or waiter) of `kind` open.
+    pub fn stream_opened(&self, kind: StreamKind) {
+        self.stream_gauge(kind).inc();
+    }
+
+    /// One stream (or waiter) of `kind` fewer.
+    pub fn stream_closed(&self, kind: StreamKind) {
+        self.stream_gauge(kind).dec();
+    }
+
+    /// One more client API connection open.
+    pub fn connection_opened(&self) {
+        self.api_connections.inc();
+    }
+
+    /// One client API connection fewer.
+    pub fn connection_closed(&self) {
+        self.api_connections.dec();
+    }
+
+    /// A connection or call refused by `limit` (its setting name).
+    pub fn limit_rejected(&self, limit: &'static str) {
+        self.limit_rejections
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+        self.limit_rejections_sum.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection or stream ended for idleness.
+    pub fn idle_closed(&self, what: IdleLabel) {
+        self.idle_closed.get_or_create(&IdleLabels { what }).inc();
+        self.idle_closed_sum.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one keepalive's renewed and refused sessions.
@@ -396,6 +590,16 @@ impl Metrics {
         self.proposals.inc();
     }
 
+    /// Counts a call refused for a missing or unknown token.
+    pub fn auth_unauthenticated(&self) {
+        self.auth_unauthenticated.inc();
+    }
+
+    /// Counts a call refused by role or prefix.
+    pub fn auth_denied(&self) {
+        self.auth_denied.inc();
+    }
+
     /// Counts a forwarded request.
     pub fn forwarded(&self) {
         self.forwarded.inc();
@@ -414,6 +618,11 @@ impl Metrics {
     /// Counts a recall.
     pub fn recalled(&self) {
         self.recalls.inc();
+    }
+
+    /// Counts a storage failure (the node fail-stops on it).
+    pub fn storage_failed(&self) {
+        self.storage_failures.inc();
     }
 
     /// Records how long an Acquire took to get its entry's answer.
@@ -467,9 +676,18 @@ impl Metrics {
             takeovers_total: self.takeovers.get(),
             proposals_total: self.proposals.get(),
             forwarded_total: self.forwarded.get(),
+            auth_unauthenticated_total: self.auth_unauthenticated.get(),
+            auth_denied_total: self.auth_denied.get(),
             grants_total: self.grants.get(),
             releases_total: self.releases.get(),
             recalls_total: self.recalls.get(),
+            api_connections: self.api_connections.get(),
+            keepalive_streams: self.keepalive_streams.get(),
+            watch_streams: self.watch_streams.get(),
+            acquire_waiters: self.acquire_waiters.get(),
+            limit_rejections_total: self.limit_rejections_sum.load(Ordering::Relaxed),
+            idle_closed_total: self.idle_closed_sum.load(Ordering::Relaxed),
+            storage_failures_total: self.storage_failures.get(),
         }
     }
 }
@@ -485,6 +703,10 @@ mod tests {
         m.granted();
         m.keepalive_renewed(3, 1);
         m.acquire_took(Duration::from_millis(3));
+        m.limit_rejected("watch_streams_max");
+        m.idle_closed(IdleLabel::connection);
+        m.stream_opened(StreamKind::Waiter);
+        m.storage_failed();
         m.refresh(&Observed {
             sessions: 4,
             term: 2,
@@ -509,9 +731,15 @@ mod tests {
             "leasehold_snapshots_built_total 1",
             "leasehold_acquire_duration_seconds_count 1",
             "leasehold_keepalive_duration_seconds_count 0",
+            "leasehold_limit_rejections_total{limit=\"watch_streams_max\"} 1",
+            "leasehold_idle_closed_total{what=\"connection\"} 1",
+            "leasehold_acquire_waiters 1",
+            "leasehold_storage_failures_total 1",
+            "leasehold_serving_state{state=\"storage_failed\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
         assert_eq!(m.snapshot().grants_total, 2);
+        assert_eq!(m.snapshot().storage_failures_total, 1);
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use leasehold_core::{Command, LeaseState, LogIndex, Response};
 use leasehold_raft::network::{
-    serve_peer_service, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
+    serve_peer_service_tls, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
 };
 use leasehold_raft::store::{self, StateMachineStore};
+use leasehold_raft::tls::{ClientAuth, NodeTls};
 use leasehold_raft::{NodeId, Raft};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -24,7 +25,10 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::proposer::Proposer;
 use crate::shutdown::Shutdown;
 use leasehold_proto::v1::leasehold_server::LeaseholdServer;
-use tonic::transport::server::TcpIncoming;
+use std::time::Duration;
+
+use crate::conn::Tracked;
+use crate::limits::{CALLS_PER_CONNECTION_MAX, HTTP2_PING_INTERVAL_MS, HTTP2_PING_TIMEOUT_MS};
 
 /// How long shutdown waits for the tasks still holding the database (flush
 /// requests, snapshot builds, openraft's workers) to let go of it.
@@ -46,6 +50,34 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
             addr: addr.to_string(),
             source,
         })
+}
+
+/// The node's TLS material, read and checked, or `None` for explicit
+/// plaintext (with a warning: anyone who reaches the ports may talk to it).
+fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, ServerError> {
+    match &config.tls {
+        Some(files) => {
+            let tls = NodeTls::load(&files.ca_cert, &files.cert, &files.key)
+                .map_err(|e| ServerError::Config(format!("tls: {e}")))?;
+            tracing::info!(
+                node_id = config.node_id,
+                ca_cert = %files.ca_cert.display(),
+                cert = %files.cert.display(),
+                "TLS on: peers need a certificate of the cluster CA (mutual TLS), clients get TLS"
+            );
+            Ok(Some(tls))
+        }
+        None => {
+            tracing::warn!(
+                node_id = config.node_id,
+                raft_listen = %config.raft_listen,
+                api_listen = %config.api_listen,
+                "plaintext: anyone who reaches these ports can send Raft messages to this node \
+                 and call its client API, unauthenticated and unencrypted"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// A running node: Raft, its sled store, and the peer gRPC server.
@@ -93,6 +125,10 @@ pub struct Node {
     /// Tells shutdown when the database has closed and unlocked its
     /// directory (tasks holding it end on their own schedule).
     store_closed: store::CloseWatch,
+    /// The fail-stop watchdog ([`crate::failstop`]), awaited on shutdown.
+    failstop_task: JoinHandle<()>,
+    /// Why this node fail-stopped, once it did (`None` until then).
+    failure: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Node {
@@ -111,6 +147,30 @@ impl Node {
         api_listener: TcpListener,
     ) -> Result<Node, ServerError> {
         config.validate()?;
+        if config.auth.enabled() {
+            tracing::info!(
+                node_id = config.node_id,
+                principals = config.auth.principals.len(),
+                "client API: bearer tokens required"
+            );
+        } else {
+            tracing::warn!(
+                node_id = config.node_id,
+                api_listen = %config.api_listen,
+                "client API is OPEN (auth.open): anyone who reaches it may acquire, recall, set the config and change the membership; configure [[auth.principals]] to require tokens"
+            );
+        }
+        let tls = load_tls(&config)?;
+        // Built before anything starts, so that a failure leaves nothing
+        // running (`NodeTls::load` already checked the material).
+        let mut api_server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            api_server = api_server
+                .tls_config(tls.server_config(ClientAuth::Optional))
+                .map_err(|e| {
+                    ServerError::Config(format!("tls: {}", leasehold_raft::tls::error_chain(&e)))
+                })?;
+        }
         let raft_config = Arc::new(config.raft_config()?);
         let raft_addr = listener
             .local_addr()
@@ -141,6 +201,7 @@ impl Node {
                 config.node_id,
                 PeerNetworkConfig {
                     isolation: isolation.clone(),
+                    tls: tls.clone(),
                     ..PeerNetworkConfig::default()
                 },
             ),
@@ -186,9 +247,16 @@ impl Node {
         // member whose log it has seen.
         let quarantine = Isolation::default();
         quarantine.set(!restarted);
+        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
+            Admission::Restarted
+        } else {
+            Admission::Probing
+        });
+        let admission_view = admission.clone();
         let service = PeerService::new(raft.clone())
             .with_isolation(isolation.clone())
             .with_quarantine(quarantine.clone())
+            .with_admission(Arc::new(move || admission_view.borrow().as_str()))
             .refuse_votes_while(vote_gate)
             .refuse_votes_until(
                 tokio::time::Instant::now() + std::time::Duration::from_millis(refuse_ms),
@@ -203,8 +271,11 @@ impl Node {
         let shutdown = Shutdown::new();
         let signal = shutdown.signal();
         let node_id = config.node_id;
+        let peer_tls = tls.clone();
         let peer_task = tokio::spawn(async move {
-            if let Err(error) = serve_peer_service(listener, service, signal.recv()).await {
+            let served =
+                serve_peer_service_tls(listener, service, peer_tls.as_ref(), signal.recv()).await;
+            if let Err(error) = served {
                 tracing::error!(node_id, %error, "peer server stopped");
             }
         });
@@ -228,6 +299,17 @@ impl Node {
                 }
             })
         });
+        let (failure_tx, failure) = tokio::sync::watch::channel(None);
+        let failstop_task = tokio::spawn(crate::failstop::watch(crate::failstop::Watched {
+            node_id,
+            data_dir: config.data_dir.clone(),
+            raft: raft.clone(),
+            faults: log_store.fault_watch(),
+            lessor: Arc::clone(&lessor),
+            metrics: Arc::clone(&metrics),
+            failure: failure_tx,
+            shutdown: shutdown.signal(),
+        }));
         let proposer = Proposer::start(raft.clone());
         let api = LeaseApi::new(
             node_id,
@@ -241,12 +323,24 @@ impl Node {
             shutdown.signal(),
             alive,
             config.timing.election_timeout_ms_max,
-        );
+            admission.clone(),
+            Arc::new(config.auth.clone()),
+            crate::limits::Quotas::new(&config.limits, &metrics),
+            config.limits,
+        )
+        .with_tls(tls.clone());
         let api_signal = shutdown.signal();
+        let limits = config.limits;
+        let api_metrics = Arc::clone(&metrics);
         let api_task = tokio::spawn(async move {
-            let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
-            let result = tonic::transport::Server::builder()
-                .add_service(LeaseholdServer::new(LeaseService::new(api)))
+            let incoming = crate::conn::incoming(api_listener, limits, api_metrics);
+            let service = LeaseholdServer::new(LeaseService::new(api))
+                .max_decoding_message_size(leasehold_proto::REQUEST_BYTES_MAX);
+            let result = api_server
+                .max_concurrent_streams(CALLS_PER_CONNECTION_MAX)
+                .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_PING_INTERVAL_MS)))
+                .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_PING_TIMEOUT_MS)))
+                .add_service(Tracked::new(service))
                 .serve_with_incoming_shutdown(incoming, api_signal.recv())
                 .await;
             if let Err(error) = result {
@@ -254,14 +348,10 @@ impl Node {
             }
         });
 
-        let (admission_tx, admission) = tokio::sync::watch::channel(if restarted {
-            Admission::Restarted
-        } else {
-            Admission::Probing
-        });
         let admission_task = (!restarted).then(|| {
             tokio::spawn(admission::admit(
                 config.clone(),
+                tls.clone(),
                 raft.clone(),
                 quarantine,
                 admission_tx,
@@ -290,6 +380,8 @@ impl Node {
             isolation,
             clock,
             store_closed,
+            failstop_task,
+            failure,
         };
         tracing::info!(node_id, %raft_addr, %api_addr, metrics_addr = ?node.metrics_addr, "node started");
         Ok(node)
@@ -329,6 +421,29 @@ impl Node {
     /// Whether this node serves leases now (leader lease, grace).
     pub fn serving(&self) -> Serving {
         self.lessor.serving()
+    }
+
+    /// Why this node fail-stopped (its store failed), if it did: it then
+    /// serves nothing and its Raft is stopped
+    /// (docs/adr/0007-disk-faults-fail-stop.md).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Waits until this node fail-stops on a storage failure, and returns
+    /// why. Pending forever on a node that never fails (a process selects
+    /// it against its shutdown signal).
+    pub async fn storage_failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        let failed = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|f| f.clone().unwrap_or_default());
+        match failed {
+            Ok(reason) => reason,
+            // The watchdog ended without a failure: shutdown began.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Fault injection: cuts this node off from its peers (both ways) or
@@ -450,14 +565,25 @@ impl Node {
         }
         let raft_result = self.raft.shutdown().await;
         let _ = self.peer_task.await;
+        let _ = self.failstop_task.await;
+        let failed = self.failure.borrow().is_some();
         drop(self.lessor);
         drop(self.state);
         drop(self.raft);
         // Return only once the data directory is free: a node started
         // again on it in this process would otherwise find it locked.
         let closed = self.store_closed.closed(STORE_CLOSE_WAIT_MAX).await;
-        tracing::info!(node_id, store_closed = closed.is_ok(), "node stopped");
-        raft_result.map_err(|e| ServerError::Raft(e.to_string()))?;
+        tracing::info!(
+            node_id,
+            store_closed = closed.is_ok(),
+            failed,
+            "node stopped"
+        );
+        // After a fail-stop the core already ended on the storage error
+        // (logged then); stopping it again is not a new failure.
+        if !failed {
+            raft_result.map_err(|e| ServerError::Raft(e.to_string()))?;
+        }
         closed.map_err(|e| ServerError::Storage(e.to_string()))
     }
 }

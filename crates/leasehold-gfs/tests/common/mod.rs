@@ -16,7 +16,7 @@ use leasehold_gfs::history::{mono_ns, Event, History};
 use leasehold_gfs::master::{MasterConfig, MasterHandle};
 use leasehold_gfs::GfsClient;
 use leasehold_proto::gfs::v1 as pb;
-use leasehold_tests::{wait_until, ClusterOptions, TestCluster};
+use leasehold_tests::{wait_until, ClusterOptions, Role, TestCluster};
 use tokio::net::TcpListener;
 
 /// Session TTL of every chunkserver and master.
@@ -35,7 +35,15 @@ pub struct Options {
     pub chunk_bytes: u64,
     /// Chunkservers started with the unsafe switch.
     pub unsafe_servers: Vec<String>,
+    /// Leasehold requires tokens: masters use an admin principal's,
+    /// chunkservers a `client` principal's limited to `chunk/`.
+    pub auth: bool,
 }
+
+/// The masters' (admin) token when [`Options::auth`] is on.
+pub const MASTER_TOKEN: &str = "gfs-master-token-0123456789";
+/// The chunkservers' (client, `chunk/` only) token when [`Options::auth`] is on.
+pub const CHUNKSERVER_TOKEN: &str = "gfs-chunkserver-token-0123456789";
 
 impl Default for Options {
     fn default() -> Self {
@@ -44,6 +52,7 @@ impl Default for Options {
             servers: 3,
             chunk_bytes: 64 * 1024,
             unsafe_servers: Vec::new(),
+            auth: false,
         }
     }
 }
@@ -76,7 +85,18 @@ impl Gfs {
     /// Starts Leasehold, the masters and the chunkservers, and waits until
     /// a master is elected and every chunkserver reported to it.
     pub async fn start(options: Options) -> anyhow::Result<Gfs> {
-        let cluster = TestCluster::start(ClusterOptions::default()).await?;
+        let cluster = TestCluster::start(if options.auth {
+            ClusterOptions::with_principals(&[
+                ("gfs-master", MASTER_TOKEN, Role::Admin, &[]),
+                ("chunkserver", CHUNKSERVER_TOKEN, Role::Client, &["chunk/"]),
+            ])
+        } else {
+            ClusterOptions::default()
+        })
+        .await?;
+        let master_token = options
+            .auth
+            .then(|| leasehold_client::Token::new(MASTER_TOKEN));
         let endpoints = cluster.api_endpoints();
         let history = History::memory();
         let tmp = tempfile::tempdir()?;
@@ -93,9 +113,13 @@ impl Gfs {
             let mut c = MasterConfig::new(&format!("m{}", i + 1), endpoints.clone());
             c.session_ttl = TTL;
             c.history = history.clone();
+            c.token = master_token.clone();
             masters.push(Some(MasterHandle::start(c, l).await?));
         }
-        let leasehold = leasehold_client::Client::connect(endpoints.clone()).await?;
+        let leasehold = leasehold_client::ClientBuilder::new(endpoints.clone())
+            .maybe_token(master_token.as_ref())
+            .connect()
+            .await?;
         let mut gfs = Gfs {
             cluster,
             history,
@@ -133,6 +157,10 @@ impl Gfs {
         c.chunk_bytes = self.options.chunk_bytes;
         c.history = self.history.clone();
         c.unsafe_ignore_deadline = self.options.unsafe_servers.iter().any(|s| s == id);
+        c.token = self
+            .options
+            .auth
+            .then(|| leasehold_client::Token::new(CHUNKSERVER_TOKEN));
         let cs = ChunkserverHandle::start(c, TcpListener::bind("127.0.0.1:0").await?).await?;
         wait_until("the chunkserver's session", WAIT, || async {
             cs.session_id().map(|_| ())

@@ -1,7 +1,6 @@
 //! Client side of the peer transport: openraft's network factory and network.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::time::Duration;
 
 use openraft::error::{
@@ -26,6 +25,7 @@ use super::payload::{
     VoteReply, VoteRpc,
 };
 use super::{APPEND_ENTRIES_BYTES_MAX, MESSAGE_BYTES_MAX};
+use crate::tls::NodeTls;
 use crate::types::{LeaseNode, NodeId, TypeConfig};
 
 /// The error type openraft expects from `RaftNetwork` methods.
@@ -62,6 +62,10 @@ pub struct PeerNetworkConfig {
     pub backoff_max: Duration,
     /// Fault injection: while on, every call fails as unreachable.
     pub isolation: super::Isolation,
+    /// TLS of the peer channels: verify peers against the cluster CA and
+    /// present this node's certificate (peers demand it). `None`:
+    /// plaintext.
+    pub tls: Option<NodeTls>,
 }
 
 impl Default for PeerNetworkConfig {
@@ -74,6 +78,7 @@ impl Default for PeerNetworkConfig {
             backoff_initial: BACKOFF_INITIAL,
             backoff_max: BACKOFF_MAX,
             isolation: super::Isolation::default(),
+            tls: None,
         }
     }
 }
@@ -141,15 +146,7 @@ impl PeerNetwork {
 /// The endpoint for a `host:port` (or full URI) peer address, or why the
 /// address is not valid.
 fn endpoint(addr: &str, config: &PeerNetworkConfig) -> Result<Endpoint, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| match e.source() {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
-    })?;
+    let endpoint = crate::tls::endpoint(addr, config.tls.as_ref())?;
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)

@@ -25,7 +25,11 @@ mod server;
 pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};
 pub use client::{PeerClient, PeerNetwork, PeerNetworkConfig};
 pub use error::TransportError;
-pub use server::{peer_service, serve_peer, serve_peer_service, PeerService, VoteGate};
+pub use payload::{decode, encode, PeerStatus};
+pub use server::{
+    peer_service, serve_peer, serve_peer_service, serve_peer_service_tls, AdmissionView,
+    PeerService, VoteGate,
+};
 
 /// A switch that cuts this node off from its peers, both ways: outgoing
 /// RPCs fail as unreachable and incoming ones are refused. For fault

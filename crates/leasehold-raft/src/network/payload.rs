@@ -21,7 +21,7 @@ use serde::Serialize;
 use leasehold_proto::raft::v1::RaftPayload;
 
 use super::error::TransportError;
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{LeaseNode, NodeId, TypeConfig};
 
 /// An AppendEntries request as sent.
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
@@ -36,6 +36,32 @@ pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeCon
 /// The reply to one snapshot chunk as sent.
 pub type InstallSnapshotReply =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+
+/// The answer to a `Status` peer RPC: where a member stands, for a
+/// pristine node's admission and for a leader probing a member it is about
+/// to add (cluster-internal, so on the peer port: it needs none of the
+/// client API's credentials).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// The answering node's id (a leader checks it is the node it means
+    /// to add).
+    pub node_id: NodeId,
+    /// Its current term.
+    pub term: u64,
+    /// Whether it is the leader.
+    pub leader: bool,
+    /// The leader it knows of, if any (a leader checks that a voter
+    /// follows it).
+    pub leader_id: Option<NodeId>,
+    /// Its last applied log index (0: nothing committed that it knows of).
+    pub applied_index: u64,
+    /// Every member of its membership, voters and learners, with their
+    /// addresses (empty: its store is pristine).
+    pub members: Vec<(NodeId, LeaseNode)>,
+    /// Where it stands with its cluster (leasehold-server's `Admission`,
+    /// e.g. `awaiting_membership`; empty where the node does not say).
+    pub admission: String,
+}
 
 /// Encodes `value` into a payload; `what` names it in errors.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<RaftPayload, TransportError> {
@@ -64,7 +90,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::types::{Entry, LeaseNode};
+    use crate::types::Entry;
 
     fn round_trip<T>(what: &'static str, value: &T)
     where

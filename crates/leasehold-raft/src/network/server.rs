@@ -16,9 +16,10 @@ use leasehold_proto::raft::v1::RaftPayload;
 use super::error::TransportError;
 use super::payload::{
     self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
-    VoteReply, VoteRpc,
+    PeerStatus, VoteReply, VoteRpc,
 };
 use super::MESSAGE_BYTES_MAX;
+use crate::tls::{ClientAuth, NodeTls};
 use crate::types::Raft;
 
 /// Answers the peer RPCs from the local Raft: decodes the payload, calls
@@ -47,7 +48,13 @@ pub struct PeerService {
     /// leader lease must not help elect another (openraft lets a leader
     /// grant a vote, since it does not refresh its own vote time).
     vote_gate: Option<VoteGate>,
+    /// Where the node stands with its cluster, for the `Status` RPC
+    /// (leasehold-server's admission; `None`: not said).
+    admission: Option<AdmissionView>,
 }
+
+/// Names where the node stands with its cluster (`PeerStatus::admission`).
+pub type AdmissionView = std::sync::Arc<dyn Fn() -> &'static str + Send + Sync>;
 
 /// While it answers a reason, this node refuses every vote request (the
 /// candidate sees the reason).
@@ -68,6 +75,7 @@ impl PeerService {
             isolation: super::Isolation::default(),
             quarantine: super::Isolation::default(),
             vote_gate: None,
+            admission: None,
         }
     }
 
@@ -96,6 +104,12 @@ impl PeerService {
     /// no leader counts it as a member whose log it has seen.
     pub fn with_quarantine(mut self, quarantine: super::Isolation) -> Self {
         self.quarantine = quarantine;
+        self
+    }
+
+    /// The `Status` RPC reports what `view` answers as the node's admission.
+    pub fn with_admission(mut self, view: AdmissionView) -> Self {
+        self.admission = Some(view);
         self
     }
 
@@ -142,7 +156,7 @@ where
     serve_peer_service(listener, PeerService::new(raft), shutdown).await
 }
 
-/// Like [`serve_peer`], for a configured [`PeerService`].
+/// Like [`serve_peer`], for a configured [`PeerService`] (plaintext).
 pub async fn serve_peer_service<F>(
     listener: TcpListener,
     service: PeerService,
@@ -151,10 +165,31 @@ pub async fn serve_peer_service<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_peer_service_tls(listener, service, None, shutdown).await
+}
+
+/// Like [`serve_peer_service`], with mutual TLS when `tls` is given: a
+/// caller must present a certificate signed by the cluster CA, or its
+/// handshake fails before any RPC reaches the service.
+pub async fn serve_peer_service_tls<F>(
+    listener: TcpListener,
+    service: PeerService,
+    tls: Option<&NodeTls>,
+    shutdown: F,
+) -> Result<(), TransportError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let local_addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(addr = ?local_addr, "raft peer server listening");
-    let result = Server::builder()
+    tracing::info!(addr = ?local_addr, tls = tls.is_some(), "raft peer server listening");
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.server_config(ClientAuth::Required))
+            .map_err(TransportError::Serve)?;
+    }
+    let result = builder
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
@@ -239,5 +274,38 @@ impl RaftPeer for PeerService {
         let rpc: InstallSnapshotRequest = decode_request("install_snapshot request", request)?;
         let reply: InstallSnapshotReply = self.raft.install_snapshot(rpc).await;
         encode_reply("install_snapshot reply", &reply)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        // Neither quarantine nor the isolation switch applies: a pristine
+        // node's own state is what its pristine peers ask about, and the
+        // isolation fault cuts Raft traffic (votes, entries, snapshots),
+        // which is what a member that answers but cannot catch up looks
+        // like to a leader adding it.
+        let reply = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            PeerStatus {
+                node_id: m.id,
+                term: m.current_term,
+                leader: m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader,
+                leader_id: m.current_leader,
+                applied_index: m.last_applied.map_or(0, |l| l.index),
+                members: m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, n)| (*id, n.clone()))
+                    .collect(),
+                admission: self
+                    .admission
+                    .as_ref()
+                    .map_or(String::new(), |view| view().to_string()),
+            }
+        };
+        encode_reply("status reply", &reply)
     }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::error::StoreError;
+use super::fault::{FaultCell, FaultWatch, StoreFault};
+use super::guard::{Guard, Mark, GUARD_FILE};
 
 /// A shared handle to the node's sled database. Every part of the store
 /// holds one of these, never a bare `sled::Db`, so that the database's
@@ -28,6 +30,12 @@ struct Inner {
     db: sled::Db,
     /// Sets the watch to `true` when dropped.
     _closed: ClosedSignal,
+    /// The data directory, named by every storage failure.
+    path: PathBuf,
+    /// The first storage failure (the node fail-stops on it).
+    faults: FaultCell,
+    /// How far the store had durably got (checked at the next open).
+    guard: Guard,
 }
 
 /// Announces that the database closed, by being dropped after it.
@@ -41,13 +49,58 @@ impl Drop for ClosedSignal {
 
 impl Db {
     /// Wraps a freshly opened database opened from `path`.
-    pub(crate) fn new(db: sled::Db, path: PathBuf) -> (Db, CloseWatch) {
+    pub(crate) fn new(db: sled::Db, path: PathBuf, guard: Guard) -> (Db, CloseWatch) {
         let (tx, rx) = watch::channel(false);
         let handle = Db(Arc::new(Inner {
             db,
             _closed: ClosedSignal(tx),
+            path: path.clone(),
+            faults: FaultCell::new(),
+            guard,
         }));
         (handle, CloseWatch { closed: rx, path })
+    }
+
+    /// The values the durability guard records, read now (call before a
+    /// flush: once it returns, they are durable).
+    pub(crate) fn durable_mark(&self) -> Result<Mark, StoreError> {
+        Mark::read(&self.0.db)
+    }
+
+    /// Records `mark` in the durability guard (after the flush that made
+    /// it durable).
+    pub(crate) fn record_durable(&self, mark: &Mark) -> Result<(), StoreError> {
+        self.0
+            .guard
+            .record(mark)
+            .map_err(|source| StoreError::Guard {
+                path: self.0.path.join(GUARD_FILE),
+                source,
+            })
+    }
+
+    /// Learns of the first storage failure of this database.
+    pub(crate) fn fault_watch(&self) -> FaultWatch {
+        self.0.faults.watch()
+    }
+
+    /// Logs a failed storage operation with the data directory and the
+    /// operation named, and records it as the store's fault if it is the
+    /// first. Every store error openraft sees passes here.
+    pub(crate) fn report_failure(&self, operation: String, error: &StoreError) {
+        let fault = StoreFault {
+            path: self.0.path.clone(),
+            operation,
+            error: error.to_string(),
+        };
+        let first = self.0.faults.record(fault.clone());
+        tracing::error!(
+            path = %fault.path.display(),
+            operation = %fault.operation,
+            error = %fault.error,
+            first,
+            "storage operation failed"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 
+use super::db::Db;
 use crate::types::{NodeId, StorageError};
 
 /// Everything that can go wrong in the sled-backed store.
@@ -42,12 +43,35 @@ pub enum StoreError {
         /// Data directory that was being opened.
         path: PathBuf,
     },
+    /// The data directory's files are damaged: sled found a checksum or
+    /// structure error, or what it returned breaks the store's own
+    /// invariants. The node must not start on it (it could serve a state
+    /// that lost writes); the operator wipes it and lets the node rejoin.
+    #[error(
+        "the store in {path} is corrupt ({detail}); refusing to start on it \
+         (runbook: docs/operations.md, \"Corrupt data directory\")"
+    )]
+    Corrupt {
+        /// Data directory that was being opened.
+        path: PathBuf,
+        /// What was found damaged.
+        detail: String,
+    },
+    /// The durability guard file could not be opened, read or written.
+    #[error("durability guard {path}: {source}")]
+    Guard {
+        /// The guard file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// A sled read or write failed.
     #[error("sled I/O failed: {0}")]
     Sled(#[from] sled::Error),
     /// Flushing to disk failed; every waiter of that flush sees the same error.
     #[error("flushing the database to disk failed: {0}")]
-    Flush(#[source] Arc<sled::Error>),
+    Flush(#[source] Arc<StoreError>),
     /// The flusher task is gone (its runtime shut down) or a flush panicked.
     #[error("the flush task is not running: {0}")]
     FlusherStopped(String),
@@ -109,13 +133,17 @@ pub enum StoreError {
 
 impl StoreError {
     /// Converts into the error openraft expects, naming what was being done
-    /// to what. This is the only place store errors become
-    /// [`StorageError`]s.
+    /// to what, after reporting it as a storage failure of `db` (logged
+    /// with the data directory, recorded as the store's fault: openraft
+    /// stops its core on any `StorageError`, and the node fail-stops).
+    /// This is the only place store errors become [`StorageError`]s.
     pub(crate) fn into_storage(
         self,
+        db: &Db,
         subject: ErrorSubject<NodeId>,
         verb: ErrorVerb,
     ) -> StorageError {
+        db.report_failure(format!("{verb:?} {subject:?}"), &self);
         StorageError::IO {
             source: StorageIOError::new(subject, verb, AnyError::new(&self)),
         }
@@ -126,12 +154,23 @@ impl StoreError {
 // openraft's `StorageError` is large, and its trait methods return it anyway.
 #[allow(clippy::result_large_err)]
 pub(crate) trait StorageResultExt<T> {
-    /// Maps the error into a [`StorageError`] about `verb` on `subject`.
-    fn storage(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> Result<T, StorageError>;
+    /// Maps the error into a [`StorageError`] about `verb` on `subject`,
+    /// reported as a failure of `db`.
+    fn storage(
+        self,
+        db: &Db,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+    ) -> Result<T, StorageError>;
 }
 
 impl<T, E: Into<StoreError>> StorageResultExt<T> for Result<T, E> {
-    fn storage(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> Result<T, StorageError> {
-        self.map_err(|e| e.into().into_storage(subject, verb))
+    fn storage(
+        self,
+        db: &Db,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+    ) -> Result<T, StorageError> {
+        self.map_err(|e| e.into().into_storage(db, subject, verb))
     }
 }

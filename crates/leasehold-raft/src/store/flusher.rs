@@ -46,8 +46,8 @@ struct FlushRequest {
 /// Why a flush failed, shareable by all its waiters.
 #[derive(Clone)]
 enum FlushFailure {
-    /// sled reported an error.
-    Sled(Arc<sled::Error>),
+    /// sled, or the durability guard, reported an error.
+    Store(Arc<StoreError>),
     /// The blocking task panicked or was cancelled.
     Task(String),
 }
@@ -56,7 +56,7 @@ impl FlushFailure {
     /// As a store error for awaiting callers.
     fn to_store_error(&self) -> StoreError {
         match self {
-            FlushFailure::Sled(e) => StoreError::Flush(e.clone()),
+            FlushFailure::Store(e) => StoreError::Flush(e.clone()),
             FlushFailure::Task(msg) => StoreError::FlusherStopped(msg.clone()),
         }
     }
@@ -134,6 +134,9 @@ impl Flusher {
 async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
     while let Some(first) = rx.recv().await {
         let db = first.db;
+        // Named in the report of a failed flush; dropped before the
+        // waiters learn the outcome, like `db`.
+        let reporter = db.clone();
         let queued_us = first.queued_at.elapsed().as_micros() as u64;
         let mut waiters = vec![first.waiter];
         while waiters.len() < BATCH_REQUESTS_MAX {
@@ -145,7 +148,15 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
         let started = Instant::now();
         // `db` moves into the closure and is dropped there, before waiters
         // learn the outcome.
-        let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
+        // Read before the flush: all of it is durable once it returns, and
+        // only then does the guard record it.
+        let flushed = tokio::task::spawn_blocking(move || {
+            let mark = db.durable_mark()?;
+            let bytes = db.flush()?;
+            db.record_durable(&mark)?;
+            Ok::<usize, StoreError>(bytes)
+        });
+        let outcome = match flushed.await {
             Ok(Ok(flush_bytes)) => {
                 tracing::trace!(
                     target: crate::STAGE_TARGET,
@@ -164,13 +175,19 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
             }
             Ok(Err(e)) => {
                 tracing::error!(waiters = waiters.len(), error = %e, "store flush failed");
-                Err(FlushFailure::Sled(Arc::new(e)))
+                Err(FlushFailure::Store(Arc::new(e)))
             }
             Err(e) => {
                 tracing::error!(waiters = waiters.len(), error = %e, "store flush task failed");
                 Err(FlushFailure::Task(e.to_string()))
             }
         };
+        // A failed flush reaches openraft through the append callback as a
+        // plain I/O error: record it as the store's fault here.
+        if let Err(failure) = &outcome {
+            reporter.report_failure("flush".to_string(), &failure.to_store_error());
+        }
+        drop(reporter);
         for waiter in waiters {
             waiter.complete(&outcome);
         }

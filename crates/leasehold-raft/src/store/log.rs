@@ -8,8 +8,9 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 
 use super::db::{CloseWatch, Db};
 use super::error::{StorageResultExt, StoreError};
+use super::fault::FaultWatch;
 use super::flusher::{Flusher, Waiter};
-use super::keys::{self, LogSpace};
+use super::keys::{self, KeySpace, LogSpace};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// The Raft log and vote on sled. Cheap to clone; clones share the database
@@ -32,6 +33,52 @@ impl LogStore {
             flusher,
             close_watch,
         }
+    }
+
+    /// Learns of the first failed storage operation of the database
+    /// (shared with the state machine store).
+    pub fn fault_watch(&self) -> FaultWatch {
+        self.db.fault_watch()
+    }
+
+    /// Checks, at open, what sled cannot: that the Raft log has no hole
+    /// above the last purged entry and that it still holds every entry
+    /// recorded as committed (beyond what the state machine applied).
+    /// A damaged log that sled recovered as a shorter one fails here when
+    /// the loss crosses these records. Reads keys only.
+    pub(crate) fn check_integrity(&self, last_applied: Option<LogId>) -> Result<(), StoreError> {
+        let purged = self.last_purged()?.map(|l| l.index);
+        let mut last: Option<u64> = None;
+        for key in self.db.range(LogSpace::key_range(&(..))).keys() {
+            let index = LogSpace::decode_key(&key?)?;
+            if purged.is_some_and(|p| index <= p) {
+                // Purge deletes after its pointer is durable: leftovers.
+                continue;
+            }
+            let expected = last.map(|l| l + 1).or(purged.map(|p| p + 1));
+            if let Some(expected) = expected {
+                if index != expected {
+                    return Err(StoreError::Inconsistent(format!(
+                        "the Raft log has a hole: entry {index} follows entry {}",
+                        expected.saturating_sub(1)
+                    )));
+                }
+            }
+            last = Some(index);
+        }
+        let log_end = last.or(purged);
+        let covered = log_end.max(last_applied.map(|l| l.index));
+        let committed = keys::get_meta::<LogId>(&self.db, &keys::COMMITTED)?.map(|l| l.index);
+        if let Some(committed) = committed {
+            if covered.is_none_or(|end| committed > end) {
+                return Err(StoreError::Inconsistent(format!(
+                    "entry {committed} is recorded as committed but the Raft log ends at {} \
+                     (entries were lost)",
+                    log_end.map_or("nothing".to_string(), |e| e.to_string())
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Learns when the database (shared with the state machine store) has
@@ -108,7 +155,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         self.read_entries(&range)
-            .storage(ErrorSubject::Logs, ErrorVerb::Read)
+            .storage(&self.db, ErrorSubject::Logs, ErrorVerb::Read)
     }
 }
 
@@ -116,12 +163,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self
-            .last_purged()
-            .storage(ErrorSubject::Store, ErrorVerb::Read)?;
-        let last_entry = self
-            .last_entry_id()
-            .storage(ErrorSubject::Logs, ErrorVerb::Read)?;
+        let last_purged_log_id =
+            self.last_purged()
+                .storage(&self.db, ErrorSubject::Store, ErrorVerb::Read)?;
+        let last_entry =
+            self.last_entry_id()
+                .storage(&self.db, ErrorSubject::Logs, ErrorVerb::Read)?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last_entry.or(last_purged_log_id),
@@ -133,33 +180,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        keys::set_meta(&self.db, &keys::VOTE, vote)
-            .storage(ErrorSubject::Vote, ErrorVerb::Write)?;
+        keys::set_meta(&self.db, &keys::VOTE, vote).storage(
+            &self.db,
+            ErrorSubject::Vote,
+            ErrorVerb::Write,
+        )?;
         self.flusher
             .flush()
             .await
-            .storage(ErrorSubject::Vote, ErrorVerb::Write)?;
+            .storage(&self.db, ErrorSubject::Vote, ErrorVerb::Write)?;
         tracing::debug!(vote = %vote, "saved vote");
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        keys::get_meta(&self.db, &keys::VOTE).storage(ErrorSubject::Vote, ErrorVerb::Read)
+        keys::get_meta(&self.db, &keys::VOTE).storage(&self.db, ErrorSubject::Vote, ErrorVerb::Read)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed on its own: losing the newest value only means fewer
         // entries are re-applied at start-up; the next flush carries it.
         let mut batch = sled::Batch::default();
-        keys::put_meta(&mut batch, &keys::COMMITTED, committed.as_ref())
-            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
+        keys::put_meta(&mut batch, &keys::COMMITTED, committed.as_ref()).storage(
+            &self.db,
+            ErrorSubject::Store,
+            ErrorVerb::Write,
+        )?;
         self.db
             .apply_batch(batch)
-            .storage(ErrorSubject::Store, ErrorVerb::Write)
+            .storage(&self.db, ErrorSubject::Store, ErrorVerb::Write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        keys::get_meta(&self.db, &keys::COMMITTED).storage(ErrorSubject::Store, ErrorVerb::Read)
+        keys::get_meta(&self.db, &keys::COMMITTED).storage(
+            &self.db,
+            ErrorSubject::Store,
+            ErrorVerb::Read,
+        )
     }
 
     async fn append<I>(
@@ -177,8 +234,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut count = 0usize;
         for entry in entries {
             let index = entry.log_id.index;
-            keys::put::<LogSpace>(&mut batch, &index, &entry)
-                .storage(ErrorSubject::Log(entry.log_id), ErrorVerb::Write)?;
+            keys::put::<LogSpace>(&mut batch, &index, &entry).storage(
+                &self.db,
+                ErrorSubject::Log(entry.log_id),
+                ErrorVerb::Write,
+            )?;
             first_index.get_or_insert(index);
             last_index = Some(index);
             count += 1;
@@ -186,18 +246,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Readable once applied; durable once the flusher calls back.
         self.db
             .apply_batch(batch)
-            .storage(ErrorSubject::Logs, ErrorVerb::Write)?;
+            .storage(&self.db, ErrorSubject::Logs, ErrorVerb::Write)?;
         tracing::trace!(?first_index, ?last_index, count, "appended log entries");
-        self.flusher
-            .submit(Waiter::Log(callback))
-            .await
-            .storage(ErrorSubject::Logs, ErrorVerb::Write)
+        self.flusher.submit(Waiter::Log(callback)).await.storage(
+            &self.db,
+            ErrorSubject::Logs,
+            ErrorVerb::Write,
+        )
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let removed = self
-            .remove_entries(&(log_id.index..))
-            .storage(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        let removed = self.remove_entries(&(log_id.index..)).storage(
+            &self.db,
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+        )?;
         tracing::debug!(since_index = log_id.index, removed, "truncated log");
         Ok(())
     }
@@ -205,15 +268,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The pointer must be durable before any entry goes: a restart that
         // finds entries missing below an older pointer sees a hole.
-        keys::set_meta(&self.db, &keys::LAST_PURGED, &log_id)
-            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
+        keys::set_meta(&self.db, &keys::LAST_PURGED, &log_id).storage(
+            &self.db,
+            ErrorSubject::Store,
+            ErrorVerb::Write,
+        )?;
         self.flusher
             .flush()
             .await
-            .storage(ErrorSubject::Store, ErrorVerb::Write)?;
-        let removed = self
-            .remove_entries(&(..=log_id.index))
-            .storage(ErrorSubject::Logs, ErrorVerb::Delete)?;
+            .storage(&self.db, ErrorSubject::Store, ErrorVerb::Write)?;
+        let removed = self.remove_entries(&(..=log_id.index)).storage(
+            &self.db,
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+        )?;
         tracing::debug!(upto_index = log_id.index, removed, "purged log");
         Ok(())
     }

@@ -45,7 +45,9 @@
 
 mod db;
 pub mod error;
+mod fault;
 mod flusher;
+mod guard;
 mod keys;
 pub mod log;
 pub mod record;
@@ -55,6 +57,7 @@ use std::path::Path;
 
 pub use db::CloseWatch;
 pub use error::StoreError;
+pub use fault::{FaultWatch, StoreFault};
 pub use log::LogStore;
 pub use record::{decode_record, encode_record, Record};
 pub use state_machine::{AppliedEvents, ApplyObserver, SnapshotStats, StateMachineStore};
@@ -88,26 +91,128 @@ pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// the stores stop working once that runtime shuts down. The database (and
 /// its lock on `dir`) is closed when every clone of both stores is dropped;
 /// [`LogStore::close_watch`] tells when that happened.
+///
+/// Damaged files are refused with [`StoreError::Corrupt`] (naming `dir`):
+/// sled's own checksum and structure errors, a panic inside sled while it
+/// recovers its log (it panics on some damage rather than returning an
+/// error), records that do not decode, and a Raft log with a hole. What
+/// this cannot detect is listed in docs/adr/0007-disk-faults-fail-stop.md.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(SLED_CACHE_BYTES)
-        .open()
-        .map_err(|source| StoreError::Open {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    let db = open_sled(dir)?;
     check_format(&db, dir)?;
-    let (db, close_watch) = Db::new(db, dir.to_path_buf());
+    let (guard, recorded) = guard::Guard::open(dir)?;
+    check_guard(&db, dir, recorded)?;
+    let (db, close_watch) = Db::new(db, dir.to_path_buf(), guard);
     let flusher = Flusher::start(db.clone())?;
-    let state_machine = StateMachineStore::load(db.clone(), flusher.clone())?;
+    let state_machine = StateMachineStore::load(db.clone(), flusher.clone())
+        .map_err(|e| corrupt_if_damaged(e, dir))?;
     let log = LogStore::new(db, flusher, close_watch);
+    log.check_integrity(state_machine.last_applied())
+        .map_err(|e| corrupt_if_damaged(e, dir))?;
     tracing::info!(
         path = %dir.display(),
         format_version = STORE_FORMAT_VERSION,
         "opened store"
     );
     Ok((log, state_machine))
+}
+
+/// Opens sled on `dir`, turning its corruption reports, and its panics
+/// while recovering a damaged log, into [`StoreError::Corrupt`].
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES);
+    // sled 0.34 panics on some damaged segments ("tried to serialize
+    // Uninitialized") instead of returning `Corruption`: a damaged disk
+    // must give a clear error, not a crash with a backtrace into sled.
+    quiet_panics_while_opening();
+    OPENING.with(|o| o.set(true));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    OPENING.with(|o| o.set(false));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Corruption { at, .. })) => Err(StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            detail: match at {
+                Some(at) => format!("sled found a damaged record at {at:?}"),
+                None => "sled found a damaged record".to_string(),
+            },
+        }),
+        Ok(Err(source)) => Err(StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                detail: format!("sled panicked while recovering its log: {message}"),
+            })
+        }
+    }
+}
+
+/// Refuses a store that is behind what its durability guard recorded:
+/// sled dropped writes that were on disk (docs: [`guard`]).
+fn check_guard(db: &sled::Db, dir: &Path, recorded: Option<guard::Mark>) -> Result<(), StoreError> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    let now = guard::Mark::read(db).map_err(|e| corrupt_if_damaged(e, dir))?;
+    match now.behind(&recorded) {
+        None => Ok(()),
+        Some(lost) => Err(StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            detail: format!(
+                "it lost writes that were on disk ({lost}): sled drops everything after a \
+                 damaged record"
+            ),
+        }),
+    }
+}
+
+thread_local! {
+    /// Set while this thread opens sled: its panics become errors.
+    static OPENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that keeps a panic inside `sled::open`
+/// off stderr (it becomes [`StoreError::Corrupt`], one clear line);
+/// every other panic goes to the hook that was installed before.
+fn quiet_panics_while_opening() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if OPENING.with(std::cell::Cell::get) {
+                tracing::debug!(panic = %info, "sled panicked while opening its database");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Errors that, while loading an opened database, mean its contents are
+/// damaged become [`StoreError::Corrupt`]; I/O errors stay what they are.
+fn corrupt_if_damaged(error: StoreError, dir: &Path) -> StoreError {
+    let detail = match &error {
+        StoreError::Decode { .. }
+        | StoreError::BadKey { .. }
+        | StoreError::Inconsistent(_)
+        | StoreError::Snapshot(_) => error.to_string(),
+        StoreError::Sled(sled::Error::Corruption { .. }) => error.to_string(),
+        _ => return error,
+    };
+    StoreError::Corrupt {
+        path: dir.to_path_buf(),
+        detail,
+    }
 }
 
 /// Writes the format version on a fresh database; refuses any other version.

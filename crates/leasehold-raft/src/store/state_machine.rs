@@ -366,8 +366,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if responses.is_empty() {
                 return Ok(responses);
             }
-            write_touched(&machine, &touched, &mut batch)
-                .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            write_touched(&machine, &touched, &mut batch).storage(
+                &self.shared.db,
+                ErrorSubject::StateMachine,
+                ErrorVerb::Write,
+            )?;
             if let Some(observer) = self.shared.observer.get() {
                 if !sessions.is_empty() || touched.config {
                     observer.applied(&machine.lease, &sessions, touched.config);
@@ -375,10 +378,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             machine.last_applied
         };
-        self.shared
-            .db
-            .apply_batch(batch)
-            .storage(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+        self.shared.db.apply_batch(batch).storage(
+            &self.shared.db,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Write,
+        )?;
         tracing::trace!(
             target: crate::STAGE_TARGET,
             stage = "apply",
@@ -418,8 +422,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(task_error)
-        .storage(subject(), ErrorVerb::Read)?
-        .storage(subject(), ErrorVerb::Read)?;
+        .storage(&self.shared.db, subject(), ErrorVerb::Read)?
+        .storage(&self.shared.db, subject(), ErrorVerb::Read)?;
 
         let machine = Machine {
             lease,
@@ -449,8 +453,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(task_error)
-        .storage(subject(), ErrorVerb::Write)?
-        .storage(subject(), ErrorVerb::Write)?;
+        .storage(&self.shared.db, subject(), ErrorVerb::Write)?
+        .storage(&self.shared.db, subject(), ErrorVerb::Write)?;
 
         let sessions = machine.lease.session_count();
         {
@@ -468,7 +472,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .flusher
             .flush()
             .await
-            .storage(subject(), ErrorVerb::Write)?;
+            .storage(&self.shared.db, subject(), ErrorVerb::Write)?;
         tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, sessions, "installed snapshot");
         // Nobody listening is fine.
         let _ = self.shared.events.send(Arc::new(AppliedEvents {
@@ -481,9 +485,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let stored = self
-            .stored_snapshot()
-            .storage(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
+        let stored = self.stored_snapshot().storage(
+            &self.shared.db,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Read,
+        )?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
@@ -528,8 +534,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         )
         .await
         .map_err(task_error)
-        .storage(ErrorSubject::Snapshot(None), ErrorVerb::Write)?
-        .storage(ErrorSubject::Snapshot(None), ErrorVerb::Write)?;
+        .storage(
+            &self.shared.db,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Write,
+        )?
+        .storage(
+            &self.shared.db,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Write,
+        )?;
         let took = started.elapsed();
         let counters = &self.shared.snapshot_counters;
         if stored {

@@ -39,6 +39,15 @@ impl LeaseApi {
         let received = Instant::now();
         let secret = new_secret();
         let acquire = self.state.read(|s| request::acquire(s, &req, secret))?;
+        // A call that may wait holds a place under waiters_max from before
+        // it proposes until it answers (taken even if the lease turns out
+        // free: whether it must wait is known only once its entry applied).
+        let _waiting = match acquire.wait {
+            true => Some(self.quotas.waiters.take(None).map_err(|reached| {
+                ApiError::limit("too many acquires waiting on this node", reached)
+            })?),
+            false => None,
+        };
         let started = Instant::now();
         // Subscribe before proposing so a grant cannot slip past unseen.
         let mut events = self.state.subscribe();

@@ -1,25 +1,17 @@
-//! `Recall`, `SetConfig`, `ChangeMembership` and `Status`.
-
-use std::collections::BTreeSet;
-use std::time::Duration;
+//! `Recall`, `SetConfig` and `Status` (`ChangeMembership`: [`super::membership`]).
 
 use leasehold_core::{Command, Response as CoreResponse};
 use leasehold_proto::v1 as pb;
-use leasehold_raft::NodeId;
 use openraft::ServerState;
 
 use super::convert::config_to_proto;
 use super::error::ApiError;
 use super::forward::known_leader;
+use super::membership::member;
 use super::request;
 use super::service::LeaseApi;
-use crate::error::ProposeError;
+use crate::admission::Admission;
 use crate::lessor::Serving;
-
-/// Most voters a membership may have.
-pub const VOTERS_MAX: usize = 7;
-/// How long a membership change (catching a learner up included) may take.
-const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl LeaseApi {
     pub(super) async fn recall_local(
@@ -52,50 +44,6 @@ impl LeaseApi {
         }
     }
 
-    pub(super) async fn change_membership_local(
-        &self,
-        req: pb::ChangeMembershipRequest,
-    ) -> Result<pb::ChangeMembershipResponse, ApiError> {
-        let voters = request::change_membership(&req)?;
-        let known = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
-        for (id, node) in &voters {
-            if known.get_node(id).is_none() {
-                // Adds it as a learner and waits until it has caught up.
-                tokio::time::timeout(
-                    MEMBERSHIP_TIMEOUT,
-                    self.raft.add_learner(*id, node.clone(), true),
-                )
-                .await
-                .map_err(|_| ApiError::unavailable("the new member did not catch up in time"))?
-                .map_err(ProposeError::from)?;
-            }
-        }
-        let ids: BTreeSet<NodeId> = voters.keys().copied().collect();
-        let written =
-            tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(ids, false))
-                .await
-                .map_err(|_| ApiError::unavailable("the membership change did not commit in time"))?
-                .map_err(ProposeError::from)?;
-        tracing::info!(node_id = self.node_id, voters = ?voters.keys().collect::<Vec<_>>(), "membership changed");
-        Ok(pb::ChangeMembershipResponse {
-            voters: voters
-                .iter()
-                .map(|(id, n)| pb::Member {
-                    node_id: *id,
-                    raft_addr: n.raft_addr.clone(),
-                    api_addr: n.api_addr.clone(),
-                })
-                .collect(),
-            log_index: written.log_id.index,
-        })
-    }
-
     pub(super) async fn status_local(&self) -> pb::StatusResponse {
         let committed = self.log_store.committed_index().await;
         let m = self.raft.metrics().borrow().clone();
@@ -114,18 +62,18 @@ impl LeaseApi {
             Serving::WaitingForQuorum => (pb::Serving::WaitingForQuorum, 0),
             Serving::Follower => (pb::Serving::Follower, 0),
             // Serves nothing, like a leader whose lease is not confirmed.
-            Serving::ShuttingDown => (pb::Serving::WaitingForQuorum, 0),
+            Serving::ShuttingDown | Serving::StorageFailed => (pb::Serving::WaitingForQuorum, 0),
         };
-        let members = m
-            .membership_config
-            .membership()
+        let membership = m.membership_config.membership();
+        let voters: Vec<_> = membership.voter_ids().collect();
+        let members: Vec<pb::Member> = membership
             .nodes()
-            .map(|(id, n)| pb::Member {
-                node_id: *id,
-                raft_addr: n.raft_addr.clone(),
-                api_addr: n.api_addr.clone(),
-            })
+            .map(|(id, n)| member(*id, n, !voters.contains(id)))
             .collect();
+        let admission = match *self.admission.borrow() {
+            Admission::AwaitingMembership if !members.is_empty() => "joined",
+            a => a.as_str(),
+        };
         let (leader_id, leader_api_addr) = known_leader(&m).unwrap_or_default();
         let (sessions, resources, config) = self.state.read(|s| {
             (
@@ -149,6 +97,7 @@ impl LeaseApi {
             resources,
             config: Some(config),
             config_error: self.lessor.config_error().unwrap_or_default(),
+            admission: admission.into(),
         }
     }
 }

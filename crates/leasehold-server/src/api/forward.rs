@@ -7,17 +7,30 @@ use std::time::Duration;
 
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_proto::{FORWARD_HOPS_MAX, HOPS_METADATA_KEY};
+use leasehold_raft::tls::NodeTls;
 use leasehold_raft::{LeaseNode, NodeId, Raft};
 use openraft::RaftMetrics;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::auth::AUTHORIZATION_METADATA_KEY;
 use super::error::ApiError;
 use crate::lessor::{Lessor, Serving};
 
 /// What a node answers (UNAVAILABLE) once it began shutting down: clients
 /// retry on another node.
 pub const SHUTTING_DOWN: &str = "node shutting down; retry on another node";
+
+/// What a fail-stopped node answers (UNAVAILABLE) before the reason: its
+/// store failed, it serves nothing until restarted; clients retry on
+/// another node.
+pub const STORAGE_FAILED: &str =
+    "storage failed on this node; it serves nothing until restarted (retry on another node)";
+
+/// The UNAVAILABLE answer of a node whose store failed with `reason`.
+pub fn storage_failed(reason: &str) -> ApiError {
+    ApiError::unavailable(format!("{STORAGE_FAILED}: {reason}"))
+}
 
 /// Where to serve a request.
 pub enum Route {
@@ -40,6 +53,9 @@ pub struct Forwarder {
     raft: Raft,
     /// Cached clients by address.
     clients: Mutex<HashMap<String, LeaseholdClient<Channel>>>,
+    /// TLS of the channels to the leader (the node's certificate, the
+    /// cluster CA); `None`: plaintext.
+    tls: Option<NodeTls>,
 }
 
 /// Timeout for establishing a connection to the leader.
@@ -52,7 +68,20 @@ impl Forwarder {
             node_id,
             raft,
             clients: Mutex::new(HashMap::new()),
+            tls: None,
         }
+    }
+
+    /// This node's TLS towards other nodes (`None`: plaintext); membership
+    /// probes dial peers with it too.
+    pub fn tls(&self) -> Option<&NodeTls> {
+        self.tls.as_ref()
+    }
+
+    /// Dials the leader over TLS with this node's certificate.
+    pub fn with_tls(mut self, tls: Option<NodeTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The leader's client address, if a leader other than this node is known.
@@ -69,6 +98,11 @@ impl Forwarder {
     pub fn route(&self, lessor: &Lessor, metadata: &MetadataMap) -> Result<Route, ApiError> {
         match lessor.serving() {
             Serving::Serving | Serving::FailoverGrace { .. } => Ok(Route::Local),
+            // Its Raft stopped: what it knows of the leader is stale, so it
+            // does not even forward.
+            Serving::StorageFailed => Err(storage_failed(
+                lessor.storage_failure().unwrap_or("unknown"),
+            )),
             Serving::ShuttingDown => Err(ApiError::Unavailable {
                 reason: SHUTTING_DOWN.into(),
                 leader_api_addr: self.leader_api_addr(),
@@ -107,11 +141,12 @@ impl Forwarder {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = leasehold_raft::tls::endpoint(addr, self.tls.as_ref())
             .map_err(|e| ApiError::unavailable(format!("bad leader address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let client = LeaseholdClient::new(endpoint.connect_lazy());
+        let client = LeaseholdClient::new(endpoint.connect_lazy())
+            .max_encoding_message_size(leasehold_proto::REQUEST_BYTES_MAX);
         clients.insert(addr.to_string(), client.clone());
         Ok(client)
     }
@@ -130,10 +165,16 @@ pub fn known_leader(m: &RaftMetrics<NodeId, LeaseNode>) -> Option<(NodeId, Strin
     Some((leader, addr))
 }
 
-/// Builds a forwarded request carrying the hop count.
-pub fn forwarded<T>(message: T, hops: u32) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
+/// Builds the request forwarded to the leader: the message, the hop
+/// count, and the caller's `authorization` metadata, so that the leader
+/// checks the caller again (it never trusts the forwarding node's check).
+pub fn forwarded<T>(request: tonic::Request<T>, hops: u32) -> tonic::Request<T> {
+    let authorization = request.metadata().get(AUTHORIZATION_METADATA_KEY).cloned();
+    let mut req = tonic::Request::new(request.into_inner());
     req.metadata_mut()
         .insert(HOPS_METADATA_KEY, MetadataValue::from(hops));
+    if let Some(value) = authorization {
+        req.metadata_mut().insert(AUTHORIZATION_METADATA_KEY, value);
+    }
     req
 }

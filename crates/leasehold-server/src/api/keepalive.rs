@@ -1,7 +1,9 @@
 //! The `KeepAlive` stream: renewals answered by the leader's rules, with
 //! recall notices.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use leasehold_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -12,6 +14,8 @@ use super::error::ApiError;
 use super::request;
 use super::service::{BoxStream, LeaseApi};
 use crate::lessor::{KeepAlive, Serving};
+use crate::limits::KEEPALIVE_BUFFER_MESSAGES;
+use crate::metrics::IdleLabel;
 
 /// Most sessions one keepalive message may renew.
 pub const KEEPALIVE_SESSIONS_MAX: usize = 10_000;
@@ -19,6 +23,7 @@ pub const KEEPALIVE_SESSIONS_MAX: usize = 10_000;
 /// Starts answering a keepalive stream (leader only).
 pub(super) fn serve(
     api: Arc<LeaseApi>,
+    client: Option<IpAddr>,
     mut inbound: Streaming<pb::KeepAliveRequest>,
 ) -> Result<BoxStream<pb::KeepAliveResponse>, ApiError> {
     match api.lessor.serving() {
@@ -32,24 +37,62 @@ pub(super) fn serve(
                 leader_api_addr: api.forwarder.leader_api_addr(),
             })
         }
-        Serving::ShuttingDown => return Err(api.shutting_down()),
+        Serving::ShuttingDown | Serving::StorageFailed => return Err(api.shutting_down()),
     }
-    let (tx, rx) = mpsc::channel(16);
+    let slot = api.quotas.keepalive.take(client).map_err(|reached| {
+        ApiError::limit(
+            match client {
+                Some(ip) => format!("too many KeepAlive streams open (this one from {ip})"),
+                None => "too many KeepAlive streams open".to_string(),
+            },
+            reached,
+        )
+    })?;
+    let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER_MESSAGES);
     let stop = api.shutdown.clone();
+    let failed = api.lessor.failed_signal();
     tokio::spawn(async move {
+        // Counted as open until this task ends.
+        let _slot = slot;
         let stop = stop.recv();
         tokio::pin!(stop);
+        let failed = failed.recv();
+        tokio::pin!(failed);
         loop {
+            // A stream silent for longer than the longest TTL renews
+            // nothing: every session it could keep alive has expired.
+            let idle_ms = api.state.read(|s| s.config().ttl_ms_max);
             let msg = tokio::select! {
                 _ = &mut stop => {
                     let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
                     return;
                 }
-                m = inbound.message() => m,
+                _ = &mut failed => {
+                    let _ = tx.send(Err(Status::from(api.shutting_down()))).await;
+                    return;
+                }
+                m = tokio::time::timeout(Duration::from_millis(idle_ms), inbound.message()) => m,
             };
             let msg = match msg {
-                Ok(Some(m)) => m,
-                Ok(None) | Err(_) => return,
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => return,
+                Ok(Err(status)) => {
+                    // Undecodable or oversize messages get our codes; a
+                    // broken connection has nobody left to answer.
+                    if let Some(e) = super::error::transport_status(&status) {
+                        let _ = tx.try_send(Err(Status::from(e)));
+                    }
+                    return;
+                }
+                Err(_) => {
+                    api.metrics.idle_closed(IdleLabel::keepalive_stream);
+                    let _ = tx.try_send(Err(Status::from(ApiError::Idle(format!(
+                        "keepalive stream idle for longer than the longest session TTL \
+                         (ttl_ms_max = {idle_ms} ms): every session it could renew has \
+                         expired; open a new stream when needed"
+                    )))));
+                    return;
+                }
             };
             let received = tokio::time::Instant::now();
             let reply = api.keepalive_reply(&msg).map_err(Status::from);

@@ -1,5 +1,6 @@
 //! `Get` and `List`: reads of the applied state on the serving leader.
 
+use leasehold_core::machine::{validate_resource, validate_text};
 use leasehold_proto::v1 as pb;
 
 use super::convert::resource_to_proto;
@@ -11,6 +12,28 @@ use super::service::LeaseApi;
 pub const LIST_PAGE_DEFAULT: usize = 100;
 /// Largest page of `List`.
 pub const LIST_PAGE_MAX: usize = 1_000;
+
+/// Checks a `List` page token: empty (the first page), or the last name of
+/// a previous page of the same prefix, which is a valid resource name that
+/// starts with the prefix.
+pub(super) fn check_page_token(prefix: &str, token: &str) -> Result<(), ApiError> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    let valid = validate_resource(token).is_ok()
+        && validate_text("page_token", token).is_ok()
+        && token.starts_with(prefix);
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "page_token",
+        format!(
+            "{:?} is not a token a previous page of prefix {prefix:?} returned",
+            token.chars().take(64).collect::<String>()
+        ),
+    ))
+}
 
 impl LeaseApi {
     pub(super) async fn get_local(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
@@ -55,5 +78,29 @@ impl LeaseApi {
                 revision: s.revision(),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_are_checked() {
+        assert!(check_page_token("a/", "").is_ok());
+        assert!(check_page_token("a/", "a/x").is_ok());
+        let long = format!(
+            "a/{}",
+            "x".repeat(leasehold_core::limits::RESOURCE_NAME_BYTES_MAX)
+        );
+        for bad in ["b/x", "a/\u{1b}[2J", long.as_str()] {
+            match check_page_token("a/", bad) {
+                Err(ApiError::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "page_token");
+                    assert!(reason.contains("not a token a previous page"), "{reason}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 }

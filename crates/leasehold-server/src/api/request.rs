@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use leasehold_core::machine::{
-    validate_client_name, validate_metadata, validate_reason, validate_resource,
+    validate_client_name, validate_metadata, validate_reason, validate_resource, validate_text,
 };
 use leasehold_core::{
     limits, Acquire, Command, LeaseConfig, LeaseState, SessionId, SessionRef, SessionSecret,
@@ -18,7 +18,6 @@ use leasehold_proto::v1 as pb;
 use leasehold_raft::{LeaseNode, NodeId};
 
 use super::acquire::WAIT_MS_MAX;
-use super::admin::VOTERS_MAX;
 use super::error::{mode_from_proto, secret_from_proto, ApiError};
 use super::keepalive::KEEPALIVE_SESSIONS_MAX;
 use super::read::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
@@ -42,6 +41,7 @@ pub fn open_session(
     secret: SessionSecret,
 ) -> Result<Command, ApiError> {
     validate_client_name(&req.client_name)?;
+    validate_text("client_name", &req.client_name)?;
     state.config().check_ttl(req.ttl_ms)?;
     Ok(Command::OpenSession {
         client_name: req.client_name.clone(),
@@ -68,6 +68,7 @@ pub fn acquire(
     secret: SessionSecret,
 ) -> Result<Acquire, ApiError> {
     validate_resource(&req.resource)?;
+    validate_text("resource", &req.resource)?;
     validate_metadata(&req.metadata)?;
     let mode = mode_from_proto(req.mode)?;
     if req.wait_timeout_ms > WAIT_MS_MAX {
@@ -100,6 +101,7 @@ pub fn acquire(
             ));
         }
         validate_client_name(&req.client_name)?;
+        validate_text("client_name", &req.client_name)?;
         state.config().check_ttl(req.ttl_ms)?;
         SessionTarget::Private {
             client_name: req.client_name.clone(),
@@ -119,7 +121,8 @@ pub fn acquire(
     })
 }
 
-/// `Release`: the command to propose.
+/// `Release`: the command to propose. Control characters are not refused
+/// here: a holder must be able to release a name an older version accepted.
 pub fn release(state: &LeaseState, req: &pb::ReleaseRequest) -> Result<Command, ApiError> {
     validate_resource(&req.resource)?;
     let session = owned_session(state, req.session_id, &req.session_secret)?;
@@ -131,10 +134,12 @@ pub fn release(state: &LeaseState, req: &pb::ReleaseRequest) -> Result<Command, 
 
 /// `Get`: the resource name is valid.
 pub fn get(req: &pb::GetRequest) -> Result<(), ApiError> {
-    Ok(validate_resource(&req.resource)?)
+    validate_resource(&req.resource)?;
+    Ok(validate_text("resource", &req.resource)?)
 }
 
-/// A `List` or `Watch` prefix: no longer than a resource name.
+/// A `List` or `Watch` prefix: no longer than a resource name, no control
+/// characters.
 fn check_prefix(prefix: &str) -> Result<(), ApiError> {
     if prefix.len() > limits::RESOURCE_NAME_BYTES_MAX {
         return Err(ApiError::invalid(
@@ -142,12 +147,13 @@ fn check_prefix(prefix: &str) -> Result<(), ApiError> {
             "longer than a resource name may be",
         ));
     }
-    Ok(())
+    Ok(validate_text("prefix", prefix)?)
 }
 
 /// `List`: the page size to answer with.
 pub fn list(req: &pb::ListRequest) -> Result<usize, ApiError> {
     check_prefix(&req.prefix)?;
+    super::read::check_page_token(&req.prefix, &req.page_token)?;
     match usize::try_from(req.page_size).unwrap_or(usize::MAX) {
         0 => Ok(LIST_PAGE_DEFAULT),
         n if n > LIST_PAGE_MAX => Err(ApiError::invalid(
@@ -198,7 +204,9 @@ pub fn keepalive(msg: &pb::KeepAliveRequest) -> Result<Vec<(SessionId, SessionSe
 /// `Recall`: the command to propose.
 pub fn recall(req: &pb::RecallRequest) -> Result<Command, ApiError> {
     validate_resource(&req.resource)?;
+    validate_text("resource", &req.resource)?;
     validate_reason(&req.reason)?;
+    validate_text("reason", &req.reason)?;
     Ok(Command::Recall {
         resource: req.resource.clone(),
         reason: req.reason.clone(),
@@ -248,42 +256,15 @@ pub fn set_config(
     Ok(config)
 }
 
-/// `ChangeMembership`: the voters asked for, by node id.
+/// `ChangeMembership`: the voters asked for, by node id, and the catch-up
+/// bound (the handler in [`super::membership`] runs the same two checks).
 pub fn change_membership(
     req: &pb::ChangeMembershipRequest,
-) -> Result<BTreeMap<NodeId, LeaseNode>, ApiError> {
-    if req.voters.is_empty() || req.voters.len() > VOTERS_MAX {
-        return Err(ApiError::invalid(
-            "voters",
-            format!(
-                "{} voters; between 1 and {VOTERS_MAX} are allowed",
-                req.voters.len()
-            ),
-        ));
-    }
-    let mut voters = BTreeMap::new();
-    for m in &req.voters {
-        if m.node_id == 0 || m.raft_addr.is_empty() || m.api_addr.is_empty() {
-            return Err(ApiError::invalid(
-                "voters",
-                format!(
-                    "member {} needs a non-zero id, raft_addr and api_addr",
-                    m.node_id
-                ),
-            ));
-        }
-        let node = LeaseNode {
-            raft_addr: m.raft_addr.clone(),
-            api_addr: m.api_addr.clone(),
-        };
-        if voters.insert(m.node_id, node).is_some() {
-            return Err(ApiError::invalid(
-                "voters",
-                format!("node {} listed twice", m.node_id),
-            ));
-        }
-    }
-    Ok(voters)
+) -> Result<(BTreeMap<NodeId, LeaseNode>, std::time::Duration), ApiError> {
+    Ok((
+        super::membership::parse_voters(&req.voters)?,
+        super::membership::catch_up_timeout(req.catch_up_timeout_ms)?,
+    ))
 }
 
 #[cfg(test)]
@@ -408,11 +389,15 @@ mod tests {
             node_id,
             raft_addr: "r".into(),
             api_addr: "a".into(),
+            learner: false,
         };
-        let req = |voters| pb::ChangeMembershipRequest { voters };
+        let req = |voters| pb::ChangeMembershipRequest {
+            voters,
+            catch_up_timeout_ms: 0,
+        };
         assert_eq!(
             change_membership(&req(vec![member(1), member(2)]))
-                .map(|v| v.len())
+                .map(|(v, _)| v.len())
                 .ok(),
             Some(2)
         );
