@@ -56,6 +56,11 @@ trap cleanup EXIT
 
 say "starting Leasehold (3 nodes, API $leasehold)"
 "$here/up.sh" >"$out/leasehold-up.log"
+# up.sh's cluster runs TLS (the GFS binaries find $LEASEHOLD_DATA_DIR/tls by
+# default) and requires tokens: masters recall chunk leases, which needs the
+# admin principal up.sh made. A production chunkserver would get a client
+# principal limited to chunk/ (README, Authentication).
+export LEASEHOLD_TOKEN_FILE="$LEASEHOLD_DATA_DIR/admin.token"
 chunk_bytes=$((256 * 1024))
 for i in 1 2; do
   gfs_record "m$i" "$GFS_BIN" master --id "m$i" --listen "127.0.0.1:$((base + 400 + i))" \

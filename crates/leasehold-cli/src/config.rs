@@ -1109,7 +1109,8 @@ mod tests {
 
     /// `args` as flags, alone.
     fn auth_flags(args: &[&str]) -> Settings {
-        let mut argv = vec!["server"];
+        // Plaintext: what is under test here is auth, not TLS.
+        let mut argv = vec!["server", "--plaintext"];
         argv.extend_from_slice(args);
         Flags::try_parse_from(argv).expect("flags parse").settings
     }

@@ -276,6 +276,7 @@ async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() ->
         &path(&tls.join("node-1.pem"))?,
         "--tls-key",
         &path(&tls.join("node-1-key.pem"))?,
+        "--auth-open",
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null())

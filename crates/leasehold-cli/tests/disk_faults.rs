@@ -39,6 +39,7 @@ fn server(data_dir: &Path) -> anyhow::Result<(Command, String)> {
     let mut c = Command::new(BIN);
     c.args(["server", "--id", "1", "--peer", &peer])
         .args(["--raft-listen", &raft_addr, "--api-listen", &api_addr])
+        .args(["--plaintext", "--auth-open"])
         .arg("--data-dir")
         .arg(data_dir)
         .env_clear()

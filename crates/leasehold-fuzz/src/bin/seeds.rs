@@ -164,7 +164,9 @@ fn main() -> std::io::Result<()> {
             node_id: 1,
             raft_addr: "127.0.0.1:7001".into(),
             api_addr: "127.0.0.1:7000".into(),
+            learner: false,
         }],
+        catch_up_timeout_ms: 0,
     };
     write(&dir, t, "change_membership", &request(11, &membership))?;
 
