@@ -182,13 +182,15 @@ async fn lone_node(
     let peer: PeerSpec = format!("1={},{}", raft.local_addr()?, api.local_addr()?)
         .parse()
         .map_err(anyhow::Error::msg)?;
-    let config = NodeConfig::new(
+    let mut config = NodeConfig::new(
         1,
         raft.local_addr()?,
         api.local_addr()?,
         vec![peer],
         dir.join("data"),
     );
+    // What is under test is transport security, not auth.
+    config.auth = leasehold_tests::AuthConfig::open();
     Ok((config, raft, api))
 }
 
