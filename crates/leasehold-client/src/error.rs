@@ -224,19 +224,7 @@ pub(crate) async fn diagnose(status: &Status, addr: &str, tls: bool) -> Option<S
 }
 
 /// An error and its sources on one line.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+pub(crate) use leasehold_proto::error_chain as chain;
 
 /// Whether `status` means "could not reach the node or the connection
 /// broke" rather than an answer from the service: `UNAVAILABLE`, or

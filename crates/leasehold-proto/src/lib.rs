@@ -60,3 +60,20 @@ pub const FORWARD_HOPS_MAX: u32 = 2;
 /// `RESOURCE_EXHAUSTED` naming `request_bytes_max`; clients refuse to send
 /// one in the first place.
 pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+
+/// An error and its sources on one line (`a: b: c`), each source once:
+/// transport errors (tonic, hyper, rustls) hide their cause in sources,
+/// and every side of the wire reports them this way.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -188,17 +188,4 @@ pub fn endpoint(addr: &str, tls: Option<&NodeTls>) -> Result<Endpoint, String> {
     }
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use leasehold_proto::error_chain;
