@@ -7,6 +7,10 @@
 //!   find the leader; propose with retries; wait for applied indexes.
 //! - [`disk`]: small filesystems for disk-fault tests (tmpfs with a size
 //!   limit, ext4 on a loop device), unmounted by drop guards.
+//! - [`flood`]: idle connections, Watch streams and waiters against a
+//!   `leasehold server` process, with its RSS read from `/proc`.
+
+pub mod flood;
 
 use std::collections::BTreeMap;
 use std::future::Future;

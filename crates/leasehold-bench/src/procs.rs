@@ -6,9 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+pub use leasehold_tests::flood::{poll, rss_bytes};
 use tokio::process::{Child, Command};
 
 /// How long a cluster gets to elect a leader and serve.
@@ -265,39 +266,6 @@ impl Cluster {
             self.kill(i).await?;
         }
         Ok(())
-    }
-}
-
-/// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status).
-pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS line")?;
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS without a number")?
-        .parse()?;
-    Ok(kb * 1024)
-}
-
-/// Polls `probe` every 100 ms until it answers `Some` or `timeout` passes.
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if Instant::now() >= until {
-            anyhow::bail!("{what}: not within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -38,6 +38,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::ConnArgs;
+
+/// The process allocator: mimalloc returns freed pages to the OS (glibc's
+/// malloc kept a flood's buffers resident; see ADR 0009).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use crate::output::Format;
 
 /// Leasehold: a Raft-replicated lease service.
