@@ -285,15 +285,13 @@ settings! {
     )]
     auth_open: bool = "auth.open", "LEASEHOLD_AUTH_OPEN", "--auth-open";
 
-    /// A principal that may call the client API,
-    /// NAME:ROLE:SHA256|cn=CN|SHA256+cn=CN[:PREFIX,…] (role admin, client or
-    /// reader; SHA256 = the hex SHA-256 of its bearer token; cn=CN = the
-    /// subject common name of its client certificate; `NAME:ROLE:SHA256:` =
-    /// every resource); repeat for each. With any, every call needs a bearer
-    /// token or a client certificate of one. Flags replace the whole list of
-    /// the file or variable. [file: auth.principals; [[auth.principals]]
-    /// tables with name, token_sha256 and/or cert_cn, role, prefixes; env:
-    /// LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
+    /// A principal that may call the client API: role admin, client or reader;
+    /// SHA256 = hex SHA-256 of its bearer token, cn=CN = its client
+    /// certificate's subject CN, or SHA256+cn=CN; `NAME:ROLE:SHA256:` = every
+    /// resource. Repeat for each; with any, every call needs a token or client
+    /// certificate of one. Flags replace the list of the file or variable.
+    /// [file: auth.principals; tables: name, token_sha256 and/or cert_cn, role,
+    /// prefixes; env: LEASEHOLD_AUTH_PRINCIPALS, separated by spaces or `;`]
     #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256|cn=CN[:PREFIX,…]", value_parser = parse_principal)]
     auth_principals: Vec<Principal> = "auth.principals", "LEASEHOLD_AUTH_PRINCIPALS", "--auth-principal";
     /// Client API connections open at once; over it, every call on a new

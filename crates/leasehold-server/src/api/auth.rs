@@ -218,6 +218,97 @@ mod tests {
         );
     }
 
+    fn cert(cn: &str) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn the_identity_follows_token_then_forwarded_name_then_certificate() {
+        let auth = AuthConfig {
+            principals: vec![
+                Principal {
+                    name: "ops".into(),
+                    token_sha256: Some(TokenDigest::of("t0k")),
+                    cert_cn: None,
+                    role: Role::Admin,
+                    prefixes: Vec::new(),
+                },
+                Principal {
+                    name: "cs".into(),
+                    token_sha256: None,
+                    cert_cn: Some("chunkserver".into()),
+                    role: Role::Client,
+                    prefixes: vec!["chunk/".into()],
+                },
+            ],
+            open: false,
+        };
+        let node = [cert("leasehold node 2")];
+        let client = [cert("chunkserver")];
+        let md = |token: Option<&str>, forwarded: Option<&[u8]>| {
+            let mut r = request(token);
+            if let Some(name) = forwarded {
+                r.metadata_mut()
+                    .insert_bin(PRINCIPAL_METADATA_KEY, MetadataValue::from_bytes(name));
+            }
+            r.metadata().clone()
+        };
+        let who = |m: &MetadataMap, certs: Option<&[CertificateDer<'static>]>| {
+            identity_of(&auth, m, certs).map(|a| match a {
+                Authenticated::As(p, via) => (p.name.clone(), via),
+                Authenticated::Open => ("<open>".to_string(), Via::Token),
+            })
+        };
+        assert_eq!(
+            who(&md(None, Some(b"cs")), Some(&node)),
+            Ok(("cs".into(), Via::Forwarded(2)))
+        );
+        assert_eq!(
+            who(&md(Some("Bearer t0k"), Some(b"cs")), Some(&node)),
+            Ok(("ops".into(), Via::Token))
+        );
+        assert_eq!(
+            who(&md(None, Some(b"nobody")), Some(&node)),
+            Err(Unauthenticated::UnknownForwarded {
+                node: 2,
+                name: "nobody".into()
+            })
+        );
+        assert_eq!(
+            who(&md(None, Some(&[0xff, 0xfe])), Some(&node)),
+            Err(Unauthenticated::MalformedForwarded)
+        );
+        assert_eq!(
+            who(&md(None, None), Some(&node)),
+            Err(Unauthenticated::UnknownCertificate(
+                "leasehold node 2".into()
+            ))
+        );
+        assert_eq!(
+            who(&md(None, None), Some(&client)),
+            Ok(("cs".into(), Via::Certificate))
+        );
+        assert_eq!(
+            who(&md(Some("Bearer nope"), None), Some(&client)),
+            Err(Unauthenticated::Unknown)
+        );
+        assert_eq!(
+            who(&md(None, Some(b"ops")), Some(&client)),
+            Err(Unauthenticated::ForwardedNotFromNode)
+        );
+        assert_eq!(
+            who(&md(None, None), Some(&[cert("stranger")])),
+            Err(Unauthenticated::UnknownCertificate("stranger".into()))
+        );
+        assert_eq!(who(&md(None, None), None), Err(Unauthenticated::Missing));
+    }
+
     #[test]
     fn forwarded_principal_metadata_from_a_client_is_refused_even_with_a_token() {
         let auth = AuthConfig {
