@@ -53,6 +53,10 @@ pub struct ClusterOptions {
     /// mutual TLS, the client API TLS. Off: every node runs with explicit
     /// plaintext.
     pub tls: bool,
+    /// With `tls`: client certificates to issue besides `client`, one per
+    /// name (subject CN = the name; files `NAME.pem`, `NAME-key.pem` in
+    /// [`TestCluster::tls_dir`]).
+    pub tls_clients: Vec<String>,
     /// Who may call the client API. Default: open (tests of everything
     /// but authentication talk to the API without tokens); give principals
     /// to test authentication.
@@ -79,6 +83,7 @@ impl Default for ClusterOptions {
             clock_rate_ppm: 0,
             metrics: false,
             tls: false,
+            tls_clients: Vec::new(),
             auth: AuthConfig::open(),
             limits: leasehold_server::limits::ApiLimits::default(),
             data_root: None,
@@ -98,7 +103,8 @@ impl ClusterOptions {
                     .iter()
                     .map(|(name, token, role, prefixes)| Principal {
                         name: name.to_string(),
-                        token_sha256: TokenDigest::of(token),
+                        token_sha256: Some(TokenDigest::of(token)),
+                        cert_cn: None,
                         role: *role,
                         prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
                     })
@@ -186,12 +192,9 @@ impl TestCluster {
                     hosts: vec!["127.0.0.1".into()],
                 })
                 .collect();
-            leasehold_server::certs::init(
-                &dir.path().join(TLS_DIR),
-                &nodes,
-                &[leasehold_server::certs::DEFAULT_CLIENT.into()],
-                false,
-            )?;
+            let mut clients = vec![leasehold_server::certs::DEFAULT_CLIENT.to_string()];
+            clients.extend(options.tls_clients.iter().cloned());
+            leasehold_server::certs::init(&dir.path().join(TLS_DIR), &nodes, &clients, false)?;
         }
         let mut cluster = TestCluster {
             _dir: dir,

@@ -23,7 +23,8 @@ const TTL_MS: u64 = 120_000;
 fn principal(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Principal {
     Principal {
         name: name.into(),
-        token_sha256: TokenDigest::of(token),
+        token_sha256: Some(TokenDigest::of(token)),
+        cert_cn: None,
         role,
         prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
     }

@@ -1,7 +1,8 @@
 //! Transport security: a TLS cluster works end to end; peers without a
-//! certificate of the cluster CA cannot send Raft messages; clients without
-//! the CA cannot use the API; a node refuses to start without an explicit
-//! choice between TLS and plaintext.
+//! certificate of the cluster CA cannot send Raft messages, nor can holders
+//! of a client certificate the CA signed (the peer port takes node
+//! certificates only); clients without the CA cannot use the API; a node
+//! refuses to start without an explicit choice between TLS and plaintext.
 
 use std::path::Path;
 use std::time::Duration;
@@ -153,6 +154,101 @@ async fn a_peer_without_a_cluster_certificate_cannot_send_raft_messages() -> any
     cluster.shutdown().await
 }
 
+/// One peer RPC of each kind, as `identity` (cluster TLS directory file
+/// name) would send them: AppendEntries and Vote carrying a term well
+/// above the cluster's and a leader that does not exist (what a rogue
+/// peer would send to take over), and Status.
+async fn peer_rpcs(
+    addr: &str,
+    tls: ClientTlsConfig,
+    term: u64,
+) -> anyhow::Result<Vec<(&'static str, tonic::Status)>> {
+    use leasehold_raft::network::payload::{self, AppendEntriesRequest, VoteRpc};
+    use openraft::Vote;
+    let mut client = RaftPeerClient::new(channel(addr, Some(tls)).await?);
+    let rogue: u64 = 9;
+    let append = payload::encode(
+        "append_entries",
+        &AppendEntriesRequest {
+            vote: Vote::new_committed(term + 10, rogue),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        },
+    )?;
+    let vote = payload::encode("vote", &VoteRpc::new(Vote::new(term + 20, rogue), None))?;
+    let answer = |r: Result<tonic::Response<RaftPayload>, tonic::Status>| match r {
+        Ok(_) => tonic::Status::ok("answered"),
+        Err(status) => status,
+    };
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(CALL, client.append_entries(append)).await?;
+    out.push(("append_entries", answer(r)));
+    let r = tokio::time::timeout(CALL, client.vote(vote)).await?;
+    out.push(("vote", answer(r)));
+    let r = tokio::time::timeout(CALL, client.status(RaftPayload::default())).await?;
+    out.push(("status", answer(r)));
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_signed_client_certificate_cannot_talk_to_the_peer_port() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(tls_options()).await?;
+    let dir = cluster.tls_dir().context("TLS cluster")?;
+    let leader = cluster.serving_leader().await?;
+    let follower = cluster.other_than(leader)?;
+    let before: Vec<_> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Ok(cluster.node(id)?.raft().metrics().borrow().current_term))
+        .collect::<anyhow::Result<_>>()?;
+    let term = before.iter().copied().max().unwrap_or(0);
+
+    // The control: a node certificate reaches the service (Status answers).
+    let node_cert = format!("node-{leader}");
+    let follower_addr = cluster.node(follower)?.raft_addr().to_string();
+    let mut own = RaftPeerClient::new(
+        channel(
+            &follower_addr,
+            Some(tls_config(&dir, Some((&dir, &node_cert)))?),
+        )
+        .await?,
+    );
+    tokio::time::timeout(CALL, own.status(RaftPayload::default())).await??;
+
+    // The client certificate `client` of the same CA gets through the TLS
+    // handshake, and every RPC is refused before it reaches Raft.
+    for id in [leader, follower] {
+        let addr = cluster.node(id)?.raft_addr().to_string();
+        let answers = peer_rpcs(
+            &addr,
+            tls_config(&dir, Some((&dir, certs::DEFAULT_CLIENT)))?,
+            term,
+        )
+        .await?;
+        for (rpc, status) in answers {
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "node {id} {rpc}: {status:?}"
+            );
+            assert!(
+                status.message().contains("node certificates only")
+                    && status.message().contains("\"client\""),
+                "node {id} {rpc}: {status:?}"
+            );
+        }
+    }
+    // Nothing reached Raft: same terms, same leader everywhere.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, term) in cluster.ids().into_iter().zip(before) {
+        let m = cluster.node(id)?.raft().metrics().borrow().clone();
+        assert_eq!(m.current_term, term, "node {id}");
+        assert_eq!(m.current_leader, Some(leader), "node {id}");
+    }
+    cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_the_ca_cannot_use_a_tls_api() -> anyhow::Result<()> {
     let cluster = TestCluster::start(tls_options()).await?;
@@ -220,5 +316,42 @@ async fn a_node_refuses_to_start_without_tls_or_explicit_plaintext() -> anyhow::
         Err(e) => e.to_string(),
     };
     assert!(e.contains("tls.ca_cert") && e.contains("missing"), "{e}");
+
+    // A certificate of the CA that is not this node's: a client's, or
+    // another node's. Its peers would refuse it; it refuses to start.
+    let tls = dir.path().join("tls");
+    certs::init(
+        &tls,
+        &["2=127.0.0.1"
+            .parse::<NodeCert>()
+            .map_err(anyhow::Error::msg)?],
+        &[certs::DEFAULT_CLIENT.into()],
+        false,
+    )?;
+    for (cert, found) in [
+        (certs::DEFAULT_CLIENT, "its subject CN is \"client\""),
+        ("node-2", "it is node 2's"),
+    ] {
+        let (mut config, raft, api) = lone_node(dir.path()).await?;
+        config.tls = Some(leasehold_server::TlsFiles {
+            ca_cert: tls.join("ca.pem"),
+            cert: tls.join(format!("{cert}.pem")),
+            key: tls.join(format!("{cert}-key.pem")),
+        });
+        let e = match Node::start_with_listeners(config, raft, api).await {
+            Ok(node) => {
+                node.shutdown().await?;
+                anyhow::bail!("started with {cert}'s certificate");
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("not this node's certificate")
+                && e.contains(found)
+                && e.contains("\"leasehold node 1\""),
+            "{e}"
+        );
+        assert!(!dir.path().join("data").exists(), "nothing created: {e}");
+    }
     Ok(())
 }

@@ -41,11 +41,12 @@ struct InitArgs {
     dir: PathBuf,
     /// A node certificate: the node id and the hosts peers and clients dial
     /// it at (IP addresses become IP SANs, names DNS SANs); repeat per node.
+    /// Its subject CN is `leasehold node ID`, which the peer port requires.
     #[arg(long = "node", value_name = "ID=HOST[,HOST...]", required = true)]
     nodes: Vec<NodeCert>,
     /// A client certificate with this name (written as NAME.pem and
-    /// NAME-key.pem); repeat for several. Client commands find `client`
-    /// by default.
+    /// NAME-key.pem; subject CN = NAME, which a principal's cert_cn can
+    /// name); repeat for several. Client commands find `client` by default.
     #[arg(long = "client", value_name = "NAME")]
     clients: Vec<String>,
     /// Replace existing files (by default an existing file is an error and

@@ -285,14 +285,14 @@ settings! {
     )]
     auth_open: bool = "auth.open", "LEASEHOLD_AUTH_OPEN", "--auth-open";
 
-    /// A principal that may call the client API, NAME:ROLE:SHA256[:PREFIX,…]
-    /// (role admin, client or reader; SHA256 = the hex SHA-256 of its bearer
-    /// token; `NAME:ROLE:SHA256:` = every resource); repeat for each. With
-    /// any, every call needs `authorization: Bearer <token>`. Flags replace
-    /// the whole list of the file or variable. [file: auth.principals;
-    /// [[auth.principals]] tables with name, token_sha256, role, prefixes;
-    /// env: LEASEHOLD_AUTH_PRINCIPALS, entries separated by spaces or `;`]
-    #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256[:PREFIX,…]", value_parser = parse_principal)]
+    /// A principal that may call the client API: role admin, client or reader;
+    /// SHA256 = hex SHA-256 of its bearer token, cn=CN = its client
+    /// certificate's subject CN, or SHA256+cn=CN; `NAME:ROLE:SHA256:` = every
+    /// resource. Repeat for each; with any, every call needs a token or client
+    /// certificate of one. Flags replace the list of the file or variable.
+    /// [file: auth.principals; tables: name, token_sha256 and/or cert_cn, role,
+    /// prefixes; env: LEASEHOLD_AUTH_PRINCIPALS, separated by spaces or `;`]
+    #[arg(long = "auth-principal", value_name = "NAME:ROLE:SHA256|cn=CN[:PREFIX,…]", value_parser = parse_principal)]
     auth_principals: Vec<Principal> = "auth.principals", "LEASEHOLD_AUTH_PRINCIPALS", "--auth-principal";
     /// Client API connections open at once; over it, every call on a new
     /// connection answers RESOURCE_EXHAUSTED naming the limit. [file:
@@ -777,6 +777,11 @@ keys are errors, durations are strings (\"100ms\", \"1.5s\"):
   token_sha256 = \"<64 hex digits>\"
   role = \"client\"
   prefixes = [\"chunk/\"]            # resources it may use ([\"\"]: all)
+  [[auth.principals]]             # known by its client certificate (mTLS)
+  name = \"dashboard\"
+  cert_cn = \"dashboard\"           # subject CN, signed by the cluster CA
+  role = \"reader\"
+  prefixes = [\"\"]
   [limits]                           # docs/limits.md
   connections_max = 10000
   connection_idle_timeout = \"5m\"
@@ -859,7 +864,10 @@ mod tests {
                     p.name.as_str(),
                     p.role,
                     p.prefixes.clone(),
-                    p.token_sha256.to_hex(),
+                    p.token_sha256
+                        .as_ref()
+                        .map(leasehold_server::TokenDigest::to_hex)
+                        .unwrap_or_default(),
                 )
             })
             .collect();
@@ -966,6 +974,63 @@ mod tests {
         assert!(parse_principal(&format!("ops:boss:{HASH_A}"))
             .expect_err("bad role")
             .contains("unknown role"));
+    }
+
+    #[test]
+    fn principals_may_be_known_by_certificate_name() {
+        let p = parse_principal("dash:reader:cn=dash board.example:").expect("cn only");
+        assert_eq!(
+            (
+                p.token_sha256.is_none(),
+                p.cert_cn.as_deref(),
+                &p.prefixes[..]
+            ),
+            (true, Some("dash board.example"), &["".to_string()][..])
+        );
+        let p = parse_principal(&format!("ops:admin:{HASH_A}+cn=ops")).expect("both");
+        assert_eq!(p.token_sha256.map(|d| d.to_hex()).as_deref(), Some(HASH_A));
+        assert_eq!(p.cert_cn.as_deref(), Some("ops"));
+        let p = parse_principal(&format!("ops:admin:{HASH_A}")).expect("the old form");
+        assert!(p.cert_cn.is_none() && p.token_sha256.is_some());
+        assert!(parse_principal("ops:admin:cn=leasehold node 1")
+            .expect_err("a node's name")
+            .contains("node certificate"));
+        assert!(parse_principal("ops:admin:cn=").is_err());
+
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"cs\"\ncert_cn = \"chunkserver 7\"\nrole = \"client\"\nprefixes = [\"chunk/\"]\n"
+        ));
+        let c = load(auth_flags(&[]), Some(path), &Env::new()).expect("cert principal");
+        assert_eq!(
+            c.node.auth.principals[0].cert_cn.as_deref(),
+            Some("chunkserver 7")
+        );
+
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"ghost\"\nrole = \"admin\"\n"
+        ));
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("neither");
+        assert_eq!(errors.len(), 1, "{:?}", lines(&errors));
+        assert!(
+            errors[0].to_string().starts_with(
+                "auth.principals: entry 1: principal \"ghost\": needs `token_sha256` or `cert_cn` (or both)"
+            ),
+            "{:?}",
+            lines(&errors)
+        );
+
+        let (_d, path) = file(&format!(
+            "{BASE}[[auth.principals]]\nname = \"a\"\ncert_cn = \"same\"\nrole = \"admin\"\n[[auth.principals]]\nname = \"b\"\ncert_cn = \"same\"\nrole = \"admin\"\n"
+        ));
+        let errors = load(auth_flags(&[]), Some(path), &Env::new()).expect_err("same CN");
+        assert_eq!(errors.len(), 1, "{:?}", lines(&errors));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("auth.principals: \"a\" and \"b\" have the same cert_cn"),
+            "{:?}",
+            lines(&errors)
+        );
     }
 
     fn env(vars: &[(&str, &str)]) -> Env {

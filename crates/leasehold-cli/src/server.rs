@@ -147,7 +147,8 @@ pub fn local_admin_auth(root: &std::path::Path) -> anyhow::Result<(AuthConfig, P
     let (token, file) = crate::auth::ensure_admin_token(root)?;
     let admin = Principal {
         name: crate::auth::ADMIN_PRINCIPAL.into(),
-        token_sha256: TokenDigest::of(&token),
+        token_sha256: Some(TokenDigest::of(&token)),
+        cert_cn: None,
         role: Role::Admin,
         prefixes: Vec::new(),
     };

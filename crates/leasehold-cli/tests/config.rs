@@ -337,3 +337,162 @@ async fn without_principals_or_auth_open_a_server_refuses_to_start() -> anyhow::
     assert!(!data.exists(), "nothing started");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_principal_needs_a_token_or_a_certificate_name_to_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().context("utf-8 path")?;
+    let config = dir.path().join("ghost.toml");
+    write(
+        &config,
+        "[[auth.principals]]\nname = \"ghost\"\nrole = \"admin\"\n",
+    )?;
+    let path = config.to_str().context("utf-8 path")?;
+    let base = [
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        "1=127.0.0.1:1,127.0.0.1:2",
+        "--data-dir",
+        data_arg,
+        "--plaintext",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--config", path]);
+    let o = output(leasehold(&args)).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [format!("leasehold: config error: auth.principals: entry 1: principal \"ghost\": needs `token_sha256` or `cert_cn` (or both): how else would it authenticate? (file {path} line 1)")]
+    );
+    // The flag form (a usage error, clap's message): a node certificate's
+    // name is refused as a cert_cn.
+    let mut args = base.to_vec();
+    args.extend(["--auth-principal", "ops:admin:cn=leasehold node 1"]);
+    let o = output(leasehold(&args)).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cert_cn \"leasehold node 1\" is a node certificate's name"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing started");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cli_call_authenticated_only_by_its_client_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    let (raft, api) = (free_port()?, free_port()?);
+    let api_addr = format!("127.0.0.1:{api}");
+    let path = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");
+    let o = output(leasehold(&[
+        "certs",
+        "init",
+        "--dir",
+        &path(&tls)?,
+        "--node",
+        "1=127.0.0.1",
+        "--client",
+        "dash",
+        "--client",
+        "cs",
+        "--client",
+        "stranger",
+    ]))
+    .await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _server = leasehold(&[
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        &format!("1=127.0.0.1:{raft},{api_addr}"),
+        "--raft-listen",
+        &format!("127.0.0.1:{raft}"),
+        "--api-listen",
+        &api_addr,
+        "--data-dir",
+        &path(&dir.path().join("node-1"))?,
+        "--heartbeat-ms",
+        "50",
+        "--election-timeout-ms-min",
+        "150",
+        "--election-timeout-ms-max",
+        "300",
+        "--tls-ca-cert",
+        &path(&tls.join("ca.pem"))?,
+        "--tls-cert",
+        &path(&tls.join("node-1.pem"))?,
+        "--tls-key",
+        &path(&tls.join("node-1-key.pem"))?,
+        "--auth-principal",
+        "dashboard:reader:cn=dash:",
+        "--auth-principal",
+        "chunkserver:client:cn=cs:chunk/",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
+
+    // No token anywhere (an empty data dir): the certificate is the
+    // credential.
+    let as_cert = |name: &str, args: &[&str]| -> anyhow::Result<Command> {
+        let mut all = vec![
+            "--endpoints".to_string(),
+            api_addr.clone(),
+            "--ca-cert".into(),
+            path(&tls.join("ca.pem"))?,
+            "--client-cert".into(),
+            path(&tls.join(format!("{name}.pem")))?,
+            "--client-key".into(),
+            path(&tls.join(format!("{name}-key.pem")))?,
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut c = leasehold(&refs);
+        c.env("LEASEHOLD_DATA_DIR", dir.path());
+        Ok(c)
+    };
+    wait_until("the reader's status by certificate", WAIT, || async {
+        let o = output(as_cert("dash", &["status", "--output", "json"]).ok()?)
+            .await
+            .ok()?;
+        let v: serde_json::Value =
+            serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next()?).ok()?;
+        (v["role"] == "leader" && v["serving"] == "serving").then_some(())
+    })
+    .await?;
+    let o = output(as_cert("cs", &["acquire", "chunk/1", "--ttl", "30s"])?).await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = output(as_cert("dash", &["get", "chunk/1", "--output", "json"])?).await?;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = output(as_cert("cs", &["acquire", "jobs/1", "--ttl", "30s"])?).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(8), "permission denied: {stderr}");
+    assert!(stderr.contains("\"chunkserver\""), "{stderr}");
+    let o = output(as_cert("stranger", &["get", "chunk/1"])?).await?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(11), "unauthenticated: {stderr}");
+    assert!(stderr.contains("\"stranger\""), "{stderr}");
+    Ok(())
+}

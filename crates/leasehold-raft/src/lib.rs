@@ -9,7 +9,10 @@
 //!   (client, one cached channel per peer) and [`network::serve_peer`] (server).
 //! - [`tls`]: a node's TLS material ([`tls::NodeTls`]): mutual TLS between
 //!   peers, TLS for the client API, endpoints for outgoing channels.
+//! - [`identity`]: what a peer's certificate says (its subject CN; node
+//!   certificates `leasehold node <id>`).
 
+pub mod identity;
 pub mod network;
 pub mod store;
 pub mod tls;

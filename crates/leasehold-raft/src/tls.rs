@@ -3,9 +3,13 @@
 //! A node holds one [`NodeTls`]: the cluster CA's certificate and the
 //! node's own certificate and key. With it:
 //! - the Raft peer server demands a client certificate signed by the CA
-//!   (mutual TLS: a peer without one cannot send Raft messages);
+//!   (mutual TLS: a peer without one cannot send Raft messages), and the
+//!   peer service then refuses every RPC whose certificate is not a node
+//!   certificate (subject CN `leasehold node <id>`, see
+//!   [`crate::identity`]): the CA also signs clients' certificates;
 //! - the client API server offers TLS and verifies a client certificate
-//!   against the CA when one is presented ([`ClientAuth::Optional`]);
+//!   against the CA when one is presented ([`ClientAuth::Optional`]); its
+//!   subject CN may name a principal (leasehold-server's auth);
 //! - every outgoing channel (peer RPCs, forwarding to the leader, a joining
 //!   node's admission probes) verifies the server against the CA and the
 //!   host it dials (IP or DNS SAN), and presents the node's certificate.
@@ -18,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+use crate::identity::PeerIdentity;
 
 /// Bound on a TLS handshake a server waits for: a client that connects and
 /// sends nothing must not hold a connection slot forever.
@@ -150,6 +156,16 @@ impl NodeTls {
     /// The CA certificate's PEM.
     pub fn ca_cert_pem(&self) -> &[u8] {
         &self.ca_cert_pem
+    }
+
+    /// What this node's own certificate says it is: a node must hold a
+    /// node certificate (subject CN `leasehold node <id>`), or its peers
+    /// refuse its Raft messages and its forwarded calls.
+    pub fn identity(&self) -> PeerIdentity {
+        match crate::identity::leaf_of_pem(&self.cert_pem) {
+            Ok(leaf) => crate::identity::identify(Some(&[leaf])),
+            Err(e) => PeerIdentity::Unreadable(e),
+        }
     }
 
     /// The server side: this node's certificate, client certificates

@@ -1,6 +1,7 @@
-//! Who may call what: principals with a role and resource prefixes, bearer
-//! tokens stored as SHA-256 digests, and the one rule that decides whether
-//! a principal may make a call ([`Principal::check`]).
+//! Who may call what: principals with a role and resource prefixes, known
+//! by a bearer token (stored as its SHA-256 digest), by the subject common
+//! name of a client certificate, or both; and the one rule that decides
+//! whether a principal may make a call ([`Principal::check`]).
 //!
 //! The API layer (`api/auth.rs`) finds the principal of a request and asks
 //! [`Principal::check`]; this module knows nothing of gRPC. See ADR 0005.
@@ -8,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use leasehold_raft::identity::{node_id_of_common_name, NODE_CN_PREFIX};
+use leasehold_raft::NodeId;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -23,6 +26,8 @@ pub const PREFIXES_PER_PRINCIPAL_MAX: usize = 64;
 pub const PRINCIPAL_NAME_BYTES_MAX: usize = 64;
 /// Length of a `token_sha256` in hex digits (32 bytes).
 pub const TOKEN_SHA256_HEX_LEN: usize = 64;
+/// Longest `cert_cn` (client certificate subject common name), in bytes.
+pub const CERT_CN_BYTES_MAX: usize = 256;
 
 /// What a principal may do. Ordered: `Admin > Client > Reader`; a role may
 /// do everything a lower one may.
@@ -123,8 +128,13 @@ impl fmt::Debug for TokenDigest {
 pub struct Principal {
     /// Its name, shown in refusals and logs.
     pub name: String,
-    /// The digest of its bearer token (the token itself is never stored).
-    pub token_sha256: TokenDigest,
+    /// The digest of its bearer token (the token itself is never stored);
+    /// `None`: it has no token.
+    pub token_sha256: Option<TokenDigest>,
+    /// The subject common name (CN) of its client certificate (signed by
+    /// the cluster CA); `None`: it does not authenticate by certificate.
+    /// A principal has a token, a CN, or both.
+    pub cert_cn: Option<String>,
     /// What it may do.
     pub role: Role,
     /// Resource prefixes it may use (`""`: all); empty for an admin, who
@@ -195,7 +205,7 @@ impl Principal {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     /// The known callers. When there are any, every call needs a bearer
-    /// token of one of them.
+    /// token or a client certificate of one of them.
     pub principals: Vec<Principal>,
     /// With no principals: the operator's explicit acknowledgement that the
     /// API is open to anyone who reaches it (without it, a node with no
@@ -203,16 +213,30 @@ pub struct AuthConfig {
     pub open: bool,
 }
 
-/// The result of presenting a token.
+/// The result of presenting credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authenticated<'a> {
     /// Auth is off (open API): every call is allowed.
     Open,
-    /// The token is this principal's.
-    As(&'a Principal),
+    /// The credentials are this principal's, presented this way.
+    As(&'a Principal, Via),
 }
 
-/// Why a presented token identifies no principal (`UNAUTHENTICATED`).
+/// How a principal was authenticated: what a node forwarding the call to
+/// the leader passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Its bearer token (forwarded as it came).
+    Token,
+    /// Its client certificate's subject CN (the leader cannot see the
+    /// certificate: the forwarding node names the principal).
+    Certificate,
+    /// Named by node `0`, which forwarded the call over a connection made
+    /// with its node certificate, after authenticating the caller.
+    Forwarded(NodeId),
+}
+
+/// Why presented credentials identify no principal (`UNAUTHENTICATED`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unauthenticated {
     /// No `authorization: Bearer …` metadata.
@@ -227,6 +251,27 @@ pub enum Unauthenticated {
     /// No principal has this token.
     #[error("unknown token")]
     Unknown,
+    /// No principal has this client certificate subject CN (escaped).
+    #[error("no principal has the client certificate name (CN) {0:?}")]
+    UnknownCertificate(String),
+    /// The client certificate's subject CN cannot be read.
+    #[error("client certificate: {0}")]
+    UnreadableCertificate(String),
+    /// The forwarded-principal metadata came over a connection without a
+    /// node certificate of the cluster: only nodes forward identities.
+    #[error("the forwarded-principal metadata (x-leasehold-principal-bin) is accepted only from a node of the cluster (a connection with a node certificate)")]
+    ForwardedNotFromNode,
+    /// The forwarded-principal metadata is not a UTF-8 principal name.
+    #[error("malformed forwarded-principal metadata (x-leasehold-principal-bin)")]
+    MalformedForwarded,
+    /// Node `node` forwarded a principal this node does not know.
+    #[error("node {node} forwarded principal {name:?}, which this node does not know")]
+    UnknownForwarded {
+        /// The forwarding node.
+        node: NodeId,
+        /// The name it sent (escaped when shown).
+        name: String,
+    },
 }
 
 impl AuthConfig {
@@ -238,7 +283,7 @@ impl AuthConfig {
         }
     }
 
-    /// Whether every call needs a token.
+    /// Whether every call needs credentials (a token or a certificate).
     pub fn enabled(&self) -> bool {
         !self.principals.is_empty()
     }
@@ -257,11 +302,48 @@ impl AuthConfig {
         let digest = TokenDigest::of(token);
         let mut found = None;
         for p in &self.principals {
-            if p.token_sha256.matches(&digest) {
+            if p.token_sha256.as_ref().is_some_and(|d| d.matches(&digest)) {
                 found = Some(p);
             }
         }
-        found.map(Authenticated::As).ok_or(Unauthenticated::Unknown)
+        found
+            .map(|p| Authenticated::As(p, Via::Token))
+            .ok_or(Unauthenticated::Unknown)
+    }
+
+    /// The principal whose `cert_cn` is `cn`, the subject CN of a client
+    /// certificate the TLS handshake verified against the cluster CA.
+    pub fn authenticate_certificate(&self, cn: &str) -> Result<Authenticated<'_>, Unauthenticated> {
+        if !self.enabled() {
+            return Ok(Authenticated::Open);
+        }
+        self.principals
+            .iter()
+            .find(|p| p.cert_cn.as_deref() == Some(cn))
+            .map(|p| Authenticated::As(p, Via::Certificate))
+            .ok_or_else(|| Unauthenticated::UnknownCertificate(cn.to_string()))
+    }
+
+    /// The principal named `name` by node `node`, which authenticated the
+    /// caller and forwarded the call (the caller checks that the
+    /// connection is node `node`'s). Its role and prefixes are this
+    /// node's settings, not the forwarder's.
+    pub fn authenticate_forwarded(
+        &self,
+        name: &str,
+        node: NodeId,
+    ) -> Result<Authenticated<'_>, Unauthenticated> {
+        if !self.enabled() {
+            return Ok(Authenticated::Open);
+        }
+        self.principals
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| Authenticated::As(p, Via::Forwarded(node)))
+            .ok_or_else(|| Unauthenticated::UnknownForwarded {
+                node,
+                name: name.to_string(),
+            })
     }
 
     /// Every problem of the settings, one message each (`field`, message).
@@ -293,10 +375,22 @@ impl AuthConfig {
                     format!("the name {:?} is used twice", p.name),
                 ));
             }
-            if let Some(q) = later.iter().find(|q| q.token_sha256 == p.token_sha256) {
+            if let Some(q) = later
+                .iter()
+                .find(|q| p.token_sha256.is_some() && q.token_sha256 == p.token_sha256)
+            {
                 out.push((
                     "auth.principals",
                     format!("{:?} and {:?} have the same token_sha256", p.name, q.name),
+                ));
+            }
+            if let Some(q) = later
+                .iter()
+                .find(|q| p.cert_cn.is_some() && q.cert_cn == p.cert_cn)
+            {
+                out.push((
+                    "auth.principals",
+                    format!("{:?} and {:?} have the same cert_cn", p.name, q.name),
                 ));
             }
         }
@@ -314,6 +408,25 @@ impl Principal {
         }
         if self.name.chars().any(|c| c.is_control()) {
             return Err("name must not contain control characters".into());
+        }
+        if self.token_sha256.is_none() && self.cert_cn.is_none() {
+            return Err(
+                "needs `token_sha256` or `cert_cn` (or both): how else would it authenticate?"
+                    .into(),
+            );
+        }
+        if let Some(cn) = &self.cert_cn {
+            if cn.is_empty() || cn.len() > CERT_CN_BYTES_MAX {
+                return Err(format!("cert_cn must be 1 to {CERT_CN_BYTES_MAX} bytes"));
+            }
+            if cn.chars().any(|c| c.is_control()) {
+                return Err("cert_cn must not contain control characters".into());
+            }
+            if node_id_of_common_name(cn).is_some() {
+                return Err(format!(
+                    "cert_cn {cn:?} is a node certificate's name (`{NODE_CN_PREFIX}<id>`); a client certificate must have another"
+                ));
+            }
         }
         match self.role {
             Role::Admin if !self.prefixes.is_empty() => Err(
@@ -348,7 +461,8 @@ mod tests {
     fn principal(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Principal {
         Principal {
             name: name.into(),
-            token_sha256: TokenDigest::of(token),
+            token_sha256: Some(TokenDigest::of(token)),
+            cert_cn: None,
             role,
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
         }
@@ -418,7 +532,7 @@ mod tests {
         };
         assert!(auth.problems().is_empty(), "{:?}", auth.problems());
         match auth.authenticate(Some("tok-r")) {
-            Ok(Authenticated::As(p)) => assert_eq!(p.name, "dash"),
+            Ok(Authenticated::As(p, Via::Token)) => assert_eq!(p.name, "dash"),
             other => panic!("{other:?}"),
         }
         assert_eq!(auth.authenticate(None), Err(Unauthenticated::Missing));
@@ -457,6 +571,89 @@ mod tests {
                 "\"ops\" and \"cs\" have the same token_sha256",
                 "\"cs\": role client needs `prefixes` (the resources it may use; [\"\"] for all)",
                 "the name \"cs\" is used twice",
+            ]
+        );
+    }
+
+    fn by_cert(name: &str, cn: &str, role: Role, prefixes: &[&str]) -> Principal {
+        Principal {
+            token_sha256: None,
+            cert_cn: Some(cn.into()),
+            ..principal(name, "", role, prefixes)
+        }
+    }
+
+    #[test]
+    fn a_certificate_name_identifies_its_principal() {
+        let mut both = by_cert("ops", "ops.example", Role::Admin, &[]);
+        both.token_sha256 = Some(TokenDigest::of("tok-a"));
+        let auth = AuthConfig {
+            principals: vec![
+                both,
+                by_cert("cs", "chunkserver 1", Role::Client, &["chunk/"]),
+            ],
+            open: false,
+        };
+        assert!(auth.problems().is_empty(), "{:?}", auth.problems());
+        match auth.authenticate_certificate("chunkserver 1") {
+            Ok(Authenticated::As(p, Via::Certificate)) => assert_eq!(p.name, "cs"),
+            other => panic!("{other:?}"),
+        }
+        match auth.authenticate(Some("tok-a")) {
+            Ok(Authenticated::As(p, Via::Token)) => assert_eq!(p.name, "ops"),
+            other => panic!("{other:?}"),
+        }
+        // A principal without a token is not found by any token.
+        assert_eq!(auth.authenticate(Some("")), Err(Unauthenticated::Unknown));
+        let e = auth
+            .authenticate_certificate("evil\"\n")
+            .expect_err("unknown CN");
+        assert_eq!(
+            e.to_string(),
+            "no principal has the client certificate name (CN) \"evil\\\"\\n\""
+        );
+        match auth.authenticate_forwarded("cs", 2) {
+            Ok(Authenticated::As(p, Via::Forwarded(2))) => assert_eq!(p.name, "cs"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            auth.authenticate_forwarded("nobody", 2)
+                .expect_err("unknown name")
+                .to_string(),
+            "node 2 forwarded principal \"nobody\", which this node does not know"
+        );
+        assert_eq!(
+            AuthConfig::open().authenticate_certificate("x"),
+            Ok(Authenticated::Open)
+        );
+    }
+
+    #[test]
+    fn a_principal_needs_a_token_or_a_certificate_name_of_its_own() {
+        let mut neither = principal("ghost", "", Role::Admin, &[]);
+        neither.token_sha256 = None;
+        let auth = AuthConfig {
+            principals: vec![
+                neither,
+                by_cert("a", "same", Role::Admin, &[]),
+                by_cert("b", "same", Role::Admin, &[]),
+                by_cert("node", "leasehold node 1", Role::Admin, &[]),
+                by_cert("empty", "", Role::Admin, &[]),
+                by_cert("nul", "a\u{0}b", Role::Admin, &[]),
+                by_cert("long", &"x".repeat(CERT_CN_BYTES_MAX + 1), Role::Admin, &[]),
+            ],
+            open: false,
+        };
+        let got: Vec<String> = auth.problems().into_iter().map(|p| p.1).collect();
+        assert_eq!(
+            got,
+            [
+                "\"ghost\": needs `token_sha256` or `cert_cn` (or both): how else would it authenticate?".to_string(),
+                "\"a\" and \"b\" have the same cert_cn".to_string(),
+                "\"node\": cert_cn \"leasehold node 1\" is a node certificate's name (`leasehold node <id>`); a client certificate must have another".to_string(),
+                format!("\"empty\": cert_cn must be 1 to {CERT_CN_BYTES_MAX} bytes"),
+                "\"nul\": cert_cn must not contain control characters".to_string(),
+                format!("\"long\": cert_cn must be 1 to {CERT_CN_BYTES_MAX} bytes"),
             ]
         );
     }

@@ -147,7 +147,7 @@ pub fn init(
     let issuer = Issuer::new(ca_params, ca_key);
     for node in nodes {
         let key = KeyPair::generate()?;
-        let mut params = leaf_params(&format!("leasehold node {}", node.id))?;
+        let mut params = leaf_params(&leasehold_raft::identity::node_common_name(node.id))?;
         params.subject_alt_names = node
             .hosts
             .iter()
@@ -243,6 +243,15 @@ fn check(nodes: &[NodeCert], clients: &[String]) -> Result<(), CertError> {
         {
             return invalid(format!(
                 "client name {name:?}: 1 to {CLIENT_NAME_BYTES_MAX} characters of A-Z a-z 0-9 . _ -, not starting with ."
+            ));
+        }
+        // The character set above already keeps out the node form (it has
+        // spaces); checked by name so that a wider set cannot let a client
+        // certificate pass for a node's on the peer port.
+        if leasehold_raft::identity::node_id_of_common_name(name).is_some() {
+            return invalid(format!(
+                "client name {name:?} is a node certificate's name (`{}<id>`)",
+                leasehold_raft::identity::NODE_CN_PREFIX
             ));
         }
         if name == "ca" || name.starts_with("node-") || name.ends_with("-key") {
@@ -374,9 +383,29 @@ mod tests {
     }
 
     #[test]
+    fn node_certificates_name_their_node_and_client_certificates_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes = vec!["7=127.0.0.1".parse().expect("node")];
+        init(dir.path(), &nodes, &["cs".into()], false).expect("generated");
+        let cn = |file: &str| {
+            let pem = std::fs::read(dir.path().join(file)).expect("read");
+            let leaf = leasehold_raft::identity::leaf_of_pem(&pem).expect("a certificate");
+            leasehold_raft::identity::identify(Some(&[leaf]))
+        };
+        assert_eq!(
+            cn("node-7.pem"),
+            leasehold_raft::identity::PeerIdentity::Node(7)
+        );
+        assert_eq!(
+            cn("cs.pem"),
+            leasehold_raft::identity::PeerIdentity::Other("cs".into())
+        );
+    }
+
+    #[test]
     fn refuses_clashing_names_and_limits() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["ca", "node-1", "x-key", "../x", ""] {
+        for name in ["ca", "node-1", "x-key", "../x", "", "leasehold node 1"] {
             let e = init(dir.path(), &[], &[name.into()], false).expect_err(name);
             assert!(matches!(e, CertError::Invalid(_)), "{name}: {e}");
         }

@@ -21,7 +21,7 @@
 //! | `leasehold_keepalive_renewed_total` | counter | sessions renewed by keepalives |
 //! | `leasehold_keepalive_refused_total` | counter | keepalive entries answered "not alive" |
 //! | `leasehold_forwarded_total` | counter | requests this node forwarded to the leader |
-//! | `leasehold_auth_unauthenticated_total` | counter | client API calls refused here as UNAUTHENTICATED (no or unknown token) |
+//! | `leasehold_auth_unauthenticated_total` | counter | client API calls refused here as UNAUTHENTICATED (no or unknown token or certificate name) |
 //! | `leasehold_auth_denied_total` | counter | client API calls refused here as PERMISSION_DENIED by role or prefix |
 //! | `leasehold_proposals_total` | counter | commands this node proposed to Raft |
 //! | `leasehold_takeovers_total` | counter | leader takeovers completed by this node |
@@ -268,8 +268,8 @@ pub struct MetricsSnapshot {
     pub proposals_total: u64,
     /// `leasehold_forwarded_total`: requests this node forwarded to the leader.
     pub forwarded_total: u64,
-    /// `leasehold_auth_unauthenticated_total`: calls refused here for a
-    /// missing or unknown bearer token.
+    /// `leasehold_auth_unauthenticated_total`: calls refused here for
+    /// missing or unknown credentials (token or certificate name).
     pub auth_unauthenticated_total: u64,
     /// `leasehold_auth_denied_total`: calls refused here because the
     /// principal's role or prefixes do not allow them.
@@ -397,7 +397,7 @@ impl Metrics {
         let auth_unauthenticated = counter(
             &mut registry,
             "auth_unauthenticated",
-            "Client API calls refused here as UNAUTHENTICATED (missing or unknown bearer token)",
+            "Client API calls refused here as UNAUTHENTICATED (missing or unknown token or certificate name)",
         );
         let auth_denied = counter(
             &mut registry,
@@ -590,7 +590,7 @@ impl Metrics {
         self.proposals.inc();
     }
 
-    /// Counts a call refused for a missing or unknown token.
+    /// Counts a call refused for missing or unknown credentials.
     pub fn auth_unauthenticated(&self) {
         self.auth_unauthenticated.inc();
     }

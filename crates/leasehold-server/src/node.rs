@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use leasehold_core::{Command, LeaseState, LogIndex, Response};
+use leasehold_raft::identity::PeerIdentity;
 use leasehold_raft::network::{
     serve_peer_service_tls, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
 };
@@ -52,6 +53,27 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         })
 }
 
+/// Refuses to start with a certificate that is not node `id`'s: its peers
+/// would refuse every Raft message and forwarded call it sends.
+fn check_node_certificate(
+    tls: &NodeTls,
+    id: NodeId,
+    path: &std::path::Path,
+) -> Result<(), ServerError> {
+    let expected = leasehold_raft::identity::node_common_name(id);
+    let found = match tls.identity() {
+        PeerIdentity::Node(n) if n == id => return Ok(()),
+        PeerIdentity::Node(n) => format!("it is node {n}'s"),
+        PeerIdentity::Other(cn) => format!("its subject CN is {cn:?}"),
+        PeerIdentity::Unreadable(e) => e.to_string(),
+        PeerIdentity::None => "it holds no certificate".to_string(),
+    };
+    Err(ServerError::Config(format!(
+        "tls.cert {}: not this node's certificate ({found}); a node certificate has the subject CN {expected:?}, which peers require",
+        path.display()
+    )))
+}
+
 /// The node's TLS material, read and checked, or `None` for explicit
 /// plaintext (with a warning: anyone who reaches the ports may talk to it).
 fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, ServerError> {
@@ -59,6 +81,7 @@ fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, ServerError> {
         Some(files) => {
             let tls = NodeTls::load(&files.ca_cert, &files.cert, &files.key)
                 .map_err(|e| ServerError::Config(format!("tls: {e}")))?;
+            check_node_certificate(&tls, config.node_id, &files.cert)?;
             tracing::info!(
                 node_id = config.node_id,
                 ca_cert = %files.ca_cert.display(),

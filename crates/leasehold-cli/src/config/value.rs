@@ -193,38 +193,56 @@ fn peer_from_table(table: &DeTable<'_>) -> Result<PeerSpec, String> {
     format!("{id}={raft},{api}").parse()
 }
 
-/// Fields of a principal table: `{ name, token_sha256, role, prefixes }`.
-const PRINCIPAL_FIELDS: [&str; 4] = ["name", "token_sha256", "role", "prefixes"];
+/// Fields of a principal table: `{ name, token_sha256, cert_cn, role,
+/// prefixes }`.
+const PRINCIPAL_FIELDS: [&str; 5] = ["name", "token_sha256", "cert_cn", "role", "prefixes"];
+
+/// What names the client certificate in the credentials part of a flag.
+const CERT_CN_MARK: &str = "cn=";
 
 /// Parses a principal as a flag or variable writes it:
-/// `NAME:ROLE:SHA256[:PREFIX,PREFIX…]`. Without the last part the list of
-/// prefixes is empty (right for an admin); `NAME:ROLE:SHA256:` (empty
-/// last part) is the prefix `""`, every resource.
+/// `NAME:ROLE:CREDENTIALS[:PREFIX,PREFIX…]`, where CREDENTIALS is the
+/// token's SHA256 (64 hex digits), `cn=CN` (the subject common name of
+/// its client certificate), or both as `SHA256+cn=CN`. A CN cannot hold
+/// `:` here (nor spaces or `;` in the variable's list): use the file for
+/// such names. Without the last part the list of prefixes is empty (right
+/// for an admin); `NAME:ROLE:CREDENTIALS:` (empty last part) is the
+/// prefix `""`, every resource.
 pub fn parse_principal(text: &str) -> Result<Principal, String> {
-    let usage =
-        || format!("principal {text:?} is not of the form NAME:ROLE:SHA256[:PREFIX,PREFIX…]");
+    let usage = || {
+        format!("principal {text:?} is not of the form NAME:ROLE:SHA256|cn=CN|SHA256+cn=CN[:PREFIX,PREFIX…]")
+    };
     let mut parts = text.trim().splitn(4, ':');
     let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(usage)?;
     let role = parts.next().ok_or_else(usage)?;
-    let hash = parts.next().ok_or_else(usage)?;
+    let credentials = parts.next().ok_or_else(usage)?;
+    let (hash, cn) = match credentials.strip_prefix(CERT_CN_MARK) {
+        Some(cn) => (None, Some(cn)),
+        None => match credentials.split_once(&format!("+{CERT_CN_MARK}")) {
+            Some((hash, cn)) => (Some(hash), Some(cn)),
+            None => (Some(credentials), None),
+        },
+    };
     let prefixes = match parts.next() {
         None => Vec::new(),
         Some(list) => list.split(',').map(str::to_string).collect(),
     };
-    principal(name, role, hash, prefixes)
+    principal(name, role, hash, cn, prefixes)
 }
 
 /// A principal from its parts; the error names the part at fault.
 fn principal(
     name: &str,
     role: &str,
-    hash: &str,
+    hash: Option<&str>,
+    cert_cn: Option<&str>,
     prefixes: Vec<String>,
 ) -> Result<Principal, String> {
     let p = Principal {
         name: name.to_string(),
         role: role.parse::<Role>()?,
-        token_sha256: TokenDigest::from_hex(hash)?,
+        token_sha256: hash.map(TokenDigest::from_hex).transpose()?,
+        cert_cn: cert_cn.map(str::to_string),
         prefixes,
     };
     p.validate()
@@ -233,7 +251,7 @@ fn principal(
 }
 
 impl Value for Vec<Principal> {
-    /// `NAME:ROLE:SHA256[:PREFIX,…]` entries separated by spaces or `;`.
+    /// `NAME:ROLE:CREDENTIALS[:PREFIX,…]` entries separated by spaces or `;`.
     fn from_text(text: &str) -> Result<Self, String> {
         text.split(|c: char| c == ';' || c.is_whitespace())
             .filter(|s| !s.is_empty())
@@ -254,7 +272,7 @@ impl Value for Vec<Principal> {
                 DeValue::Table(t) => out.push(principal_from_table(t).map_err(at)?),
                 other => {
                     return Err(at(format!(
-                        "expected a table {{ name, token_sha256, role, prefixes }}, found {}",
+                        "expected a principal table {{ name, role, ... }}, found {}",
                         other.type_str()
                     )))
                 }
@@ -272,7 +290,7 @@ fn principal_from_table(table: &DeTable<'_>) -> Result<Principal, String> {
         let hint = if k.get_ref().as_ref() == "token" {
             " (store the token's SHA-256 as token_sha256, never the token: `leasehold auth token` prints both)"
         } else {
-            " (a principal has name, token_sha256, role, prefixes)"
+            " (a principal has name, token_sha256, cert_cn, role, prefixes)"
         };
         return Err(format!("unknown key `{}`{hint}", k.get_ref()));
     }
@@ -287,10 +305,14 @@ fn principal_from_table(table: &DeTable<'_>) -> Result<Principal, String> {
         field("role")?,
         "a string for `role` (admin, client or reader)",
     )?;
-    let hash = toml_str(
-        field("token_sha256")?,
-        "a string of 64 hex digits for `token_sha256`",
-    )?;
+    let hash = table
+        .get("token_sha256")
+        .map(|v| toml_str(v.get_ref(), "a string of 64 hex digits for `token_sha256`"))
+        .transpose()?;
+    let cert_cn = table
+        .get("cert_cn")
+        .map(|v| toml_str(v.get_ref(), "a string for `cert_cn`"))
+        .transpose()?;
     let prefixes = match table.get("prefixes").map(|v| v.get_ref()) {
         None => Vec::new(),
         Some(DeValue::Array(list)) => list
@@ -304,5 +326,5 @@ fn principal_from_table(table: &DeTable<'_>) -> Result<Principal, String> {
             ))
         }
     };
-    principal(name, role, hash, prefixes)
+    principal(name, role, hash, cert_cn, prefixes)
 }

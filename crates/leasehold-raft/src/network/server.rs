@@ -6,7 +6,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -19,6 +19,7 @@ use super::payload::{
     PeerStatus, VoteReply, VoteRpc,
 };
 use super::MESSAGE_BYTES_MAX;
+use crate::identity::PeerIdentity;
 use crate::tls::{ClientAuth, NodeTls};
 use crate::types::Raft;
 
@@ -51,6 +52,11 @@ pub struct PeerService {
     /// Where the node stands with its cluster, for the `Status` RPC
     /// (leasehold-server's admission; `None`: not said).
     admission: Option<AdmissionView>,
+    /// Every RPC needs a node certificate of the cluster (subject CN
+    /// `leasehold node <id>`, see [`crate::identity`]): set when the
+    /// server runs mutual TLS, where the handshake only proves that the
+    /// CA signed the caller's certificate, which it also does for clients.
+    require_node_cert: bool,
 }
 
 /// Names where the node stands with its cluster (`PeerStatus::admission`).
@@ -76,6 +82,7 @@ impl PeerService {
             quarantine: super::Isolation::default(),
             vote_gate: None,
             admission: None,
+            require_node_cert: false,
         }
     }
 
@@ -111,6 +118,32 @@ impl PeerService {
     pub fn with_admission(mut self, view: AdmissionView) -> Self {
         self.admission = Some(view);
         self
+    }
+
+    /// Refuses a caller whose certificate is not a node certificate of
+    /// the cluster (when TLS is on): a client certificate signed by the
+    /// same CA gets through the handshake, and must not reach Raft.
+    fn check_caller<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<(), Status> {
+        if !self.require_node_cert {
+            return Ok(());
+        }
+        let certs = crate::identity::peer_certs::<T, TcpConnectInfo>(request);
+        let refused = match crate::identity::identify(certs.as_deref().map(Vec::as_slice)) {
+            PeerIdentity::Node(_) => return Ok(()),
+            PeerIdentity::None => "no client certificate".to_string(),
+            PeerIdentity::Other(cn) => format!("certificate CN {cn:?} is not a node's"),
+            PeerIdentity::Unreadable(e) => e.to_string(),
+        };
+        tracing::warn!(
+            rpc,
+            remote_addr = ?request.remote_addr(),
+            reason = %refused,
+            "peer RPC refused: not a node certificate"
+        );
+        Err(Status::permission_denied(format!(
+            "the Raft peer port accepts node certificates only (subject CN `{}<id>`): {refused}",
+            crate::identity::NODE_CN_PREFIX
+        )))
     }
 
     fn check_isolation(&self) -> Result<(), Status> {
@@ -170,7 +203,10 @@ where
 
 /// Like [`serve_peer_service`], with mutual TLS when `tls` is given: a
 /// caller must present a certificate signed by the cluster CA, or its
-/// handshake fails before any RPC reaches the service.
+/// handshake fails before any RPC reaches the service; and that
+/// certificate must be a node certificate (subject CN `leasehold node
+/// <id>`), or every RPC is refused with `PERMISSION_DENIED` before it
+/// reaches Raft.
 pub async fn serve_peer_service_tls<F>(
     listener: TcpListener,
     service: PeerService,
@@ -184,6 +220,8 @@ where
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(addr = ?local_addr, tls = tls.is_some(), "raft peer server listening");
     let mut builder = Server::builder();
+    let mut service = service;
+    service.require_node_cert = tls.is_some();
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.server_config(ClientAuth::Required))
@@ -231,6 +269,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_caller("append_entries", &request)?;
         self.check_isolation()?;
         let rpc: AppendEntriesRequest = decode_request("append_entries request", request)?;
         let entries = rpc.entries.len();
@@ -246,6 +285,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_caller("vote", &request)?;
         self.check_isolation()?;
         if let Some(until) = self.votes_refused_until {
             let now = tokio::time::Instant::now();
@@ -270,16 +310,15 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_caller("install_snapshot", &request)?;
         self.check_isolation()?;
         let rpc: InstallSnapshotRequest = decode_request("install_snapshot request", request)?;
         let reply: InstallSnapshotReply = self.raft.install_snapshot(rpc).await;
         encode_reply("install_snapshot reply", &reply)
     }
 
-    async fn status(
-        &self,
-        _request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn status(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_caller("status", &request)?;
         // Neither quarantine nor the isolation switch applies: a pristine
         // node's own state is what its pristine peers ask about, and the
         // isolation fault cuts Raft traffic (votes, entries, snapshots),

@@ -13,8 +13,9 @@ use openraft::RaftMetrics;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
-use super::auth::AUTHORIZATION_METADATA_KEY;
+use super::auth::{Caller, AUTHORIZATION_METADATA_KEY, PRINCIPAL_METADATA_KEY};
 use super::error::ApiError;
+use crate::auth::Via;
 use crate::lessor::{Lessor, Serving};
 
 /// What a node answers (UNAVAILABLE) once it began shutting down: clients
@@ -166,15 +167,36 @@ pub fn known_leader(m: &RaftMetrics<NodeId, LeaseNode>) -> Option<(NodeId, Strin
 }
 
 /// Builds the request forwarded to the leader: the message, the hop
-/// count, and the caller's `authorization` metadata, so that the leader
-/// checks the caller again (it never trusts the forwarding node's check).
-pub fn forwarded<T>(request: tonic::Request<T>, hops: u32) -> tonic::Request<T> {
+/// count, and the caller's credentials, so that the leader checks the
+/// caller again with its own principals (it never trusts the forwarding
+/// node's check): the `authorization` metadata as it came, or, for a
+/// caller known by its client certificate (which the leader cannot see:
+/// the channel presents this node's certificate), the principal's name in
+/// [`PRINCIPAL_METADATA_KEY`], which the leader accepts from a node
+/// certificate only.
+pub fn forwarded<T>(request: tonic::Request<T>, hops: u32, caller: &Caller) -> tonic::Request<T> {
     let authorization = request.metadata().get(AUTHORIZATION_METADATA_KEY).cloned();
     let mut req = tonic::Request::new(request.into_inner());
     req.metadata_mut()
         .insert(HOPS_METADATA_KEY, MetadataValue::from(hops));
-    if let Some(value) = authorization {
-        req.metadata_mut().insert(AUTHORIZATION_METADATA_KEY, value);
+    match caller {
+        Caller::Principal {
+            name,
+            via: Via::Certificate | Via::Forwarded(_),
+        } => {
+            req.metadata_mut().insert_bin(
+                PRINCIPAL_METADATA_KEY,
+                MetadataValue::from_bytes(name.as_bytes()),
+            );
+        }
+        Caller::Principal {
+            via: Via::Token, ..
+        }
+        | Caller::Open => {
+            if let Some(value) = authorization {
+                req.metadata_mut().insert(AUTHORIZATION_METADATA_KEY, value);
+            }
+        }
     }
     req
 }

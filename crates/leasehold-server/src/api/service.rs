@@ -82,7 +82,7 @@ pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 /// call to the leader or serves it here. A refused call goes nowhere.
 macro_rules! leader_only {
     ($self:ident, $request:ident, $method:ident, $local:ident, $call:literal, $need:expr) => {{
-        $self.authorize(&$request, $call, $need)?;
+        let caller = $self.authorize(&$request, $call, $need)?;
         match $self.forwarder.route(&$self.lessor, $request.metadata())? {
             Route::Local => $self
                 .$local($request.into_inner())
@@ -92,7 +92,7 @@ macro_rules! leader_only {
             Route::Forward { addr, hops } => {
                 $self.metrics.forwarded();
                 let mut client = $self.forwarder.client(&addr)?;
-                client.$method(forwarded($request, hops)).await
+                client.$method(forwarded($request, hops, &caller)).await
             }
         }
     }};
@@ -370,7 +370,8 @@ impl Leasehold for LeaseService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> ApiResult<pb::ChangeMembershipResponse> {
-        self.api
+        let caller = self
+            .api
             .authorize(&request, "ChangeMembership", Need::Role(Role::Admin))?;
         match self
             .api
@@ -396,7 +397,9 @@ impl Leasehold for LeaseService {
             Route::Forward { addr, hops } => {
                 self.api.metrics.forwarded();
                 let mut client = self.api.forwarder.client(&addr)?;
-                client.change_membership(forwarded(request, hops)).await
+                client
+                    .change_membership(forwarded(request, hops, &caller))
+                    .await
             }
         }
     }
