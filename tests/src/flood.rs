@@ -135,13 +135,46 @@ async fn channel(endpoint: &str) -> anyhow::Result<LeaseholdClient<Channel>> {
     Ok(LeaseholdClient::new(channel))
 }
 
+/// How long the steady client retries a call answered `UNAVAILABLE` (a
+/// node too loaded to confirm its leader lease says so) before the flood
+/// counts it as not served.
+const SERVED_WITHIN: Duration = Duration::from_secs(20);
+
+/// `call` until it answers anything but `UNAVAILABLE`, for at most
+/// [`SERVED_WITHIN`].
+async fn served<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let until = Instant::now() + SERVED_WITHIN;
+    loop {
+        match call().await {
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// One acquire/release round by the client that must stay served.
 async fn round(api: &mut LeaseholdClient<Channel>, s: Sess, name: &str) -> anyhow::Result<()> {
-    api.acquire(acquire_req(s, name, false, 0)).await?;
-    api.release(pb::ReleaseRequest {
-        session_id: s.id,
-        session_secret: s.secret(),
-        resource: name.into(),
+    served(|| {
+        let mut api = api.clone();
+        async move { api.acquire(acquire_req(s, name, false, 0)).await }
+    })
+    .await?;
+    served(|| {
+        let mut api = api.clone();
+        async move {
+            api.release(pb::ReleaseRequest {
+                session_id: s.id,
+                session_secret: s.secret(),
+                resource: name.into(),
+            })
+            .await
+        }
     })
     .await?;
     Ok(())
@@ -216,13 +249,19 @@ pub async fn flood(
         if i > 0 && i % STREAMS_PER_CONNECTION == 0 {
             api = channel(ep).await?;
         }
-        let mut a = api.clone();
+        let a = api.clone();
         let lock = lock.clone();
         waiting.push(tokio::spawn(async move {
             let mut req = acquire_req(0, &lock, false, 120_000);
             req.ttl_ms = 120_000;
             req.client_name = format!("flood-waiter-{i}");
-            a.acquire(req).await
+            // As a client would: a node too busy to confirm its leader
+            // lease (a loaded machine) answers UNAVAILABLE; ask again.
+            served(|| {
+                let (mut a, req) = (a.clone(), req.clone());
+                async move { a.acquire(req).await }
+            })
+            .await
         }));
     }
     let waiters = match settle(m, "leasehold_acquire_waiters", |v| v >= spec.waiters as u64).await {

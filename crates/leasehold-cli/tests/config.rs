@@ -18,6 +18,53 @@ fn leasehold(args: &[&str]) -> Command {
     c
 }
 
+/// `leasehold server` as a one-node TLS cluster (node 1, Raft on `raft`,
+/// API on `api_addr`, data in `data`, certificates from `certs init` in
+/// `tls`) with fast Raft timing, plus `extra` flags.
+fn tls_server(
+    raft: u16,
+    api_addr: &str,
+    data: &Path,
+    tls: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Command> {
+    let peer = format!("1=127.0.0.1:{raft},{api_addr}");
+    let raft_listen = format!("127.0.0.1:{raft}");
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");
+    let (data, ca) = (utf8(data)?, utf8(&tls.join("ca.pem"))?);
+    let (cert, key) = (
+        utf8(&tls.join("node-1.pem"))?,
+        utf8(&tls.join("node-1-key.pem"))?,
+    );
+    let mut args = vec![
+        "server",
+        "--id",
+        "1",
+        "--peer",
+        &peer,
+        "--raft-listen",
+        &raft_listen,
+        "--api-listen",
+        api_addr,
+        "--data-dir",
+        &data,
+        "--heartbeat-ms",
+        "50",
+        "--election-timeout-ms-min",
+        "150",
+        "--election-timeout-ms-max",
+        "300",
+        "--tls-ca-cert",
+        &ca,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    Ok(leasehold(&args))
+}
+
 /// A port nobody listens on right now.
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -252,32 +299,13 @@ async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() ->
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let mut server = leasehold(&[
-        "server",
-        "--id",
-        "1",
-        "--peer",
-        &format!("1=127.0.0.1:{raft},{api_addr}"),
-        "--raft-listen",
-        &format!("127.0.0.1:{raft}"),
-        "--api-listen",
+    let mut server = tls_server(
+        raft,
         &api_addr,
-        "--data-dir",
-        &path(&data.join("node-1"))?,
-        "--heartbeat-ms",
-        "50",
-        "--election-timeout-ms-min",
-        "150",
-        "--election-timeout-ms-max",
-        "300",
-        "--tls-ca-cert",
-        &path(&tls.join("ca.pem"))?,
-        "--tls-cert",
-        &path(&tls.join("node-1.pem"))?,
-        "--tls-key",
-        &path(&tls.join("node-1-key.pem"))?,
-        "--auth-open",
-    ])
+        &data.join("node-1"),
+        &tls,
+        &["--auth-open"],
+    )?
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()?;
@@ -411,35 +439,18 @@ async fn a_cli_call_authenticated_only_by_its_client_certificate() -> anyhow::Re
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let _server = leasehold(&[
-        "server",
-        "--id",
-        "1",
-        "--peer",
-        &format!("1=127.0.0.1:{raft},{api_addr}"),
-        "--raft-listen",
-        &format!("127.0.0.1:{raft}"),
-        "--api-listen",
+    let _server = tls_server(
+        raft,
         &api_addr,
-        "--data-dir",
-        &path(&dir.path().join("node-1"))?,
-        "--heartbeat-ms",
-        "50",
-        "--election-timeout-ms-min",
-        "150",
-        "--election-timeout-ms-max",
-        "300",
-        "--tls-ca-cert",
-        &path(&tls.join("ca.pem"))?,
-        "--tls-cert",
-        &path(&tls.join("node-1.pem"))?,
-        "--tls-key",
-        &path(&tls.join("node-1-key.pem"))?,
-        "--auth-principal",
-        "dashboard:reader:cn=dash:",
-        "--auth-principal",
-        "chunkserver:client:cn=cs:chunk/",
-    ])
+        &dir.path().join("node-1"),
+        &tls,
+        &[
+            "--auth-principal",
+            "dashboard:reader:cn=dash:",
+            "--auth-principal",
+            "chunkserver:client:cn=cs:chunk/",
+        ],
+    )?
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()?;

@@ -285,9 +285,14 @@ async fn master_failover() -> anyhow::Result<()> {
     gfs.write("f1", 100, b"second master").await?;
     gfs.client.create("f2", 0).await?;
     gfs.write("f2", 0, b"created by the second master").await?;
-    let old = Gfs::primary_id(&gfs.wait_primary("f1", 0).await?)?;
+    // The second master may have granted f1 again, at a version above
+    // `before`: wait for a primary above the one killed, not above `before`
+    // (the killed one's location is still served until its lease ends).
+    let current = gfs.wait_primary("f1", 0).await?;
+    assert!(current.version >= before.version, "versions only grow");
+    let old = Gfs::primary_id(&current)?;
     gfs.kill_server(&old).await?;
-    let after = gfs.wait_primary("f1", before.version).await?;
+    let after = gfs.wait_primary("f1", current.version).await?;
     assert_ne!(Gfs::primary_id(&after)?, old);
     assert_eq!(gfs.client.read("f1", 0, 12).await?, b"first master");
     let s = gfs.check()?;

@@ -178,9 +178,9 @@ mod tests {
         r
     }
 
-    #[test]
-    fn the_identity_is_the_bearer_tokens_principal() {
-        let auth = AuthConfig {
+    /// Settings with one principal: admin `ops`, token `t0k`.
+    fn ops_with_token() -> AuthConfig {
+        AuthConfig {
             principals: vec![Principal {
                 name: "ops".into(),
                 token_sha256: Some(TokenDigest::of("t0k")),
@@ -189,7 +189,12 @@ mod tests {
                 prefixes: Vec::new(),
             }],
             open: false,
-        };
+        }
+    }
+
+    #[test]
+    fn the_identity_is_the_bearer_tokens_principal() {
+        let auth = ops_with_token();
         for header in ["Bearer t0k", "bearer t0k", "BEARER  t0k "] {
             match identity(&auth, &request(Some(header))) {
                 Ok(Authenticated::As(p, Via::Token)) => assert_eq!(p.name, "ops"),
@@ -311,16 +316,7 @@ mod tests {
 
     #[test]
     fn forwarded_principal_metadata_from_a_client_is_refused_even_with_a_token() {
-        let auth = AuthConfig {
-            principals: vec![Principal {
-                name: "ops".into(),
-                token_sha256: Some(TokenDigest::of("t0k")),
-                cert_cn: None,
-                role: Role::Admin,
-                prefixes: Vec::new(),
-            }],
-            open: false,
-        };
+        let auth = ops_with_token();
         let mut r = request(Some("Bearer t0k"));
         r.metadata_mut()
             .insert_bin(PRINCIPAL_METADATA_KEY, MetadataValue::from_bytes(b"ops"));
