@@ -879,6 +879,64 @@ async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
     c.shutdown().await
 }
 
+/// A waiter's call that ends at a node which lost leadership meanwhile is
+/// still withdrawn, through the new leader: otherwise the wait stays
+/// queued and the next release grants the resource to a session whose
+/// client never learns of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_wait_is_withdrawn_through_the_next_leader() -> anyhow::Result<()> {
+    let c = start().await?;
+    let old = c.serving_leader().await?;
+    let ep = c.api_endpoint(old)?;
+    let holder = open(&ep, "holder", LONG_TTL_MS).await?;
+    let waiter = open(&ep, "waiter", LONG_TTL_MS).await?;
+    let mut api = client(&ep).await?;
+    api.acquire(acquire_req(holder, "w/moved", false, 0))
+        .await?;
+    let wep = ep.clone();
+    let call = tokio::spawn(async move {
+        let mut api = client(&wep).await?;
+        api.acquire(acquire_req(waiter, "w/moved", false, 60_000))
+            .await?;
+        anyhow::Ok(())
+    });
+    waiters_become(&ep, "w/moved", 1).await?;
+    // The leader is cut off, the others elect a new one, and only then the
+    // caller goes away: the old leader can no longer commit anything.
+    c.isolate(old, true)?;
+    let new = wait_until("a new leader", WAIT, || async {
+        c.running()
+            .find(|n| {
+                let m = n.raft().metrics().borrow().clone();
+                n.id() != old && m.current_leader == Some(n.id())
+            })
+            .map(|n| n.id())
+    })
+    .await?;
+    call.abort();
+    c.isolate(old, false)?;
+    let new_ep = c.api_endpoint(new)?;
+    waiters_become(&new_ep, "w/moved", 0).await?;
+    // Releasing now grants nobody behind the holder's back.
+    let mut api = client(&new_ep).await?;
+    api.release(pb::ReleaseRequest {
+        session_id: holder.id,
+        session_secret: holder.secret(),
+        resource: "w/moved".into(),
+    })
+    .await?;
+    let g = api
+        .get(pb::GetRequest {
+            resource: "w/moved".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(g
+        .state
+        .is_none_or(|s| s.holders.is_empty() && s.waiters == 0));
+    c.shutdown().await
+}
+
 /// Every call naming a session must present its secret: a client that
 /// knows only the (sequential) id, or forges a secret, changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -188,6 +188,17 @@ async fn peer_rpcs(
     out.push(("vote", answer(r)));
     let r = tokio::time::timeout(CALL, client.status(RaftPayload::default())).await?;
     out.push(("status", answer(r)));
+    // A withdrawal would release a lease: never from a client's certificate.
+    let withdraw = payload::encode(
+        "withdraw",
+        &payload::Withdrawal {
+            session: 1,
+            resource: "r".into(),
+            queued_at: 1,
+        },
+    )?;
+    let r = tokio::time::timeout(CALL, client.withdraw(withdraw)).await?;
+    out.push(("withdraw", answer(r)));
     Ok(out)
 }
 

@@ -46,7 +46,7 @@ pub use leader::{LeaderState, RenewOutcome, Renewal, Serving};
 pub use machine::LeaseState;
 pub use outcome::{Applied, Grant, Response, SessionChange, Touched};
 pub use rejection::{HolderRef, Rejection};
-pub use resource::{Lease, RecallNotice, Resource, Waiter};
+pub use resource::{AbandonedWait, Lease, RecallNotice, Resource, Waiter};
 pub use session::Session;
 pub use small::{SmallMap, SmallSet};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};

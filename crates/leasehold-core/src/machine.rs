@@ -20,7 +20,7 @@ use crate::event::{Event, EventKind};
 use crate::limits;
 use crate::outcome::{Applied, Grant, Response, SessionChange, Touched};
 use crate::rejection::{HolderRef, Rejection};
-use crate::resource::{Lease, RecallNotice, Resource, Waiter};
+use crate::resource::{AbandonedWait, Lease, RecallNotice, Resource, Waiter};
 use crate::session::Session;
 use crate::types::{LogIndex, RequestId, SessionId, SessionSecret};
 
@@ -188,6 +188,31 @@ impl LeaseState {
     /// All stored resources in name order.
     pub fn resources(&self) -> impl Iterator<Item = (&String, &Resource)> {
         self.resources.iter()
+    }
+
+    /// What an [`Command::AbandonWait`] of the wait `session` queued on
+    /// `resource` at `queued_at` would withdraw now: the lease granted from
+    /// that very wait, the wait itself, or nothing (it was answered,
+    /// withdrawn, claimed by a repeated acquire, or the session ended).
+    pub fn abandoned_wait(
+        &self,
+        session: SessionId,
+        resource: &str,
+        queued_at: LogIndex,
+    ) -> Option<AbandonedWait> {
+        let res = self.resources.get(resource)?;
+        if res
+            .holders
+            .get(&session)
+            .is_some_and(|l| l.queued_at == Some(queued_at))
+        {
+            return Some(AbandonedWait::Granted);
+        }
+        res.waiters
+            .iter()
+            .find(|w| w.session == session)
+            .is_some_and(|w| w.queued_at == queued_at)
+            .then_some(AbandonedWait::Queued)
     }
 
     /// Applies one command at `index`. Never fails: a refused command is a
@@ -700,23 +725,11 @@ impl LeaseState {
         resource: &str,
         queued_at: LogIndex,
     ) -> Response {
-        let granted_from_it = self
-            .resources
-            .get(resource)
-            .and_then(|r| r.holders.get(&session))
-            .is_some_and(|l| l.queued_at == Some(queued_at));
-        if granted_from_it {
-            return self.release(cx, session, resource);
+        match self.abandoned_wait(session, resource, queued_at) {
+            Some(AbandonedWait::Granted) => self.release(cx, session, resource),
+            Some(AbandonedWait::Queued) => self.cancel_wait(cx, session, resource),
+            None => Response::WaitCancelled,
         }
-        let still_queued = self
-            .resources
-            .get(resource)
-            .and_then(|r| r.waiters.iter().find(|w| w.session == session))
-            .is_some_and(|w| w.queued_at == queued_at);
-        if still_queued {
-            return self.cancel_wait(cx, session, resource);
-        }
-        Response::WaitCancelled
     }
 
     fn release(&mut self, cx: &mut Apply, session: SessionId, resource: &str) -> Response {

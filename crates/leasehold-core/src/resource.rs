@@ -49,6 +49,16 @@ pub struct Waiter {
     pub queued_at: LogIndex,
 }
 
+/// What is left of a wait whose call went away (see
+/// [`crate::LeaseState::abandoned_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbandonedWait {
+    /// Still queued.
+    Queued,
+    /// Granted from that wait: a lease its client never learned of.
+    Granted,
+}
+
 /// Replicated state of one resource. A resource with no holders and no
 /// waiters is not stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

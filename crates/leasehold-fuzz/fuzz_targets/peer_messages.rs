@@ -26,7 +26,7 @@ use leasehold_fuzz::Replica;
 use leasehold_proto::raft::v1::RaftPayload;
 use leasehold_raft::network::payload::{
     self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
-    VoteReply, VoteRpc,
+    VoteReply, VoteRpc, Withdrawal,
 };
 use leasehold_raft::network::TransportError;
 
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(payload) = RaftPayload::decode(bytes) else {
         return;
     };
-    match kind % 6 {
+    match kind % 7 {
         0 => {
             let Some(rpc) =
                 check::<AppendEntriesRequest>("append_entries request", &payload, |a, b| {
@@ -113,6 +113,15 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             check::<VoteReply>("vote reply", &payload, |a, b| a == b);
+        }
+        5 => {
+            // A decoded withdrawal becomes an AbandonWait that applies
+            // cleanly to a fresh state (nothing to withdraw there).
+            if let Some(w) = check::<Withdrawal>("withdraw request", &payload, |a, b| a == b) {
+                let mut replica = Replica::new(LeaseState::new(LeaseConfig::default()), 0);
+                replica.apply(0, Some(&w.command()));
+                replica.check_encoding();
+            }
         }
         _ => {
             check::<InstallSnapshotReply>("install_snapshot reply", &payload, |a, b| a == b);

@@ -25,7 +25,7 @@ mod server;
 pub use backoff::{ExponentialBackoff, BACKOFF_INITIAL, BACKOFF_MAX};
 pub use client::{PeerClient, PeerNetwork, PeerNetworkConfig};
 pub use error::TransportError;
-pub use payload::{decode, encode, PeerStatus};
+pub use payload::{decode, encode, PeerStatus, Withdrawal};
 pub use server::{
     peer_service, serve_peer, serve_peer_service, serve_peer_service_tls, AdmissionView,
     PeerService, VoteGate,

@@ -63,6 +63,31 @@ pub struct PeerStatus {
     pub admission: String,
 }
 
+/// The request of a `Withdraw` peer RPC: the wait `session` queued on
+/// `resource` by the entry at `queued_at`, whose call ended without an
+/// answer. The leader proposes `Command::AbandonWait` with these fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Withdrawal {
+    /// The waiting session.
+    pub session: u64,
+    /// The resource it waited for.
+    pub resource: String,
+    /// The index of the entry that queued the wait (names that wait, and
+    /// the lease granted from it, and nothing a later call claimed).
+    pub queued_at: u64,
+}
+
+impl Withdrawal {
+    /// The command the leader proposes for it.
+    pub fn command(&self) -> leasehold_core::Command {
+        leasehold_core::Command::AbandonWait {
+            session: self.session,
+            resource: self.resource.clone(),
+            queued_at: self.queued_at,
+        }
+    }
+}
+
 /// Encodes `value` into a payload; `what` names it in errors.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<RaftPayload, TransportError> {
     postcard::to_allocvec(value)

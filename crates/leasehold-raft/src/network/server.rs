@@ -16,7 +16,7 @@ use leasehold_proto::raft::v1::RaftPayload;
 use super::error::TransportError;
 use super::payload::{
     self, AppendEntriesReply, AppendEntriesRequest, InstallSnapshotReply, InstallSnapshotRequest,
-    PeerStatus, VoteReply, VoteRpc,
+    PeerStatus, VoteReply, VoteRpc, Withdrawal,
 };
 use super::MESSAGE_BYTES_MAX;
 use crate::identity::PeerIdentity;
@@ -347,4 +347,46 @@ impl RaftPeer for PeerService {
         };
         encode_reply("status reply", &reply)
     }
+
+    async fn withdraw(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_caller("withdraw", &request)?;
+        self.check_isolation()?;
+        let withdrawal: Withdrawal = decode_request("withdraw request", request)?;
+        if withdrawal.resource.len() > leasehold_core::limits::RESOURCE_NAME_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "resource name of {} bytes (at most {})",
+                withdrawal.resource.len(),
+                leasehold_core::limits::RESOURCE_NAME_BYTES_MAX
+            )));
+        }
+        let write = self.raft.client_write(withdrawal.command());
+        match tokio::time::timeout(WITHDRAW_COMMIT_TIMEOUT, write).await {
+            Ok(Ok(_)) => {
+                tracing::info!(
+                    session = withdrawal.session,
+                    resource = %withdrawal.resource,
+                    queued_at = withdrawal.queued_at,
+                    "withdrew a wait for another member"
+                );
+                encode_reply("withdraw reply", &())
+            }
+            Ok(Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(f),
+            ))) => Err(Status::unavailable(format!(
+                "not the leader (leader: {:?})",
+                f.leader_id
+            ))),
+            Ok(Err(error)) => Err(Status::unavailable(error.to_string())),
+            Err(_) => Err(Status::unavailable(format!(
+                "the withdrawal did not commit within {} ms",
+                WITHDRAW_COMMIT_TIMEOUT.as_millis()
+            ))),
+        }
+    }
 }
+
+/// Bound on committing one withdrawal for another member: it retries.
+const WITHDRAW_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

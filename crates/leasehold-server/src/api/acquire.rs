@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proposer::Proposer;
 use leasehold_core::{
     Command, Grant, LogIndex, Response as CoreResponse, SessionId, SessionSecret,
 };
@@ -17,6 +16,11 @@ use super::error::ApiError;
 use super::request;
 use super::service::LeaseApi;
 use super::session::new_secret;
+use super::withdraw::{AbandonedCall, Withdrawer};
+
+/// How long a node shutting down tries to withdraw the waits of the calls
+/// it ends (its Raft still runs meanwhile).
+const SHUTDOWN_WITHDRAW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest wait an acquire may ask for (10 minutes).
 pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;
@@ -126,19 +130,19 @@ impl LeaseApi {
         // never learned of would block the resource for as long as the
         // session lives.
         let mut guard = AbandonOnDrop {
-            proposer: Some(self.proposer.clone()),
+            withdrawer: Some(self.withdrawer.clone()),
             session,
             resource: resource.to_string(),
             queued_at: wait.queued_at,
         };
         loop {
             if let Some(grant) = self.held(session, resource) {
-                guard.proposer = None;
+                guard.withdrawer = None;
                 self.metrics.granted();
                 return Ok(self.acquired(session, wait.secret, &grant));
             }
             if self.state.read(|s| s.session(session).is_none()) {
-                guard.proposer = None;
+                guard.withdrawer = None;
                 return Err(ApiError::SessionNotFound(session));
             }
             tokio::select! {
@@ -155,7 +159,7 @@ impl LeaseApi {
                     // hold up the drain for the whole wait, and withdraw
                     // the wait first (Raft still runs), so the session is
                     // not granted a lease its client never learns of.
-                    guard.proposer = None;
+                    guard.withdrawer = None;
                     self.abandon_wait(&wait, resource).await;
                     return Err(self.shutting_down());
                 }
@@ -171,7 +175,7 @@ impl LeaseApi {
                 resource: resource.to_string(),
             })
             .await?;
-        guard.proposer = None;
+        guard.withdrawer = None;
         match resp {
             CoreResponse::Acquired { grant, .. } => {
                 self.metrics.granted();
@@ -186,19 +190,24 @@ impl LeaseApi {
     }
 
     /// Withdraws a queued wait this node will not answer (releasing its
-    /// lease if the grant won the race), within the commit timeout.
+    /// lease if the grant won the race), here or through the leader,
+    /// within [`SHUTDOWN_WITHDRAW_TIMEOUT`].
     async fn abandon_wait(&self, wait: &QueuedWait, resource: &str) {
-        let command = Command::AbandonWait {
+        let call = AbandonedCall {
             session: wait.session,
             resource: resource.to_string(),
             queued_at: wait.queued_at,
         };
-        if let Err(error) = self.propose(command).await {
+        if let Err(error) = self
+            .withdrawer
+            .withdraw_within(&call, SHUTDOWN_WITHDRAW_TIMEOUT)
+            .await
+        {
             tracing::warn!(
                 session = wait.session,
                 resource,
                 %error,
-                "could not withdraw a wait at shutdown"
+                "could not withdraw a wait at shutdown; it ends with its session"
             );
         }
     }
@@ -251,7 +260,7 @@ async fn next_relevant(
 /// very wait in the meantime.
 struct AbandonOnDrop {
     /// Set while the wait still needs withdrawing.
-    proposer: Option<Proposer>,
+    withdrawer: Option<Withdrawer>,
     /// The waiting session.
     session: SessionId,
     /// The resource it waits for.
@@ -262,16 +271,11 @@ struct AbandonOnDrop {
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        if let Some(proposer) = self.proposer.take() {
-            let command = Command::AbandonWait {
+        if let Some(withdrawer) = self.withdrawer.take() {
+            withdrawer.spawn(AbandonedCall {
                 session: self.session,
                 resource: std::mem::take(&mut self.resource),
                 queued_at: self.queued_at,
-            };
-            tokio::spawn(async move {
-                if let Err(error) = proposer.propose(command).await {
-                    tracing::warn!(%error, "could not withdraw an abandoned wait");
-                }
             });
         }
     }

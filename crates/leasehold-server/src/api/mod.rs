@@ -22,6 +22,8 @@
 //!   with the leader's address; the one leader lookup.
 //! - [`error`]: [`ApiError`] and its single mapping to gRPC statuses.
 //! - [`history`]: recent events for resumable watches.
+//! - [`withdraw`]: withdrawing the waits of acquire calls that ended
+//!   unanswered, here or through the leader, until they are gone.
 
 pub mod acquire;
 pub mod admin;
@@ -38,6 +40,7 @@ pub mod service;
 pub mod session;
 pub mod sessions;
 pub mod watch;
+pub mod withdraw;
 
 pub use acquire::WAIT_MS_MAX;
 pub use error::ApiError;

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::error::ApiError;
 use super::forward::{forwarded, storage_failed, Forwarder, Route, SHUTTING_DOWN};
 use super::history::History;
+use super::withdraw::Withdrawer;
 use super::{keepalive, watch};
 use crate::auth::{AuthConfig, Need, Role};
 use crate::conn::ConnInfo;
@@ -47,6 +48,8 @@ pub struct LeaseApi {
     pub(super) history: Arc<History>,
     /// Routing to the leader.
     pub(super) forwarder: Forwarder,
+    /// Withdraws waits whose call ended unanswered, through the leader.
+    pub(super) withdrawer: Withdrawer,
     /// Counters.
     pub(super) metrics: Arc<Metrics>,
     /// Ends streams on shutdown.
@@ -129,6 +132,13 @@ impl LeaseApi {
             _alive: alive,
             node_id,
             forwarder: Forwarder::new(node_id, raft.clone()),
+            withdrawer: Withdrawer::new(
+                node_id,
+                raft.clone(),
+                proposer.clone(),
+                state.clone(),
+                None,
+            ),
             raft,
             proposer,
             state,
@@ -139,8 +149,16 @@ impl LeaseApi {
         }
     }
 
-    /// Forwards to the leader over TLS (`None`: plaintext).
+    /// Forwards to the leader, and asks it to withdraw waits, over TLS
+    /// (`None`: plaintext).
     pub fn with_tls(mut self, tls: Option<leasehold_raft::tls::NodeTls>) -> Self {
+        self.withdrawer = Withdrawer::new(
+            self.node_id,
+            self.raft.clone(),
+            self.proposer.clone(),
+            self.state.clone(),
+            tls.clone(),
+        );
         self.forwarder = self.forwarder.with_tls(tls);
         self
     }
