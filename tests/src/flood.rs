@@ -15,7 +15,7 @@ use pb::leasehold_client::LeaseholdClient;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::grpc::{acquire_req, client, open, Sess};
+use crate::grpc::{acquire_req, client, open, release_req, Sess};
 use crate::http::{get, sample};
 
 /// Calls per connection for the flood's streams (below the node's
@@ -167,14 +167,7 @@ async fn round(api: &mut LeaseholdClient<Channel>, s: Sess, name: &str) -> anyho
     .await?;
     served(|| {
         let mut api = api.clone();
-        async move {
-            api.release(pb::ReleaseRequest {
-                session_id: s.id,
-                session_secret: s.secret(),
-                resource: name.into(),
-            })
-            .await
-        }
+        async move { api.release(release_req(s, name)).await }
     })
     .await?;
     Ok(())

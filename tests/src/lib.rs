@@ -684,6 +684,16 @@ pub mod grpc {
         }
     }
 
+    /// A release of `resource` by `session` (with its secret).
+    pub fn release_req(session: impl Into<Sess>, resource: &str) -> pb::ReleaseRequest {
+        let session = session.into();
+        pb::ReleaseRequest {
+            session_id: session.id,
+            session_secret: session.secret(),
+            resource: resource.into(),
+        }
+    }
+
     /// An acquire request.
     pub fn acquire_req(
         session: impl Into<Sess>,

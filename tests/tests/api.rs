@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use leasehold_proto::v1 as pb;
-use leasehold_tests::grpc::{acquire_req, client, keep_alive, keepalive_req, open, Sess};
+use leasehold_tests::grpc::{
+    acquire_req, client, keep_alive, keepalive_req, open, release_req, Sess,
+};
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 use tokio::time::Instant;
 use tonic::Code;
@@ -91,20 +93,12 @@ async fn acquire_conflict_release_through_a_follower() -> anyhow::Result<()> {
     assert!(state.holders[0].remaining_ttl_ms > 0);
 
     let err = api
-        .release(pb::ReleaseRequest {
-            session_id: b.id,
-            session_secret: b.secret(),
-            resource: "db/primary".into(),
-        })
+        .release(release_req(b, "db/primary"))
         .await
         .expect_err("not holder");
     assert_eq!(err.code(), Code::FailedPrecondition);
     let r = api
-        .release(pb::ReleaseRequest {
-            session_id: a.id,
-            session_secret: a.secret(),
-            resource: "db/primary".into(),
-        })
+        .release(release_req(a, "db/primary"))
         .await?
         .into_inner();
     assert_eq!(r.fencing_token, lease.fencing_token);
@@ -245,23 +239,13 @@ async fn shared_exclusive_and_fifo_waiting() -> anyhow::Result<()> {
     assert_eq!(e.code(), Code::DeadlineExceeded);
 
     for s in [r1, r2] {
-        api.release(pb::ReleaseRequest {
-            session_id: s.id,
-            session_secret: s.secret(),
-            resource: "cfg".into(),
-        })
-        .await?;
+        api.release(release_req(s, "cfg")).await?;
     }
     let (w_res, w_at) = writer.await??;
     let w_lease = w_res?.into_inner().lease.expect("writer lease");
     assert_eq!(w_lease.session_id, w.id);
     assert!(!reader.is_finished(), "the reader waits for the writer");
-    api.release(pb::ReleaseRequest {
-        session_id: w.id,
-        session_secret: w.secret(),
-        resource: "cfg".into(),
-    })
-    .await?;
+    api.release(release_req(w, "cfg")).await?;
     let (r_res, r_at) = reader.await??;
     let r_lease = r_res?.into_inner().lease.expect("reader lease");
     assert!(r_at > w_at);
@@ -307,11 +291,7 @@ async fn silent_holder_loses_its_lease_after_ttl_and_not_before() -> anyhow::Res
         "expiry too late: {granted_after:?}"
     );
     let e = api
-        .release(pb::ReleaseRequest {
-            session_id: holder.id,
-            session_secret: holder.secret(),
-            resource: "job".into(),
-        })
+        .release(release_req(holder, "job"))
         .await
         .expect_err("expired");
     assert_eq!(e.code(), Code::NotFound);
@@ -563,12 +543,7 @@ async fn recall_reaches_the_holder_and_watch_sees_it() -> anyhow::Result<()> {
     assert_eq!(notice.resource, "chunk/42");
     assert_eq!(notice.reason, "rebalance");
     assert_eq!(notice.fencing_token, lease.fencing_token);
-    api.release(pb::ReleaseRequest {
-        session_id: holder.id,
-        session_secret: holder.secret(),
-        resource: "chunk/42".into(),
-    })
-    .await?;
+    api.release(release_req(holder, "chunk/42")).await?;
 
     let mut kinds = Vec::new();
     let mut first_rev = 0;
@@ -847,35 +822,11 @@ async fn membership_change_during_load_keeps_every_lease() -> anyhow::Result<()>
 async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
     let c = start().await?;
     let ep = c.api_endpoint(c.serving_leader().await?)?;
-    let holder = open(&ep, "holder", LONG_TTL_MS).await?;
-    let waiter = open(&ep, "waiter", LONG_TTL_MS).await?;
-    let mut api = client(&ep).await?;
-    api.acquire(acquire_req(holder, "w/busy", false, 0)).await?;
-    let wep = ep.clone();
-    let call = tokio::spawn(async move {
-        let mut api = client(&wep).await?;
-        api.acquire(acquire_req(waiter, "w/busy", false, 60_000))
-            .await?;
-        anyhow::Ok(())
-    });
-    waiters_become(&ep, "w/busy", 1).await?;
+    let (holder, call) = queue_a_waiter(&ep, "w/busy").await?;
     // The caller goes away: its call is cancelled mid-wait.
     call.abort();
     waiters_become(&ep, "w/busy", 0).await?;
-    // Releasing now grants nobody behind the holder's back.
-    api.release(pb::ReleaseRequest {
-        session_id: holder.id,
-        session_secret: holder.secret(),
-        resource: "w/busy".into(),
-    })
-    .await?;
-    let g = api
-        .get(pb::GetRequest {
-            resource: "w/busy".into(),
-        })
-        .await?
-        .into_inner();
-    assert!(g.state.expect("state").holders.is_empty());
+    release_grants_nobody(&ep, holder, "w/busy").await?;
     c.shutdown().await
 }
 
@@ -887,20 +838,7 @@ async fn an_abandoned_wait_is_withdrawn() -> anyhow::Result<()> {
 async fn an_abandoned_wait_is_withdrawn_through_the_next_leader() -> anyhow::Result<()> {
     let c = start().await?;
     let old = c.serving_leader().await?;
-    let ep = c.api_endpoint(old)?;
-    let holder = open(&ep, "holder", LONG_TTL_MS).await?;
-    let waiter = open(&ep, "waiter", LONG_TTL_MS).await?;
-    let mut api = client(&ep).await?;
-    api.acquire(acquire_req(holder, "w/moved", false, 0))
-        .await?;
-    let wep = ep.clone();
-    let call = tokio::spawn(async move {
-        let mut api = client(&wep).await?;
-        api.acquire(acquire_req(waiter, "w/moved", false, 60_000))
-            .await?;
-        anyhow::Ok(())
-    });
-    waiters_become(&ep, "w/moved", 1).await?;
+    let (holder, call) = queue_a_waiter(&c.api_endpoint(old)?, "w/moved").await?;
     // The leader is cut off, the others elect a new one, and only then the
     // caller goes away: the old leader can no longer commit anything.
     c.isolate(old, true)?;
@@ -917,24 +855,50 @@ async fn an_abandoned_wait_is_withdrawn_through_the_next_leader() -> anyhow::Res
     c.isolate(old, false)?;
     let new_ep = c.api_endpoint(new)?;
     waiters_become(&new_ep, "w/moved", 0).await?;
-    // Releasing now grants nobody behind the holder's back.
-    let mut api = client(&new_ep).await?;
-    api.release(pb::ReleaseRequest {
-        session_id: holder.id,
-        session_secret: holder.secret(),
-        resource: "w/moved".into(),
-    })
-    .await?;
+    release_grants_nobody(&new_ep, holder, "w/moved").await?;
+    c.shutdown().await
+}
+
+/// At `ep`: a holder takes `resource`, and a waiter's acquire (60 s wait)
+/// queues behind it; returns the holder and the waiting call.
+async fn queue_a_waiter(
+    ep: &str,
+    resource: &str,
+) -> anyhow::Result<(Sess, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let holder = open(ep, "holder", LONG_TTL_MS).await?;
+    let waiter = open(ep, "waiter", LONG_TTL_MS).await?;
+    client(ep)
+        .await?
+        .acquire(acquire_req(holder, resource, false, 0))
+        .await?;
+    let (wep, name) = (ep.to_string(), resource.to_string());
+    let call = tokio::spawn(async move {
+        let mut api = client(&wep).await?;
+        api.acquire(acquire_req(waiter, &name, false, 60_000))
+            .await?;
+        anyhow::Ok(())
+    });
+    waiters_become(ep, resource, 1).await?;
+    Ok((holder, call))
+}
+
+/// The holder releases `resource`: nobody is granted it behind its back
+/// (no wait was left queued).
+async fn release_grants_nobody(ep: &str, holder: Sess, resource: &str) -> anyhow::Result<()> {
+    let mut api = client(ep).await?;
+    api.release(release_req(holder, resource)).await?;
     let g = api
         .get(pb::GetRequest {
-            resource: "w/moved".into(),
+            resource: resource.into(),
         })
         .await?
         .into_inner();
-    assert!(g
-        .state
-        .is_none_or(|s| s.holders.is_empty() && s.waiters == 0));
-    c.shutdown().await
+    assert!(
+        g.state
+            .is_none_or(|s| s.holders.is_empty() && s.waiters == 0),
+        "{resource} was granted on release"
+    );
+    Ok(())
 }
 
 /// Every call naming a session must present its secret: a client that
@@ -964,11 +928,7 @@ async fn sessions_belong_to_their_owner() -> anyhow::Result<()> {
     ];
     for thief in thieves {
         let e = api
-            .release(pb::ReleaseRequest {
-                session_id: thief.id,
-                session_secret: thief.secret(),
-                resource: "own/r".into(),
-            })
+            .release(release_req(thief, "own/r"))
             .await
             .expect_err("release by a stranger");
         assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
@@ -1015,12 +975,7 @@ async fn sessions_belong_to_their_owner() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(g.state.expect("state").holders[0].session_id, owner.id);
-    api.release(pb::ReleaseRequest {
-        session_id: owner.id,
-        session_secret: owner.secret(),
-        resource: "own/r".into(),
-    })
-    .await?;
+    api.release(release_req(owner, "own/r")).await?;
     drop(lease);
     c.shutdown().await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use leasehold_proto::v1 as pb;
 use leasehold_server::limits::ApiLimits;
 use leasehold_server::metrics::MetricsSnapshot;
-use leasehold_tests::grpc::{acquire_req, client, keepalive_req, open, Sess};
+use leasehold_tests::grpc::{acquire_req, client, keepalive_req, open, release_req, Sess};
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 use prost::bytes::{Buf, BufMut};
 use tokio::io::AsyncReadExt;
@@ -268,14 +268,7 @@ async fn round(
     .into_inner();
     retrying(|| {
         let mut api = api.clone();
-        async move {
-            api.release(pb::ReleaseRequest {
-                session_id: s.id,
-                session_secret: s.secret(),
-                resource: name.into(),
-            })
-            .await
-        }
+        async move { api.release(release_req(s, name)).await }
     })
     .await?;
     Ok(lease.lease.map(|l| l.fencing_token))

@@ -8,7 +8,7 @@
 use leasehold_proto::v1 as pb;
 use leasehold_raft::NodeId;
 use leasehold_server::Admission;
-use leasehold_tests::grpc::{acquire_req, client, open};
+use leasehold_tests::grpc::{acquire_req, client, open, release_req};
 use leasehold_tests::{wait_until, ClusterOptions, TestCluster, WAIT};
 use tonic::Code;
 
@@ -70,12 +70,7 @@ async fn acquire_and_release(c: &TestCluster, resource: &str) -> anyhow::Result<
         .into_inner()
         .lease
         .ok_or_else(|| anyhow::anyhow!("no lease in the answer"))?;
-    api.release(pb::ReleaseRequest {
-        session_id: s.id,
-        session_secret: s.secret(),
-        resource: resource.into(),
-    })
-    .await?;
+    api.release(release_req(s, resource)).await?;
     Ok(lease.fencing_token)
 }
 
