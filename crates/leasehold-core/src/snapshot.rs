@@ -111,6 +111,9 @@ impl LeaseState {
             }
             other => return Err(SnapshotError::UnsupportedVersion(other)),
         };
+        // Listed twice, a session or resource would be dropped silently by
+        // the maps the state is built into: refuse instead.
+        let (sessions_listed, resources_listed) = (body.sessions.len(), body.resources.len());
         let state = LeaseState::from_parts(
             body.config,
             body.revision,
@@ -118,6 +121,18 @@ impl LeaseState {
             body.sessions,
             body.resources,
         );
+        if state.session_count() != sessions_listed {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{sessions_listed} sessions listed, {} distinct ids",
+                state.session_count()
+            )));
+        }
+        if state.resources().count() != resources_listed {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{resources_listed} resources listed, {} distinct names",
+                state.resources().count()
+            )));
+        }
         state
             .check_invariants()
             .map_err(SnapshotError::Inconsistent)?;
@@ -128,6 +143,7 @@ impl LeaseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{SessionId, SessionSecret};
 
     /// Found by the `snapshot_decode` fuzz target: a version 2 snapshot
     /// whose configuration has `ttl_ms_min` 2000 above `ttl_ms_max` 224
@@ -151,6 +167,62 @@ mod tests {
             Err(SnapshotError::Inconsistent(why)) => {
                 assert!(why.contains("configuration is not valid"), "{why}");
                 assert!(why.contains("ttl_ms_min"), "{why}");
+            }
+            other => panic!("expected an inconsistent snapshot, got {other:?}"),
+        }
+    }
+
+    /// Two sessions of one snapshot opened by the same request id.
+    fn twins(first: SessionId, second: SessionId) -> LeaseState {
+        let session = |id| Session {
+            id,
+            client_name: "twin".into(),
+            ttl_ms: 10_000,
+            private: false,
+            secret: SessionSecret([7; crate::types::SESSION_SECRET_BYTES]),
+            request_id: 1,
+            held: Default::default(),
+            waiting: Default::default(),
+        };
+        LeaseState::from_parts(
+            LeaseConfig::default(),
+            10,
+            10,
+            [session(first), session(second)],
+            [],
+        )
+    }
+
+    /// Found by the `snapshot_decode` fuzz target (CI, 2026-12-03): a
+    /// snapshot in which two sessions carry the same request id decoded as
+    /// is; the request-id index kept one of them, so closing that one left
+    /// the other unreachable by its retries (and the state no longer
+    /// round-tripped through encode/decode). Refused now as inconsistent,
+    /// as is a session listed twice.
+    #[test]
+    fn a_snapshot_with_two_sessions_of_one_request_id_is_refused() {
+        match LeaseState::decode(&twins(3, 5).encode()) {
+            Err(SnapshotError::Inconsistent(why)) => {
+                assert!(why.contains("same request id 1"), "{why}");
+            }
+            other => panic!("expected an inconsistent snapshot, got {other:?}"),
+        }
+        // The same session listed twice is not silently collapsed either.
+        let state = twins(5, 5);
+        let s = state.session(5).expect("session 5");
+        let body = SnapshotBodyRef {
+            config: state.config(),
+            revision: state.revision(),
+            position: state.position(),
+            sessions: vec![s, s],
+            resources: Vec::new(),
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+        bytes.extend(postcard::to_allocvec(&body).expect("encodes"));
+        match LeaseState::decode(&bytes) {
+            Err(SnapshotError::Inconsistent(why)) => {
+                assert!(why.contains("2 sessions listed, 1 distinct"), "{why}");
             }
             other => panic!("expected an inconsistent snapshot, got {other:?}"),
         }

@@ -78,6 +78,29 @@ impl LeaseState {
                 self.recalled
             ));
         }
+        // Request ids name one open session each: the index a retried open
+        // looks in is derived from them, so a duplicate would let closing
+        // one session make the other's retries open a second session.
+        let mut by_request = std::collections::BTreeMap::new();
+        for (id, s) in &self.sessions {
+            if s.id != *id {
+                return Err(format!("session {} stored under id {id}", s.id));
+            }
+            if s.request_id != 0 {
+                if let Some(other) = by_request.insert(s.request_id, *id) {
+                    return Err(format!(
+                        "sessions {other} and {id} were opened by the same request id {}",
+                        s.request_id
+                    ));
+                }
+            }
+        }
+        if by_request != self.by_request {
+            return Err(format!(
+                "request-id index {:?} differs from the sessions' request ids {by_request:?}",
+                self.by_request
+            ));
+        }
         for (id, s) in &self.sessions {
             if *id > self.position {
                 return Err(format!(
