@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leasehold_proto::v1 as pb;
-use leasehold_tests::grpc::{acquire_req, client, keep_alive, keepalive_req, open};
+use leasehold_tests::grpc::{acquire_req, client, keep_alive, keepalive_req, open, release_req};
 use leasehold_tests::{wait_until, TestCluster, WAIT};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,12 +22,7 @@ pub async fn latency(c: &TestCluster, pairs: usize) -> anyhow::Result<()> {
         let resource = format!("api-lat/{i}");
         let t = Instant::now();
         api.acquire(acquire_req(s, &resource, false, 0)).await?;
-        api.release(pb::ReleaseRequest {
-            session_id: s.id,
-            session_secret: s.secret(),
-            resource,
-        })
-        .await?;
+        api.release(release_req(s, &resource)).await?;
         samples.push(t.elapsed());
     }
     samples.sort();
@@ -57,12 +51,7 @@ pub async fn throughput(c: &TestCluster, clients: usize, seconds: u64) -> anyhow
             while Instant::now() < stop_at {
                 let resource = format!("api-tp/{k}/{i}");
                 api.acquire(acquire_req(s, &resource, false, 0)).await?;
-                api.release(pb::ReleaseRequest {
-                    session_id: s.id,
-                    session_secret: s.secret(),
-                    resource,
-                })
-                .await?;
+                api.release(release_req(s, &resource)).await?;
                 pairs.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }

@@ -205,59 +205,22 @@ pub async fn failover(
 ) -> anyhow::Result<Run> {
     let endpoints = cluster.endpoints();
     let ids = grant_many(&endpoints[leader], spec.sessions, spec.ttl).await?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for id in ids {
-        let endpoints = endpoints.clone();
-        let stop = std::sync::Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut g = crate::Gaps::new(leader);
-            let mut stream: Option<(Client, Stream)> = None;
-            let mut tick = tokio::time::interval(spec.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                tick.tick().await;
-                let t = Instant::now();
-                let r = tokio::time::timeout(spec.call_timeout, async {
-                    if stream.is_none() {
-                        let mut c = connect(&endpoints[g.endpoint]).await?;
-                        let s = Stream::open(&mut c, id).await?;
-                        stream = Some((c, s));
-                    }
-                    match stream.as_mut() {
-                        Some((_, s)) => s.renew().await,
-                        None => anyhow::bail!("no stream"),
-                    }
-                })
-                .await;
-                match r {
-                    Ok(Ok(_)) => g.ok(t),
-                    Ok(Err(e)) if e.to_string().contains("gone") => {
-                        g.lost = true;
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        g.failed(endpoints.len(), format!("{e:#}"));
-                        stream = None;
-                    }
-                    Err(_) => {
-                        g.failed(endpoints.len(), "no answer within the call timeout".into());
-                        stream = None;
-                    }
-                }
-            }
-            g.finish()
-        }));
-    }
-    tokio::time::sleep(spec.kill_after).await;
-    cluster.kill(leader).await?;
-    tokio::time::sleep(spec.duration.saturating_sub(spec.kill_after)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.push(t.await?);
-    }
-    let run = crate::Gaps::summarize(all, spec.duration);
+    let run = crate::renew_through_failover(
+        cluster,
+        leader,
+        spec,
+        ids,
+        |endpoint, id: i64| async move {
+            let mut c = connect(&endpoint).await?;
+            let s = Stream::open(&mut c, id).await?;
+            anyhow::Ok((c, s))
+        },
+        |(c, mut s): (Client, Stream)| async move {
+            let r = s.renew().await;
+            ((c, s), r)
+        },
+    )
+    .await?;
     cluster.start(leader)?;
     wait_ready(cluster).await?;
     Ok(run)

@@ -53,6 +53,30 @@ pub async fn wait_ready(cluster: &mut Cluster) -> anyhow::Result<usize> {
 /// A raw session: id and secret.
 type Raw = (u64, tonic::codegen::Bytes);
 
+/// Opens one raw session of `ttl_ms` with `c` and adds it to `out`: one
+/// call of the setup and of the raw open-session row.
+async fn open_into(
+    mut c: LeaseholdClient<Channel>,
+    mut out: Vec<Raw>,
+    ttl_ms: u64,
+) -> ((LeaseholdClient<Channel>, Vec<Raw>), anyhow::Result<u64>) {
+    let r = c
+        .open_session(pb::OpenSessionRequest {
+            client_name: "bench".into(),
+            ttl_ms,
+            request_id: 0,
+        })
+        .await;
+    match r {
+        Ok(r) => {
+            let r = r.into_inner();
+            out.push((r.session_id, r.session_secret));
+            ((c, out), Ok(1))
+        }
+        Err(e) => ((c, out), Err(e.into())),
+    }
+}
+
 /// Opens `n` raw sessions with `ttl` at `endpoint` (untimed setup).
 async fn open_raw(endpoint: &str, n: usize, ttl: Duration) -> anyhow::Result<Vec<Raw>> {
     let states = futures::future::try_join_all((0..SETUP_WORKERS.min(n)).map(|_| raw(endpoint)))
@@ -61,22 +85,8 @@ async fn open_raw(endpoint: &str, n: usize, ttl: Duration) -> anyhow::Result<Vec
         .map(|c| (c, Vec::new()))
         .collect();
     let ttl_ms = ttl.as_millis() as u64;
-    let (run, states) = fixed_count(states, n as u64, move |(mut c, mut out), _| async move {
-        let r = c
-            .open_session(pb::OpenSessionRequest {
-                client_name: "bench".into(),
-                ttl_ms,
-                request_id: 0,
-            })
-            .await;
-        match r {
-            Ok(r) => {
-                let r = r.into_inner();
-                out.push((r.session_id, r.session_secret));
-                ((c, out), Ok(1))
-            }
-            Err(e) => ((c, out), Err(e.into())),
-        }
+    let (run, states) = fixed_count(states, n as u64, move |(c, out), _| {
+        open_into(c, out, ttl_ms)
     })
     .await;
     anyhow::ensure!(run.errors == 0, "{} session opens failed", run.errors);
@@ -147,24 +157,8 @@ pub async fn open_session_raw(leader: &str, clients: usize, dur: Duration) -> an
         states.push((raw(leader).await?, Vec::<Raw>::new()));
     }
     let ttl_ms = SESSION_TTL.as_millis() as u64;
-    let (run, states) = closed_loop(states, dur, move |(mut c, mut out), _| async move {
-        let r = c
-            .open_session(pb::OpenSessionRequest {
-                client_name: "bench".into(),
-                ttl_ms,
-                request_id: 0,
-            })
-            .await;
-        match r {
-            Ok(r) => {
-                let r = r.into_inner();
-                out.push((r.session_id, r.session_secret));
-                ((c, out), Ok(1))
-            }
-            Err(e) => ((c, out), Err(e.into())),
-        }
-    })
-    .await;
+    let (run, states) =
+        closed_loop(states, dur, move |(c, out), _| open_into(c, out, ttl_ms)).await;
     close_raw(leader, states.into_iter().flat_map(|(_, s)| s).collect()).await?;
     Ok(run)
 }
@@ -265,59 +259,18 @@ pub async fn failover(
 ) -> anyhow::Result<Run> {
     let endpoints = cluster.endpoints();
     let sessions = open_raw(&endpoints[leader], spec.sessions, spec.ttl).await?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for s in sessions {
-        let endpoints = endpoints.clone();
-        let stop = std::sync::Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut g = crate::Gaps::new(leader);
-            let mut stream: Option<Stream> = None;
-            let mut tick = tokio::time::interval(spec.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                tick.tick().await;
-                let t = Instant::now();
-                let r = tokio::time::timeout(spec.call_timeout, async {
-                    if stream.is_none() {
-                        stream = Some(
-                            Stream::open(&endpoints[g.endpoint], std::slice::from_ref(&s)).await?,
-                        );
-                    }
-                    match stream.as_mut() {
-                        Some(st) => st.renew().await,
-                        None => anyhow::bail!("no stream"),
-                    }
-                })
-                .await;
-                match r {
-                    Ok(Ok(_)) => g.ok(t),
-                    Ok(Err(e)) if e.to_string().contains("gone") => {
-                        g.lost = true;
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        g.failed(endpoints.len(), format!("{e:#}"));
-                        stream = None;
-                    }
-                    Err(_) => {
-                        g.failed(endpoints.len(), "no answer within the call timeout".into());
-                        stream = None;
-                    }
-                }
-            }
-            g.finish()
-        }));
-    }
-    tokio::time::sleep(spec.kill_after).await;
-    cluster.kill(leader).await?;
-    tokio::time::sleep(spec.duration.saturating_sub(spec.kill_after)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.push(t.await?);
-    }
-    let run = crate::Gaps::summarize(all, spec.duration);
+    let run = crate::renew_through_failover(
+        cluster,
+        leader,
+        spec,
+        sessions,
+        |endpoint, s: Raw| async move { Stream::open(&endpoint, std::slice::from_ref(&s)).await },
+        |mut st: Stream| async move {
+            let r = st.renew().await;
+            (st, r)
+        },
+    )
+    .await?;
     cluster.start(leader)?;
     wait_ready(cluster).await?;
     Ok(run)

@@ -150,6 +150,83 @@ impl Gaps {
     }
 }
 
+/// The failover row's load, the same on both systems: one task per
+/// session renews it every `spec.interval` on its own stream, opened with
+/// `open(endpoint, session)` at the endpoint its [`Gaps`] points to and
+/// used with `renew(stream)` (the number renewed, or an error naming a
+/// session `gone`); a failed or unanswered renewal drops the stream and
+/// moves to the next endpoint. The leader is killed after
+/// `spec.kill_after`; the caller restarts it.
+pub async fn renew_through_failover<T, S, O, OF, R, RF>(
+    cluster: &mut procs::Cluster,
+    leader: usize,
+    spec: FailoverSpec,
+    sessions: Vec<T>,
+    open: O,
+    renew: R,
+) -> anyhow::Result<Run>
+where
+    T: Clone + Send + Sync + 'static,
+    S: Send + 'static,
+    O: Fn(String, T) -> OF + Clone + Send + Sync + 'static,
+    OF: std::future::Future<Output = anyhow::Result<S>> + Send,
+    R: Fn(S) -> RF + Clone + Send + Sync + 'static,
+    RF: std::future::Future<Output = (S, anyhow::Result<u64>)> + Send,
+{
+    let endpoints = cluster.endpoints();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for session in sessions {
+        let (endpoints, open, renew) = (endpoints.clone(), open.clone(), renew.clone());
+        let stop = std::sync::Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut g = Gaps::new(leader);
+            let mut stream: Option<S> = None;
+            let mut tick = tokio::time::interval(spec.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let t = Instant::now();
+                let r = tokio::time::timeout(spec.call_timeout, async {
+                    let s = match stream.take() {
+                        Some(s) => s,
+                        None => open(endpoints[g.endpoint].clone(), session.clone()).await?,
+                    };
+                    let (s, r) = renew(s).await;
+                    stream = Some(s);
+                    r
+                })
+                .await;
+                match r {
+                    Ok(Ok(_)) => g.ok(t),
+                    Ok(Err(e)) if e.to_string().contains("gone") => {
+                        g.lost = true;
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        g.failed(endpoints.len(), format!("{e:#}"));
+                        stream = None;
+                    }
+                    Err(_) => {
+                        g.failed(endpoints.len(), "no answer within the call timeout".into());
+                        stream = None;
+                    }
+                }
+            }
+            g.finish()
+        }));
+    }
+    tokio::time::sleep(spec.kill_after).await;
+    cluster.kill(leader).await?;
+    tokio::time::sleep(spec.duration.saturating_sub(spec.kill_after)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await?);
+    }
+    Ok(Gaps::summarize(all, spec.duration))
+}
+
 /// The memory row's note: RSS before, held, after expiry, bytes per lease.
 pub fn memory_note(leases: u64, held_count: u64, before: u64, held: u64, after: u64) -> String {
     let per = (held as f64 - before as f64) / leases.max(1) as f64;

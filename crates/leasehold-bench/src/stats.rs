@@ -2,7 +2,7 @@
 //! time until the row's end; every successful call's latency is recorded.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,62 +65,12 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(states.len());
-    for state in states {
-        let op = op.clone();
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut state = state;
-            let mut lat = Vec::new();
-            let (mut ops, mut errors, mut i) = (0u64, 0u64, 0u64);
-            let mut first_error: Option<String> = None;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let (s, r) = op(state, i).await;
-                state = s;
-                i += 1;
-                match r {
-                    Ok(n) => {
-                        lat.push(t.elapsed());
-                        ops += n;
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
-                        tokio::time::sleep(ERROR_PAUSE).await;
-                    }
-                }
-            }
-            (state, lat, ops, errors, first_error)
-        }));
-    }
+    let tasks = spawn_workers(states, op, Calls::Until(Arc::clone(&stop)));
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    let (mut ops, mut errors) = (0u64, 0u64);
-    let mut states = Vec::with_capacity(tasks.len());
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok((s, l, o, e, f)) => {
-                states.push(s);
-                lat.extend(l);
-                ops += o;
-                errors += e;
-                first_error = first_error.or(f);
-            }
-            Err(e) => {
-                errors += 1;
-                first_error = first_error.or(Some(format!("worker panicked: {e}")));
-            }
-        }
-    }
-    // The calls in flight at the stop finished after it and counted:
-    // measure to the last of them.
-    let elapsed = started.elapsed();
-    let mut run = summarize(lat, ops, errors, elapsed);
-    run.first_error = first_error;
-    (run, states)
+    // The calls in flight at the stop finish after it and count: `gather`
+    // measures to the last of them.
+    gather(tasks, started).await
 }
 
 /// Runs `op(state, i)` for every `i` in `0..n` exactly once, spread over
@@ -132,51 +82,122 @@ where
     F: Fn(S, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = (S, anyhow::Result<u64>)> + Send + 'static,
 {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(states.len());
-    for state in states {
-        let op = op.clone();
-        let next = Arc::clone(&next);
-        tasks.push(tokio::spawn(async move {
-            let mut state = state;
-            let mut lat = Vec::new();
-            let (mut ops, mut errors) = (0u64, 0u64);
-            let mut first_error: Option<String> = None;
-            loop {
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks = spawn_workers(states, op, Calls::Count { next, n });
+    gather(tasks, started).await
+}
+
+/// Which calls a worker makes.
+#[derive(Clone)]
+enum Calls {
+    /// Numbered from 0 per worker, until the flag is set; a failed call is
+    /// followed by [`ERROR_PAUSE`].
+    Until(Arc<AtomicBool>),
+    /// `0..n` shared by all workers, each number once; no pause.
+    Count {
+        /// The next number to hand out.
+        next: Arc<AtomicU64>,
+        /// One past the last number.
+        n: u64,
+    },
+}
+
+impl Calls {
+    /// The number of this worker's next call (`made` so far), if any.
+    fn next(&self, made: u64) -> Option<u64> {
+        match self {
+            Calls::Until(stop) => (!stop.load(Ordering::Relaxed)).then_some(made),
+            Calls::Count { next, n } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let t = Instant::now();
-                let (s, r) = op(state, i).await;
-                state = s;
-                match r {
-                    Ok(k) => {
-                        lat.push(t.elapsed());
-                        ops += k;
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
+                (i < *n).then_some(i)
             }
-            (state, lat, ops, errors, first_error)
-        }));
+        }
     }
+}
+
+/// What one worker hands back: its state and its figures.
+struct Worker<S> {
+    /// The state, for cleanup.
+    state: S,
+    /// Latency of every successful call.
+    lat: Vec<Duration>,
+    /// Operations the successful calls counted for.
+    ops: u64,
+    /// Failed calls.
+    errors: u64,
+    /// Why the first failed call failed.
+    first_error: Option<String>,
+}
+
+/// Spawns one task per state, each making the calls `calls` hands it.
+fn spawn_workers<S, F, Fut>(
+    states: Vec<S>,
+    op: F,
+    calls: Calls,
+) -> Vec<tokio::task::JoinHandle<Worker<S>>>
+where
+    S: Send + 'static,
+    F: Fn(S, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = (S, anyhow::Result<u64>)> + Send + 'static,
+{
+    let pause_on_error = matches!(calls, Calls::Until(_));
+    states
+        .into_iter()
+        .map(|state| {
+            let (op, calls) = (op.clone(), calls.clone());
+            tokio::spawn(async move {
+                let mut w = Worker {
+                    state,
+                    lat: Vec::new(),
+                    ops: 0,
+                    errors: 0,
+                    first_error: None,
+                };
+                let mut made = 0u64;
+                while let Some(i) = calls.next(made) {
+                    made += 1;
+                    let t = Instant::now();
+                    let (s, r) = op(w.state, i).await;
+                    w.state = s;
+                    match r {
+                        Ok(k) => {
+                            w.lat.push(t.elapsed());
+                            w.ops += k;
+                        }
+                        Err(e) => {
+                            w.errors += 1;
+                            w.first_error.get_or_insert_with(|| format!("{e:#}"));
+                            if pause_on_error {
+                                tokio::time::sleep(ERROR_PAUSE).await;
+                            }
+                        }
+                    }
+                }
+                w
+            })
+        })
+        .collect()
+}
+
+/// Waits for every worker and sums their figures over the time since
+/// `started` (a worker that panicked counts as one failed call).
+async fn gather<S>(
+    tasks: Vec<tokio::task::JoinHandle<Worker<S>>>,
+    started: Instant,
+) -> (Run, Vec<S>) {
     let mut lat = Vec::new();
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut states = Vec::with_capacity(tasks.len());
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok((s, l, o, e, f)) => {
-                states.push(s);
-                lat.extend(l);
-                ops += o;
-                errors += e;
-                first_error = first_error.or(f);
+            Ok(w) => {
+                states.push(w.state);
+                lat.extend(w.lat);
+                ops += w.ops;
+                errors += w.errors;
+                first_error = first_error.or(w.first_error);
             }
             Err(e) => {
                 errors += 1;
