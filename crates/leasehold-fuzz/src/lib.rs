@@ -247,6 +247,11 @@ impl Replica {
     /// Applies one entry at the next index (after `gap` blank/membership
     /// entries) to both replicas and checks the result.
     pub fn apply(&mut self, gap: u64, command: Option<&Command>) {
+        // No log holds an entry past index u64::MAX (a decoded snapshot may
+        // claim to be that far): nothing can follow.
+        if self.index.checked_add(gap.saturating_add(1)).is_none() {
+            return;
+        }
         for _ in 0..gap {
             self.index += 1;
             let a = self.state.apply_noop(self.index);
