@@ -101,12 +101,8 @@ impl ClusterOptions {
             auth: AuthConfig {
                 principals: principals
                     .iter()
-                    .map(|(name, token, role, prefixes)| Principal {
-                        name: name.to_string(),
-                        token_sha256: Some(TokenDigest::of(token)),
-                        cert_cn: None,
-                        role: *role,
-                        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+                    .map(|(name, token, role, prefixes)| {
+                        Principal::with_token(name, token, *role, prefixes)
                     })
                     .collect(),
                 open: false,
@@ -623,6 +619,99 @@ pub mod grpc {
     use tokio::time::Instant;
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::transport::Channel;
+
+    /// `message` with `authorization: Bearer <token>` (none for `None`).
+    pub fn bearer<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(t) = token {
+            let value = format!("Bearer {t}").parse().expect("ascii token");
+            r.metadata_mut().insert("authorization", value);
+        }
+        r
+    }
+
+    /// Everything a refused call could have changed: the configuration,
+    /// the members, the open sessions, and each resource's holders (with
+    /// whether each was recalled).
+    #[derive(Debug, PartialEq)]
+    pub struct Observed {
+        /// The lease configuration.
+        pub config: Option<pb::LeaseConfig>,
+        /// The members.
+        pub members: Vec<pb::Member>,
+        /// Open session ids.
+        pub sessions: Vec<u64>,
+        /// Resources and their holders (session id, recalled).
+        pub resources: Vec<(String, Vec<(u64, bool)>)>,
+    }
+
+    /// Reads [`Observed`] through `api` with the admin token `admin`.
+    pub async fn observe(
+        api: &mut LeaseholdClient<Channel>,
+        admin: &str,
+    ) -> anyhow::Result<Observed> {
+        let admin = Some(admin);
+        let status = api
+            .status(bearer(admin, pb::StatusRequest {}))
+            .await?
+            .into_inner();
+        let sessions = api
+            .list_sessions(bearer(
+                admin,
+                pb::ListSessionsRequest {
+                    page_size: 1_000,
+                    page_token: String::new(),
+                },
+            ))
+            .await?
+            .into_inner()
+            .sessions
+            .iter()
+            .map(|s| s.session_id)
+            .collect();
+        let resources = api
+            .list(bearer(
+                admin,
+                pb::ListRequest {
+                    prefix: String::new(),
+                    page_size: 1_000,
+                    page_token: String::new(),
+                },
+            ))
+            .await?
+            .into_inner()
+            .resources
+            .into_iter()
+            .map(|r| {
+                let holders = r
+                    .holders
+                    .iter()
+                    .map(|h| (h.session_id, h.recalled))
+                    .collect();
+                (r.resource, holders)
+            })
+            .collect();
+        Ok(Observed {
+            config: status.config,
+            members: status.members,
+            sessions,
+            resources,
+        })
+    }
+
+    /// Asserts that `result` is a refusal with `code` whose message holds
+    /// every one of `words`.
+    pub fn assert_refused(
+        result: Result<impl std::fmt::Debug, tonic::Status>,
+        code: tonic::Code,
+        words: &[&str],
+    ) {
+        let e = result.expect_err("the call should be refused");
+        assert_eq!(e.code(), code, "{e:?}");
+        for w in words {
+            assert!(e.message().contains(w), "{w:?} not in {:?}", e.message());
+        }
+    }
 
     /// A client for one node's API.
     pub async fn client(endpoint: &str) -> anyhow::Result<LeaseholdClient<Channel>> {

@@ -8,27 +8,17 @@
 use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
 use leasehold_server::auth::TOKEN_BYTES_MAX;
-use leasehold_server::{AuthConfig, Principal, Role, TokenDigest};
-use leasehold_tests::grpc::{acquire_req, client, Sess};
+use leasehold_server::{AuthConfig, Principal, Role};
+use leasehold_tests::grpc::{acquire_req, assert_refused, bearer, client, observe, Sess};
 use leasehold_tests::{ClusterOptions, TestCluster};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request};
 
 const ADMIN: &str = "admin-token-0123456789";
 const CHUNK: &str = "chunkserver-token-0123456789";
 const READER: &str = "dashboard-token-0123456789";
 const TTL_MS: u64 = 120_000;
-
-fn principal(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Principal {
-    Principal {
-        name: name.into(),
-        token_sha256: Some(TokenDigest::of(token)),
-        cert_cn: None,
-        role,
-        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
 
 /// The three principals of the issue: an admin, a chunkserver limited to
 /// `chunk/`, a reader of everything.
@@ -36,9 +26,9 @@ async fn start() -> anyhow::Result<TestCluster> {
     let c = TestCluster::start(ClusterOptions {
         auth: AuthConfig {
             principals: vec![
-                principal("ops", ADMIN, Role::Admin, &[]),
-                principal("chunkserver", CHUNK, Role::Client, &["chunk/"]),
-                principal("dashboard", READER, Role::Reader, &[""]),
+                Principal::with_token("ops", ADMIN, Role::Admin, &[]),
+                Principal::with_token("chunkserver", CHUNK, Role::Client, &["chunk/"]),
+                Principal::with_token("dashboard", READER, Role::Reader, &[""]),
             ],
             open: false,
         },
@@ -49,19 +39,9 @@ async fn start() -> anyhow::Result<TestCluster> {
     Ok(c)
 }
 
-/// `message` with `authorization: Bearer <token>` (none for `None`).
-fn req<T>(token: Option<&str>, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    if let Some(t) = token {
-        let value = format!("Bearer {t}").parse().expect("ascii token");
-        r.metadata_mut().insert("authorization", value);
-    }
-    r
-}
-
 async fn open(api: &mut LeaseholdClient<Channel>, token: &str, name: &str) -> anyhow::Result<Sess> {
     let r = api
-        .open_session(req(
+        .open_session(bearer(
             Some(token),
             pb::OpenSessionRequest {
                 client_name: name.into(),
@@ -75,72 +55,6 @@ async fn open(api: &mut LeaseholdClient<Channel>, token: &str, name: &str) -> an
         id: r.session_id,
         secret: r.session_secret.as_ref().try_into()?,
     })
-}
-
-/// Everything a refused call could have changed, read by the admin.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    config: Option<pb::LeaseConfig>,
-    members: Vec<pb::Member>,
-    sessions: Vec<u64>,
-    resources: Vec<(String, Vec<(u64, bool)>)>,
-}
-
-async fn observe(api: &mut LeaseholdClient<Channel>) -> anyhow::Result<Observed> {
-    let status = api
-        .status(req(Some(ADMIN), pb::StatusRequest {}))
-        .await?
-        .into_inner();
-    let sessions = api
-        .list_sessions(req(
-            Some(ADMIN),
-            pb::ListSessionsRequest {
-                page_size: 1_000,
-                page_token: String::new(),
-            },
-        ))
-        .await?
-        .into_inner()
-        .sessions
-        .iter()
-        .map(|s| s.session_id)
-        .collect();
-    let resources = api
-        .list(req(
-            Some(ADMIN),
-            pb::ListRequest {
-                prefix: String::new(),
-                page_size: 1_000,
-                page_token: String::new(),
-            },
-        ))
-        .await?
-        .into_inner()
-        .resources
-        .into_iter()
-        .map(|r| {
-            let holders = r
-                .holders
-                .iter()
-                .map(|h| (h.session_id, h.recalled))
-                .collect();
-            (r.resource, holders)
-        })
-        .collect();
-    Ok(Observed {
-        config: status.config,
-        members: status.members,
-        sessions,
-        resources,
-    })
-}
-
-fn assert_refused(result: Result<impl std::fmt::Debug, Status>, code: Code, words: &[&str]) {
-    let e = result.expect_err("the call should be refused");
-    assert_eq!(e.code(), code, "{e:?}");
-    for w in words {
-        assert!(e.message().contains(w), "{w:?} not in {:?}", e.message());
-    }
 }
 
 /// Every RPC, with the given token; each must be refused with `code`.
@@ -157,55 +71,60 @@ async fn every_call_refused(
         ttl_ms: TTL_MS,
         request_id: 0,
     };
-    assert_refused(api.open_session(req(t, open)).await, code, words);
+    assert_refused(api.open_session(bearer(t, open)).await, code, words);
     let close = pb::CloseSessionRequest {
         session_id: victim.id,
         session_secret: victim.secret(),
     };
-    assert_refused(api.close_session(req(t, close)).await, code, words);
+    assert_refused(api.close_session(bearer(t, close)).await, code, words);
     let ka = pb::KeepAliveRequest {
         session_ids: vec![victim.id],
         session_secrets: vec![victim.secret()],
     };
     assert_refused(
-        api.keep_alive(req(t, tokio_stream::iter(vec![ka]))).await,
+        api.keep_alive(bearer(t, tokio_stream::iter(vec![ka])))
+            .await,
         code,
         words,
     );
     let acquire = acquire_req(victim, "chunk/9", false, 0);
-    assert_refused(api.acquire(req(t, acquire)).await, code, words);
+    assert_refused(api.acquire(bearer(t, acquire)).await, code, words);
     let release = pb::ReleaseRequest {
         session_id: victim.id,
         resource: "chunk/1".into(),
         session_secret: victim.secret(),
     };
-    assert_refused(api.release(req(t, release)).await, code, words);
+    assert_refused(api.release(bearer(t, release)).await, code, words);
     let get = pb::GetRequest {
         resource: "chunk/1".into(),
     };
-    assert_refused(api.get(req(t, get)).await, code, words);
+    assert_refused(api.get(bearer(t, get)).await, code, words);
     let list = pb::ListRequest {
         prefix: String::new(),
         page_size: 10,
         page_token: String::new(),
     };
-    assert_refused(api.list(req(t, list)).await, code, words);
+    assert_refused(api.list(bearer(t, list)).await, code, words);
     let sessions = pb::ListSessionsRequest {
         page_size: 10,
         page_token: String::new(),
     };
-    assert_refused(api.list_sessions(req(t, sessions)).await, code, words);
+    assert_refused(api.list_sessions(bearer(t, sessions)).await, code, words);
     let watch = pb::WatchRequest {
         prefix: String::new(),
         start_revision: 0,
     };
-    assert_refused(api.watch(req(t, watch)).await, code, words);
+    assert_refused(api.watch(bearer(t, watch)).await, code, words);
     let recall = pb::RecallRequest {
         resource: "chunk/1".into(),
         reason: "intrusion".into(),
     };
-    assert_refused(api.recall(req(t, recall)).await, code, words);
-    assert_refused(api.status(req(t, pb::StatusRequest {})).await, code, words);
+    assert_refused(api.recall(bearer(t, recall)).await, code, words);
+    assert_refused(
+        api.status(bearer(t, pb::StatusRequest {})).await,
+        code,
+        words,
+    );
     let set = pb::SetConfigRequest {
         config: Some(pb::LeaseConfig {
             ttl_ms_min: 60_000,
@@ -213,12 +132,12 @@ async fn every_call_refused(
             ..Default::default()
         }),
     };
-    assert_refused(api.set_config(req(t, set)).await, code, words);
+    assert_refused(api.set_config(bearer(t, set)).await, code, words);
     let members = pb::ChangeMembershipRequest {
         voters: Vec::new(),
         catch_up_timeout_ms: 0,
     };
-    assert_refused(api.change_membership(req(t, members)).await, code, words);
+    assert_refused(api.change_membership(bearer(t, members)).await, code, words);
     Ok(())
 }
 
@@ -229,9 +148,12 @@ async fn calls_without_a_known_token_are_unauthenticated_and_change_nothing() ->
     let leader = c.serving_leader().await?;
     let mut api = client(&c.api_endpoint(leader)?).await?;
     let holder = open(&mut api, CHUNK, "chunkserver-1").await?;
-    api.acquire(req(Some(CHUNK), acquire_req(holder, "chunk/1", false, 0)))
-        .await?;
-    let before = observe(&mut api).await?;
+    api.acquire(bearer(
+        Some(CHUNK),
+        acquire_req(holder, "chunk/1", false, 0),
+    ))
+    .await?;
+    let before = observe(&mut api, ADMIN).await?;
     let refused_before = c.node(leader)?.metrics().auth_unauthenticated_total;
 
     every_call_refused(&mut api, None, holder, &["missing bearer token"]).await?;
@@ -250,7 +172,7 @@ async fn calls_without_a_known_token_are_unauthenticated_and_change_nothing() ->
     );
 
     assert_eq!(
-        observe(&mut api).await?,
+        observe(&mut api, ADMIN).await?,
         before,
         "a refused call changed state"
     );
@@ -270,16 +192,19 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
 
     // The admin may use any resource; the chunkserver only chunk/.
     let ops = open(&mut api, ADMIN, "ops").await?;
-    api.acquire(req(Some(ADMIN), acquire_req(ops, "jobs/nightly", false, 0)))
-        .await?;
+    api.acquire(bearer(
+        Some(ADMIN),
+        acquire_req(ops, "jobs/nightly", false, 0),
+    ))
+    .await?;
     let cs = open(&mut api, CHUNK, "chunkserver-1").await?;
-    api.acquire(req(Some(CHUNK), acquire_req(cs, "chunk/1", false, 0)))
+    api.acquire(bearer(Some(CHUNK), acquire_req(cs, "chunk/1", false, 0)))
         .await?;
-    let before = observe(&mut api).await?;
+    let before = observe(&mut api, ADMIN).await?;
 
     // Client outside its prefixes.
     assert_refused(
-        api.acquire(req(Some(CHUNK), acquire_req(cs, "jobs/other", false, 0)))
+        api.acquire(bearer(Some(CHUNK), acquire_req(cs, "jobs/other", false, 0)))
             .await,
         Code::PermissionDenied,
         &[
@@ -296,7 +221,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         session_secret: ops.secret(),
     };
     assert_refused(
-        api.release(req(Some(CHUNK), release)).await,
+        api.release(bearer(Some(CHUNK), release)).await,
         Code::PermissionDenied,
         &["\"chunkserver\"", "Release", "\"jobs/nightly\""],
     );
@@ -304,7 +229,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         resource: "jobs/nightly".into(),
     };
     assert_refused(
-        api.get(req(Some(CHUNK), get)).await,
+        api.get(bearer(Some(CHUNK), get)).await,
         Code::PermissionDenied,
         &["Get", "\"jobs/nightly\""],
     );
@@ -314,7 +239,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         page_token: String::new(),
     };
     assert_refused(
-        api.list(req(Some(CHUNK), list_all.clone())).await,
+        api.list(bearer(Some(CHUNK), list_all.clone())).await,
         Code::PermissionDenied,
         &["List", "prefix \"\""],
     );
@@ -323,13 +248,13 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         start_revision: 0,
     };
     assert_refused(
-        api.watch(req(Some(CHUNK), watch_all.clone())).await,
+        api.watch(bearer(Some(CHUNK), watch_all.clone())).await,
         Code::PermissionDenied,
         &["Watch", "prefix \"\""],
     );
     // Inside its prefix, reads are allowed.
     let mine = api
-        .list(req(
+        .list(bearer(
             Some(CHUNK),
             pb::ListRequest {
                 prefix: "chunk/".into(),
@@ -344,7 +269,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         prefix: "chunk/".into(),
         start_revision: 0,
     };
-    drop(api.watch(req(Some(CHUNK), watch_mine)).await?);
+    drop(api.watch(bearer(Some(CHUNK), watch_mine)).await?);
 
     // Client and reader calling the admin calls.
     for (token, name, role) in [
@@ -358,7 +283,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         };
         let who = format!("{name:?}");
         assert_refused(
-            api.recall(req(Some(token), recall)).await,
+            api.recall(bearer(Some(token), recall)).await,
             Code::PermissionDenied,
             &[&who, "Recall", &needs],
         );
@@ -370,7 +295,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
             }),
         };
         assert_refused(
-            api.set_config(req(Some(token), set)).await,
+            api.set_config(bearer(Some(token), set)).await,
             Code::PermissionDenied,
             &[&who, "SetConfig", &needs],
         );
@@ -379,7 +304,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
             catch_up_timeout_ms: 0,
         };
         assert_refused(
-            api.change_membership(req(Some(token), members)).await,
+            api.change_membership(bearer(Some(token), members)).await,
             Code::PermissionDenied,
             &[&who, "ChangeMembership", &needs],
         );
@@ -393,7 +318,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         request_id: 0,
     };
     assert_refused(
-        api.open_session(req(Some(READER), open_req)).await,
+        api.open_session(bearer(Some(READER), open_req)).await,
         Code::PermissionDenied,
         &["\"dashboard\"", "OpenSession", needs_client],
     );
@@ -401,7 +326,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
     one_call.ttl_ms = TTL_MS;
     one_call.client_name = "dashboard".into();
     assert_refused(
-        api.acquire(req(Some(READER), one_call)).await,
+        api.acquire(bearer(Some(READER), one_call)).await,
         Code::PermissionDenied,
         &["Acquire", needs_client],
     );
@@ -410,7 +335,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         session_secret: cs.secret(),
     };
     assert_refused(
-        api.close_session(req(Some(READER), close)).await,
+        api.close_session(bearer(Some(READER), close)).await,
         Code::PermissionDenied,
         &["CloseSession", needs_client],
     );
@@ -419,7 +344,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         session_secrets: vec![cs.secret()],
     };
     assert_refused(
-        api.keep_alive(req(Some(READER), tokio_stream::iter(vec![ka])))
+        api.keep_alive(bearer(Some(READER), tokio_stream::iter(vec![ka])))
             .await,
         Code::PermissionDenied,
         &["KeepAlive", needs_client],
@@ -427,15 +352,15 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
 
     // Nothing any refusal touched changed.
     assert_eq!(
-        observe(&mut api).await?,
+        observe(&mut api, ADMIN).await?,
         before,
         "a refused call changed state"
     );
 
     // The reader reads everything.
-    api.list(req(Some(READER), list_all)).await?;
+    api.list(bearer(Some(READER), list_all)).await?;
     let got = api
-        .get(req(
+        .get(bearer(
             Some(READER),
             pb::GetRequest {
                 resource: "jobs/nightly".into(),
@@ -444,7 +369,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(got.state.map(|s| s.holders.len()), Some(1));
-    api.list_sessions(req(
+    api.list_sessions(bearer(
         Some(READER),
         pb::ListSessionsRequest {
             page_size: 10,
@@ -452,8 +377,12 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         },
     ))
     .await?;
-    api.status(req(Some(READER), pb::StatusRequest {})).await?;
-    let mut events = api.watch(req(Some(READER), watch_all)).await?.into_inner();
+    api.status(bearer(Some(READER), pb::StatusRequest {}))
+        .await?;
+    let mut events = api
+        .watch(bearer(Some(READER), watch_all))
+        .await?
+        .into_inner();
 
     // The chunkserver keeps its session alive and releases its lease.
     let ka = pb::KeepAliveRequest {
@@ -461,7 +390,7 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         session_secrets: vec![cs.secret()],
     };
     let mut renewals = api
-        .keep_alive(req(Some(CHUNK), tokio_stream::iter(vec![ka])))
+        .keep_alive(bearer(Some(CHUNK), tokio_stream::iter(vec![ka])))
         .await?
         .into_inner();
     let renewed = renewals.next().await.expect("a keepalive answer")?;
@@ -472,18 +401,18 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         resource: "chunk/1".into(),
         reason: "maintenance".into(),
     };
-    let recalled = api.recall(req(Some(ADMIN), recall)).await?.into_inner();
+    let recalled = api.recall(bearer(Some(ADMIN), recall)).await?.into_inner();
     assert_eq!(recalled.holders, [cs.id]);
     let mut config = before.config.expect("a config");
     config.ttl_ms_max += 1_000;
-    api.set_config(req(
+    api.set_config(bearer(
         Some(ADMIN),
         pb::SetConfigRequest {
             config: Some(config),
         },
     ))
     .await?;
-    let after = observe(&mut api).await?;
+    let after = observe(&mut api, ADMIN).await?;
     assert_eq!(after.config.map(|c| c.ttl_ms_max), Some(config.ttl_ms_max));
     // The reader's watch saw the recall.
     let event = events.next().await.expect("an event")?;
@@ -495,12 +424,12 @@ async fn each_role_may_do_its_calls_and_nothing_more() -> anyhow::Result<()> {
         resource: "chunk/1".into(),
         session_secret: cs.secret(),
     };
-    api.release(req(Some(CHUNK), release)).await?;
+    api.release(bearer(Some(CHUNK), release)).await?;
     let close = pb::CloseSessionRequest {
         session_id: cs.id,
         session_secret: cs.secret(),
     };
-    api.close_session(req(Some(CHUNK), close)).await?;
+    api.close_session(bearer(Some(CHUNK), close)).await?;
     c.shutdown().await
 }
 
@@ -510,7 +439,7 @@ async fn followers_refuse_too_and_forward_the_callers_token() -> anyhow::Result<
     let leader = c.serving_leader().await?;
     let follower = c.other_than(leader)?;
     let mut api = client(&c.api_endpoint(follower)?).await?;
-    let before = observe(&mut api).await?;
+    let before = observe(&mut api, ADMIN).await?;
     let forwarded_before = c.node(follower)?.metrics().forwarded_total;
 
     // Refused at the follower: nothing is forwarded, nothing changes.
@@ -522,12 +451,12 @@ async fn followers_refuse_too_and_forward_the_callers_token() -> anyhow::Result<
         }),
     };
     assert_refused(
-        api.set_config(req(Some(CHUNK), set)).await,
+        api.set_config(bearer(Some(CHUNK), set)).await,
         Code::PermissionDenied,
         &["\"chunkserver\"", "SetConfig"],
     );
     assert_refused(
-        api.set_config(req(None, set)).await,
+        api.set_config(bearer(None, set)).await,
         Code::Unauthenticated,
         &["missing bearer token"],
     );
@@ -535,7 +464,7 @@ async fn followers_refuse_too_and_forward_the_callers_token() -> anyhow::Result<
     one_call.ttl_ms = TTL_MS;
     one_call.client_name = "cs".into();
     assert_refused(
-        api.acquire(req(Some(CHUNK), one_call)).await,
+        api.acquire(bearer(Some(CHUNK), one_call)).await,
         Code::PermissionDenied,
         &["Acquire", "\"jobs/x\""],
     );
@@ -547,7 +476,7 @@ async fn followers_refuse_too_and_forward_the_callers_token() -> anyhow::Result<
     assert_eq!(f.auth_denied_total, 2);
     assert_eq!(f.auth_unauthenticated_total, 1);
     assert_eq!(
-        observe(&mut api).await?,
+        observe(&mut api, ADMIN).await?,
         before,
         "a refused call changed state"
     );
@@ -558,7 +487,7 @@ async fn followers_refuse_too_and_forward_the_callers_token() -> anyhow::Result<
     let leader_checked = c.node(leader)?.metrics();
     let cs = open(&mut api, CHUNK, "chunkserver-1").await?;
     let lease = api
-        .acquire(req(Some(CHUNK), acquire_req(cs, "chunk/7", false, 0)))
+        .acquire(bearer(Some(CHUNK), acquire_req(cs, "chunk/7", false, 0)))
         .await?
         .into_inner()
         .lease

@@ -13,37 +13,17 @@ use std::time::Duration;
 use anyhow::Context;
 use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::leasehold_client::LeaseholdClient;
-use leasehold_server::{AuthConfig, Principal, Role, TokenDigest};
-use leasehold_tests::grpc::{acquire_req, Sess};
+use leasehold_server::{AuthConfig, Principal, Role};
+use leasehold_tests::grpc::{acquire_req, assert_refused, Observed, Sess};
 use leasehold_tests::{ClusterOptions, TestCluster};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request};
 
 const ADMIN: &str = "admin-token-0123456789";
 const TTL_MS: u64 = 120_000;
 /// The metadata key a follower names a forwarded principal in.
 const PRINCIPAL_KEY: &str = "x-leasehold-principal-bin";
-
-fn by_token(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Principal {
-    Principal {
-        name: name.into(),
-        token_sha256: Some(TokenDigest::of(token)),
-        cert_cn: None,
-        role,
-        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
-
-fn by_cert(name: &str, cn: &str, role: Role, prefixes: &[&str]) -> Principal {
-    Principal {
-        name: name.into(),
-        token_sha256: None,
-        cert_cn: Some(cn.into()),
-        role,
-        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
 
 /// An admin known by token (to read state back), a chunkserver known by
 /// its certificate `cs` limited to `chunk/`, a reader known by its
@@ -55,9 +35,9 @@ async fn start() -> anyhow::Result<TestCluster> {
         tls_clients: vec!["cs".into(), "dash".into(), "stranger".into()],
         auth: AuthConfig {
             principals: vec![
-                by_token("ops", ADMIN, Role::Admin, &[]),
-                by_cert("chunkserver", "cs", Role::Client, &["chunk/"]),
-                by_cert("dashboard", "dash", Role::Reader, &[""]),
+                Principal::with_token("ops", ADMIN, Role::Admin, &[]),
+                Principal::with_cert_cn("chunkserver", "cs", Role::Client, &["chunk/"]),
+                Principal::with_cert_cn("dashboard", "dash", Role::Reader, &[""]),
             ],
             open: false,
         },
@@ -94,14 +74,6 @@ async fn api(
     Ok(LeaseholdClient::new(endpoint.connect_lazy()))
 }
 
-/// `message` with the admin's bearer token.
-fn admin<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    let value = format!("Bearer {ADMIN}").parse().expect("ascii token");
-    r.metadata_mut().insert("authorization", value);
-    r
-}
-
 /// `message` claiming to be forwarded for `principal`.
 fn claiming<T>(principal: &str, message: T) -> Request<T> {
     let mut r = Request::new(message);
@@ -113,57 +85,10 @@ fn claiming<T>(principal: &str, message: T) -> Request<T> {
 }
 
 /// What a refused call could have changed, read by the admin on the leader.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    config: Option<pb::LeaseConfig>,
-    sessions: Vec<u64>,
-    resources: Vec<(String, Vec<u64>)>,
-}
-
 async fn observe(cluster: &TestCluster) -> anyhow::Result<Observed> {
     let leader = cluster.serving_leader().await?;
     let mut api = api(cluster, leader, None).await?;
-    let config = api
-        .status(admin(pb::StatusRequest {}))
-        .await?
-        .into_inner()
-        .config;
-    let sessions = api
-        .list_sessions(admin(pb::ListSessionsRequest {
-            page_size: 1_000,
-            page_token: String::new(),
-        }))
-        .await?
-        .into_inner()
-        .sessions
-        .iter()
-        .map(|s| s.session_id)
-        .collect();
-    let resources = api
-        .list(admin(pb::ListRequest {
-            prefix: String::new(),
-            page_size: 1_000,
-            page_token: String::new(),
-        }))
-        .await?
-        .into_inner()
-        .resources
-        .into_iter()
-        .map(|r| (r.resource, r.holders.iter().map(|h| h.session_id).collect()))
-        .collect();
-    Ok(Observed {
-        config,
-        sessions,
-        resources,
-    })
-}
-
-fn assert_refused(result: Result<impl std::fmt::Debug, Status>, code: Code, words: &[&str]) {
-    let e = result.expect_err("the call should be refused");
-    assert_eq!(e.code(), code, "{e:?}");
-    for w in words {
-        assert!(e.message().contains(w), "{w:?} not in {:?}", e.message());
-    }
+    leasehold_tests::grpc::observe(&mut api, ADMIN).await
 }
 
 async fn open(api: &mut LeaseholdClient<Channel>, name: &str) -> anyhow::Result<Sess> {

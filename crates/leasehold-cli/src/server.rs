@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_server::{AuthConfig, Node, NodeConfig, PeerSpec, Principal, Role, TokenDigest};
+use leasehold_server::{AuthConfig, Node, NodeConfig, PeerSpec, Principal, Role};
 
 use crate::config::ServerConfig;
 use crate::signal::wait_for_shutdown_signal;
@@ -145,13 +145,7 @@ fn dev_certs(root: &std::path::Path, host: IpAddr, peers: &[PeerSpec]) -> anyhow
 /// commands find it without flags. Returns the settings and the file.
 pub fn local_admin_auth(root: &std::path::Path) -> anyhow::Result<(AuthConfig, PathBuf)> {
     let (token, file) = crate::auth::ensure_admin_token(root)?;
-    let admin = Principal {
-        name: crate::auth::ADMIN_PRINCIPAL.into(),
-        token_sha256: Some(TokenDigest::of(&token)),
-        cert_cn: None,
-        role: Role::Admin,
-        prefixes: Vec::new(),
-    };
+    let admin = Principal::with_token(crate::auth::ADMIN_PRINCIPAL, &token, Role::Admin, &[]);
     let auth = AuthConfig {
         principals: vec![admin],
         open: false,

@@ -18,6 +18,31 @@ fn leasehold(args: &[&str]) -> Command {
     c
 }
 
+/// `leasehold certs init` into `tls`: a CA, node 1's certificate on
+/// 127.0.0.1, and one client certificate per name; fails unless it exits 0.
+async fn certs_init(tls: &Path, clients: &[&str]) -> anyhow::Result<()> {
+    let dir = tls.to_str().context("utf-8 path")?;
+    let mut args = vec!["certs", "init", "--dir", dir, "--node", "1=127.0.0.1"];
+    for name in clients {
+        args.extend(["--client", name]);
+    }
+    let o = output(leasehold(&args)).await?;
+    anyhow::ensure!(
+        o.status.code() == Some(0),
+        "certs init: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
+}
+
+/// Whether a `status --output json` call answered that its node leads and
+/// serves.
+fn serving_leader(o: &std::process::Output) -> Option<()> {
+    let v: serde_json::Value =
+        serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next()?).ok()?;
+    (v["role"] == "leader" && v["serving"] == "serving").then_some(())
+}
+
 /// `leasehold server` as a one-node TLS cluster (node 1, Raft on `raft`,
 /// API on `api_addr`, data in `data`, certificates from `certs init` in
 /// `tls`) with fast Raft timing, plus `extra` flags.
@@ -281,24 +306,7 @@ async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() ->
     let tls = data.join("tls");
     let (raft, api) = (free_port()?, free_port()?);
     let api_addr = format!("127.0.0.1:{api}");
-    let path = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");
-    let o = output(leasehold(&[
-        "certs",
-        "init",
-        "--dir",
-        &path(&tls)?,
-        "--node",
-        "1=127.0.0.1",
-        "--client",
-        "client",
-    ]))
-    .await?;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    certs_init(&tls, &["client"]).await?;
     let mut server = tls_server(
         raft,
         &api_addr,
@@ -320,10 +328,7 @@ async fn a_tls_node_serves_client_commands_that_find_the_ca_in_the_data_dir() ->
         c
     };
     wait_until("the TLS node leads", WAIT, || async {
-        let o = output(status(&[])).await.ok()?;
-        let v: serde_json::Value =
-            serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next()?).ok()?;
-        (v["role"] == "leader" && v["serving"] == "serving").then_some(())
+        serving_leader(&output(status(&[])).await.ok()?)
     })
     .await?;
     let o = output(status(&["--plaintext"])).await?;
@@ -418,27 +423,7 @@ async fn a_cli_call_authenticated_only_by_its_client_certificate() -> anyhow::Re
     let (raft, api) = (free_port()?, free_port()?);
     let api_addr = format!("127.0.0.1:{api}");
     let path = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");
-    let o = output(leasehold(&[
-        "certs",
-        "init",
-        "--dir",
-        &path(&tls)?,
-        "--node",
-        "1=127.0.0.1",
-        "--client",
-        "dash",
-        "--client",
-        "cs",
-        "--client",
-        "stranger",
-    ]))
-    .await?;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    certs_init(&tls, &["dash", "cs", "stranger"]).await?;
     let _server = tls_server(
         raft,
         &api_addr,
@@ -478,9 +463,7 @@ async fn a_cli_call_authenticated_only_by_its_client_certificate() -> anyhow::Re
         let o = output(as_cert("dash", &["status", "--output", "json"]).ok()?)
             .await
             .ok()?;
-        let v: serde_json::Value =
-            serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next()?).ok()?;
-        (v["role"] == "leader" && v["serving"] == "serving").then_some(())
+        serving_leader(&o)
     })
     .await?;
     let o = output(as_cert("cs", &["acquire", "chunk/1", "--ttl", "30s"])?).await?;

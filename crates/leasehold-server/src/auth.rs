@@ -167,6 +167,30 @@ pub struct Denied {
 }
 
 impl Principal {
+    /// A principal that authenticates with the bearer `token` (kept as its
+    /// digest only), of `role`, on resources under `prefixes`.
+    pub fn with_token(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Self {
+        Principal {
+            name: name.into(),
+            token_sha256: Some(TokenDigest::of(token)),
+            cert_cn: None,
+            role,
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// A principal that authenticates with a client certificate whose
+    /// subject CN is `cn`, of `role`, on resources under `prefixes`.
+    pub fn with_cert_cn(name: &str, cn: &str, role: Role, prefixes: &[&str]) -> Self {
+        Principal {
+            name: name.into(),
+            token_sha256: None,
+            cert_cn: Some(cn.into()),
+            role,
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
     /// Whether this principal may make `call`, which needs `need`.
     pub fn check(&self, call: &'static str, need: Need<'_>) -> Result<(), Denied> {
         let role = match need {
@@ -459,13 +483,7 @@ mod tests {
     use super::*;
 
     fn principal(name: &str, token: &str, role: Role, prefixes: &[&str]) -> Principal {
-        Principal {
-            name: name.into(),
-            token_sha256: Some(TokenDigest::of(token)),
-            cert_cn: None,
-            role,
-            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-        }
+        Principal::with_token(name, token, role, prefixes)
     }
 
     #[test]
@@ -576,11 +594,7 @@ mod tests {
     }
 
     fn by_cert(name: &str, cn: &str, role: Role, prefixes: &[&str]) -> Principal {
-        Principal {
-            token_sha256: None,
-            cert_cn: Some(cn.into()),
-            ..principal(name, "", role, prefixes)
-        }
+        Principal::with_cert_cn(name, cn, role, prefixes)
     }
 
     #[test]

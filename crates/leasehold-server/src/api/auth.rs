@@ -164,7 +164,7 @@ impl LeaseApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Principal, Role, TokenDigest};
+    use crate::auth::{Principal, Role};
     use tonic::metadata::MetadataValue;
 
     fn request(authorization: Option<&str>) -> Request<()> {
@@ -181,13 +181,7 @@ mod tests {
     /// Settings with one principal: admin `ops`, token `t0k`.
     fn ops_with_token() -> AuthConfig {
         AuthConfig {
-            principals: vec![Principal {
-                name: "ops".into(),
-                token_sha256: Some(TokenDigest::of("t0k")),
-                cert_cn: None,
-                role: Role::Admin,
-                prefixes: Vec::new(),
-            }],
+            principals: vec![Principal::with_token("ops", "t0k", Role::Admin, &[])],
             open: false,
         }
     }
@@ -237,20 +231,8 @@ mod tests {
     fn the_identity_follows_token_then_forwarded_name_then_certificate() {
         let auth = AuthConfig {
             principals: vec![
-                Principal {
-                    name: "ops".into(),
-                    token_sha256: Some(TokenDigest::of("t0k")),
-                    cert_cn: None,
-                    role: Role::Admin,
-                    prefixes: Vec::new(),
-                },
-                Principal {
-                    name: "cs".into(),
-                    token_sha256: None,
-                    cert_cn: Some("chunkserver".into()),
-                    role: Role::Client,
-                    prefixes: vec!["chunk/".into()],
-                },
+                Principal::with_token("ops", "t0k", Role::Admin, &[]),
+                Principal::with_cert_cn("cs", "chunkserver", Role::Client, &["chunk/"]),
             ],
             open: false,
         };
