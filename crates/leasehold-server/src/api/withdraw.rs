@@ -10,6 +10,7 @@
 //! applied state shows the wait gone: it proposes the command itself while
 //! it leads, and otherwise asks the leader with the `Withdraw` peer RPC.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_core::{Command, LogIndex, SessionId};
@@ -39,9 +40,16 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 pub const WITHDRAW_RETRY_MS_MAX: u64 = 120_000;
 
 /// Withdraws abandoned waits: locally while this node leads, through the
-/// leader otherwise, until the applied state shows the wait gone.
+/// leader otherwise, until the applied state shows the wait gone. Cheap to
+/// clone (every waiting acquire holds one).
 #[derive(Clone)]
 pub struct Withdrawer {
+    /// What every clone shares.
+    inner: Arc<Inner>,
+}
+
+/// The parts of a [`Withdrawer`].
+struct Inner {
     /// This node: whether it leads.
     node_id: NodeId,
     /// Who leads, and the leader's peer address.
@@ -76,11 +84,13 @@ impl Withdrawer {
         tls: Option<NodeTls>,
     ) -> Self {
         Withdrawer {
-            node_id,
-            raft,
-            proposer,
-            state,
-            tls,
+            inner: Arc::new(Inner {
+                node_id,
+                raft,
+                proposer,
+                state,
+                tls,
+            }),
         }
     }
 
@@ -149,7 +159,7 @@ impl Withdrawer {
     /// Whether this node's applied state no longer has the wait nor a lease
     /// granted from it.
     fn is_gone(&self, call: &AbandonedCall) -> bool {
-        self.state.read(|s| {
+        self.inner.state.read(|s| {
             s.abandoned_wait(call.session, &call.resource, call.queued_at)
                 .is_none()
         })
@@ -158,7 +168,7 @@ impl Withdrawer {
     /// One attempt: propose here while this node leads, else ask the leader.
     async fn attempt(&self, call: &AbandonedCall) -> Result<(), String> {
         let leader = {
-            let metrics = self.raft.metrics();
+            let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
             known_leader(&m).map(|(id, _)| {
                 let raft_addr = m
@@ -172,13 +182,15 @@ impl Withdrawer {
         };
         match leader {
             None => Err("no leader is known".to_string()),
-            Some((id, _)) if id == self.node_id => {
+            Some((id, _)) if id == self.inner.node_id => {
                 let command = Command::AbandonWait {
                     session: call.session,
                     resource: call.resource.clone(),
                     queued_at: call.queued_at,
                 };
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.proposer.propose(command)).await {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.inner.proposer.propose(command))
+                    .await
+                {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(error)) => Err(error.to_string()),
                     Err(_) => Err(format!(
@@ -199,7 +211,7 @@ impl Withdrawer {
 
     /// One `Withdraw` peer call to the leader at `raft_addr`.
     async fn ask_leader(&self, call: &AbandonedCall, raft_addr: &str) -> Result<(), String> {
-        let endpoint = leasehold_raft::tls::endpoint(raft_addr, self.tls.as_ref())?
+        let endpoint = leasehold_raft::tls::endpoint(raft_addr, self.inner.tls.as_ref())?
             .connect_timeout(ATTEMPT_TIMEOUT)
             .timeout(ATTEMPT_TIMEOUT)
             .tcp_nodelay(true);
