@@ -20,10 +20,11 @@ use crate::event::{Event, EventKind};
 use crate::limits;
 use crate::outcome::{Applied, Grant, Response, SessionChange, Touched};
 use crate::rejection::{HolderRef, Rejection};
-use crate::resource::{AbandonedWait, Lease, RecallNotice, Resource, Waiter};
+use crate::resource::{Lease, RecallNotice, Resource, Waiter};
 use crate::session::Session;
 use crate::types::{LogIndex, RequestId, SessionId, SessionSecret};
 
+mod abandon;
 mod batch;
 mod invariants;
 mod recalls;
@@ -190,31 +191,6 @@ impl LeaseState {
         self.resources.iter()
     }
 
-    /// What an [`Command::AbandonWait`] of the wait `session` queued on
-    /// `resource` at `queued_at` would withdraw now: the lease granted from
-    /// that very wait, the wait itself, or nothing (it was answered,
-    /// withdrawn, claimed by a repeated acquire, or the session ended).
-    pub fn abandoned_wait(
-        &self,
-        session: SessionId,
-        resource: &str,
-        queued_at: LogIndex,
-    ) -> Option<AbandonedWait> {
-        let res = self.resources.get(resource)?;
-        if res
-            .holders
-            .get(&session)
-            .is_some_and(|l| l.queued_at == Some(queued_at))
-        {
-            return Some(AbandonedWait::Granted);
-        }
-        res.waiters
-            .iter()
-            .find(|w| w.session == session)
-            .is_some_and(|w| w.queued_at == queued_at)
-            .then_some(AbandonedWait::Queued)
-    }
-
     /// Applies one command at `index`. Never fails: a refused command is a
     /// [`Response::Rejected`] and leaves the state untouched.
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> Applied {
@@ -226,8 +202,22 @@ impl LeaseState {
 
     /// Applies one command that is not a batch.
     fn apply_one(&mut self, index: LogIndex, command: &Command) -> Applied {
+        // Every position is handed out once: past the last one there is no
+        // new session id, token or queue place, so nothing may change (a
+        // saturating position would give two sessions one id).
+        let Some(next) = self.position.checked_add(1) else {
+            let what = "positions (session ids, fencing tokens, queue places)";
+            let limit = u64::MAX;
+            return Applied::rejected(
+                index,
+                Rejection::LimitExceeded {
+                    what: what.into(),
+                    limit,
+                },
+            );
+        };
         let mut cx = Apply {
-            position: self.position.saturating_add(1).max(index),
+            position: next.max(index),
             index,
             events: Vec::new(),
             touched: Touched::default(),
@@ -716,20 +706,6 @@ impl LeaseState {
             self.remove_session(cx, session, EventKind::Released);
         }
         Response::WaitCancelled
-    }
-
-    fn abandon_wait(
-        &mut self,
-        cx: &mut Apply,
-        session: SessionId,
-        resource: &str,
-        queued_at: LogIndex,
-    ) -> Response {
-        match self.abandoned_wait(session, resource, queued_at) {
-            Some(AbandonedWait::Granted) => self.release(cx, session, resource),
-            Some(AbandonedWait::Queued) => self.cancel_wait(cx, session, resource),
-            None => Response::WaitCancelled,
-        }
     }
 
     fn release(&mut self, cx: &mut Apply, session: SessionId, resource: &str) -> Response {

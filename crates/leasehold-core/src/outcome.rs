@@ -149,3 +149,16 @@ pub struct Applied {
     /// Sessions opened and ended, in order.
     pub sessions: Vec<SessionChange>,
 }
+
+impl Applied {
+    /// A command at `index` refused with `rejection`: nothing changed.
+    pub fn rejected(index: LogIndex, rejection: Rejection) -> Self {
+        Applied {
+            index,
+            response: Response::Rejected(rejection),
+            events: Vec::new(),
+            touched: Touched::default(),
+            sessions: Vec::new(),
+        }
+    }
+}

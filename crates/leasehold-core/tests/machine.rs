@@ -598,3 +598,39 @@ fn an_abandon_from_an_earlier_call_cannot_release_what_a_retry_claimed() {
         );
     }
 }
+
+/// Found by the `snapshot_decode` fuzz target (CI, 2026-12-03): from a
+/// state whose last position is near `u64::MAX`, the position saturated,
+/// so two sessions opened one after the other both got id `u64::MAX` and
+/// the second replaced the first (and its leases' bookkeeping broke). Once
+/// the positions are used up, every command is refused and nothing changes.
+#[test]
+fn nothing_changes_once_the_positions_are_used_up() {
+    let mut log = Log {
+        state: LeaseState::from_parts(LeaseConfig::default(), 7, u64::MAX - 1, [], []),
+        index: 7,
+    };
+    let first = log.open("last");
+    assert_eq!(first, u64::MAX);
+    let before = log.state.clone();
+    let second = log.apply(Command::OpenSession {
+        client_name: "one too many".into(),
+        ttl_ms: 10_000,
+        secret: S,
+        request_id: 0,
+    });
+    assert!(
+        matches!(
+            second.response,
+            Response::Rejected(Rejection::LimitExceeded {
+                limit: u64::MAX,
+                ..
+            })
+        ),
+        "{:?}",
+        second.response
+    );
+    assert!(second.touched.is_empty() && second.events.is_empty());
+    assert_eq!(log.state, before, "the first session is intact");
+    assert_eq!(log.state.session_count(), 1);
+}

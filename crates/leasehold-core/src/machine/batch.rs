@@ -13,13 +13,7 @@ impl LeaseState {
     /// one it would get in an entry of its own (ids and tokens aside, which
     /// take consecutive positions).
     pub(super) fn apply_batch(&mut self, index: LogIndex, commands: &[Command]) -> Applied {
-        let refuse = |r: Rejection| Applied {
-            index,
-            response: Response::Rejected(r),
-            events: Vec::new(),
-            touched: Touched::default(),
-            sessions: Vec::new(),
-        };
+        let refuse = |r: Rejection| Applied::rejected(index, r);
         if commands.is_empty() {
             return refuse(Rejection::invalid("batch", "must not be empty"));
         }
