@@ -69,18 +69,41 @@ pub enum RenewOutcome {
     Renewed(Vec<Renewal>),
 }
 
-/// One tracked session.
+/// One tracked session: 40 bytes, as the leader keeps one per open
+/// session (a million of them on a full node).
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
-    /// Renewals extend the deadline to `now + ttl_ms`.
-    ttl_ms: u64,
+    /// Renewals extend the deadline to `now + ttl_ms`. A `u32` holds every
+    /// TTL the configuration admits (at most `TTL_MS_CEILING`, 24 h).
+    ttl_ms: u32,
     /// Never earlier than any promise made to its holder.
     deadline_ms: u64,
     /// What keepalives must present.
     secret: SessionSecret,
     /// When an expiry was last proposed for it (its deadline had passed).
-    expiry_proposed_ms: Option<u64>,
+    expiry_proposed: ProposedAt,
 }
+
+/// When an expiry was last proposed, in 8 bytes rather than
+/// `Option<u64>`'s 16: the time plus one, so that no value means never.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProposedAt(Option<std::num::NonZeroU64>);
+
+impl ProposedAt {
+    /// Proposed at `now_ms`.
+    fn at(now_ms: u64) -> Self {
+        ProposedAt(std::num::NonZeroU64::new(now_ms.saturating_add(1)))
+    }
+
+    /// The time it was proposed, if ever.
+    fn get(self) -> Option<u64> {
+        self.0.map(|n| n.get() - 1)
+    }
+}
+
+/// Capacity of the tracked-session table that is kept however few sessions
+/// are left (below it, shrinking saves too little to be worth a rehash).
+const TRACKED_CAPACITY_KEPT: usize = 4_096;
 
 /// The leader's in-memory rules. Pure: no clock, no I/O.
 #[derive(Debug, Clone)]
@@ -347,7 +370,7 @@ impl LeaderState {
         if t.deadline_ms <= now_ms {
             return Renewal::NotAlive;
         }
-        let ttl_ms = t.ttl_ms;
+        let ttl_ms = u64::from(t.ttl_ms);
         let next = now_ms.saturating_add(ttl_ms);
         if next > t.deadline_ms {
             self.queue.remove(&(t.deadline_ms, id));
@@ -373,10 +396,11 @@ impl LeaderState {
                 continue;
             };
             let waiting = t
-                .expiry_proposed_ms
+                .expiry_proposed
+                .get()
                 .is_some_and(|at| now_ms < at.saturating_add(retry_ms));
             if !waiting {
-                t.expiry_proposed_ms = Some(now_ms);
+                t.expiry_proposed = ProposedAt::at(now_ms);
                 out.push(id);
             }
         }
@@ -405,10 +429,12 @@ impl LeaderState {
         self.sessions.insert(
             id,
             Tracked {
-                ttl_ms,
+                // Validated TTLs fit (at most TTL_MS_CEILING); a larger one
+                // would only make renewals shorter, never a promise longer.
+                ttl_ms: u32::try_from(ttl_ms).unwrap_or(u32::MAX),
                 deadline_ms,
                 secret,
-                expiry_proposed_ms: None,
+                expiry_proposed: ProposedAt::default(),
             },
         );
         self.queue.insert((deadline_ms, id));
@@ -417,6 +443,13 @@ impl LeaderState {
     fn remove(&mut self, id: SessionId) {
         if let Some(t) = self.sessions.remove(&id) {
             self.queue.remove(&(t.deadline_ms, id));
+        }
+        // A hash table keeps its capacity when emptied: after a million
+        // sessions expire it would hold ~120 MB for none. Halve it once it
+        // is three-quarters empty (amortised O(1) per removal).
+        let capacity = self.sessions.capacity();
+        if capacity > TRACKED_CAPACITY_KEPT && self.sessions.len() < capacity / 4 {
+            self.sessions.shrink_to(capacity / 2);
         }
     }
 }
@@ -454,6 +487,44 @@ mod tests {
         let mut l = LeaderState::new(600, 10, &config());
         l.takeover(1, now_ms, now_ms, []).expect("may lead");
         l
+    }
+
+    #[test]
+    fn an_expiry_proposed_at_time_zero_waits_its_retry() {
+        assert_eq!(ProposedAt::default().get(), None);
+        assert_eq!(ProposedAt::at(0).get(), Some(0));
+        assert_eq!(ProposedAt::at(u64::MAX - 1).get(), Some(u64::MAX - 1));
+        assert_eq!(std::mem::size_of::<Tracked>(), 40);
+    }
+
+    #[test]
+    fn the_table_gives_its_memory_back_once_sessions_end() {
+        let mut l = leading(0);
+        let opened = |session| SessionChange::Opened {
+            session,
+            ttl_ms: 1_000,
+            secret: S,
+        };
+        for id in 1..=100_000 {
+            l.apply(opened(id), 0);
+        }
+        let full = l.sessions.capacity();
+        assert!(full >= 100_000);
+        for id in 1..=99_990 {
+            l.apply(SessionChange::Ended { session: id }, 0);
+        }
+        assert_eq!(l.tracked(), 10);
+        assert!(
+            l.sessions.capacity() <= 2 * TRACKED_CAPACITY_KEPT,
+            "{} slots kept for 10 sessions (were {full})",
+            l.sessions.capacity()
+        );
+        // What is left is still served.
+        assert_eq!(l.deadline_ms(100_000), Some(1_000));
+        l.confirmed(1, 1_000);
+        assert_eq!(l.due(1_000, 100, 5_000).len(), 10);
+        l.apply(opened(1), 0);
+        assert_eq!(l.tracked(), 11);
     }
 
     #[test]

@@ -40,9 +40,9 @@ pub struct LeaseState {
     /// Replicated configuration.
     config: LeaseConfig,
     /// Open sessions by id.
-    sessions: BTreeMap<SessionId, Session>,
+    sessions: BTreeMap<SessionId, Box<Session>>,
     /// Resources with a holder or a waiter, by name.
-    resources: BTreeMap<String, Resource>,
+    resources: BTreeMap<String, Box<Resource>>,
     /// Log index of the last applied command that changed state (the watch
     /// revision).
     revision: LogIndex,
@@ -106,14 +106,17 @@ impl LeaseState {
         sessions: impl IntoIterator<Item = Session>,
         resources: impl IntoIterator<Item = (String, Resource)>,
     ) -> Self {
-        let sessions: BTreeMap<SessionId, Session> =
-            sessions.into_iter().map(|s| (s.id, s)).collect();
+        let sessions: BTreeMap<SessionId, Box<Session>> =
+            sessions.into_iter().map(|s| (s.id, Box::new(s))).collect();
         let by_request = sessions
             .values()
             .filter(|s| s.request_id != 0)
             .map(|s| (s.request_id, s.id))
             .collect();
-        let resources: BTreeMap<String, Resource> = resources.into_iter().collect();
+        let resources: BTreeMap<String, Box<Resource>> = resources
+            .into_iter()
+            .map(|(name, res)| (name, Box::new(res)))
+            .collect();
         let mut recalled: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
         for (name, res) in &resources {
             for lease in res.holders.values().filter(|l| l.recall.is_some()) {
@@ -151,12 +154,12 @@ impl LeaseState {
 
     /// One session.
     pub fn session(&self, id: SessionId) -> Option<&Session> {
-        self.sessions.get(&id)
+        self.sessions.get(&id).map(|s| &**s)
     }
 
     /// All sessions, ordered by id.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values()
+        self.sessions.values().map(|s| &**s)
     }
 
     /// Sessions with ids greater than `after`, ordered by id (a page of
@@ -164,7 +167,7 @@ impl LeaseState {
     pub fn sessions_after(&self, after: SessionId) -> impl Iterator<Item = &Session> {
         self.sessions
             .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-            .map(|(_, s)| s)
+            .map(|(_, s)| &**s)
     }
 
     /// Number of open sessions.
@@ -174,7 +177,7 @@ impl LeaseState {
 
     /// One resource (None when idle).
     pub fn resource(&self, name: &str) -> Option<&Resource> {
-        self.resources.get(name)
+        self.resources.get(name).map(|r| &**r)
     }
 
     /// Resources in name order, starting at `from` (inclusive).
@@ -184,11 +187,12 @@ impl LeaseState {
     ) -> impl Iterator<Item = (&'a String, &'a Resource)> + 'a {
         self.resources
             .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .map(|(name, res)| (name, &**res))
     }
 
     /// All stored resources in name order.
     pub fn resources(&self) -> impl Iterator<Item = (&String, &Resource)> {
-        self.resources.iter()
+        self.resources.iter().map(|(name, res)| (name, &**res))
     }
 
     /// Applies one command at `index`. Never fails: a refused command is a
@@ -290,6 +294,7 @@ impl LeaseState {
         self.by_request
             .get(&request_id)
             .and_then(|id| self.sessions.get(id))
+            .map(|s| &**s)
     }
 
     /// Records an entry that carries no command (blank, membership): nothing
@@ -357,16 +362,16 @@ impl LeaseState {
         let id = cx.position;
         self.sessions.insert(
             id,
-            Session {
+            Box::new(Session {
                 id,
-                client_name: client_name.to_string(),
+                client_name: client_name.into(),
                 ttl_ms,
                 private,
                 secret,
                 request_id,
                 held: Default::default(),
                 waiting: Default::default(),
-            },
+            }),
         );
         if request_id != 0 {
             self.by_request.insert(request_id, id);
@@ -484,7 +489,7 @@ impl LeaseState {
                 client_name: self
                     .sessions
                     .get(&l.session)
-                    .map(|s| s.client_name.clone())
+                    .map(|s| s.client_name.to_string())
                     .unwrap_or_default(),
                 mode: l.mode,
                 token: l.token,
@@ -750,10 +755,10 @@ impl LeaseState {
         };
         let mut holders = Vec::new();
         for lease in res.holders.values_mut() {
-            lease.recall = Some(RecallNotice {
+            lease.recall = Some(Box::new(RecallNotice {
                 index: cx.index,
                 reason: reason.to_string(),
-            });
+            }));
             holders.push(lease.session);
             self.recalled
                 .entry(lease.session)

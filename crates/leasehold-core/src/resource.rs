@@ -29,7 +29,7 @@ pub struct Lease {
     /// Holder metadata set at acquire.
     pub metadata: Vec<u8>,
     /// Set once someone recalled the lease.
-    pub recall: Option<RecallNotice>,
+    pub recall: Option<Box<RecallNotice>>,
     /// Position of the command that queued the wait this lease was granted
     /// to (None: granted at once). Lets an abandoned wait that lost the
     /// race to its grant release exactly that lease.

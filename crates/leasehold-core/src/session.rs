@@ -12,7 +12,7 @@ pub struct Session {
     /// Position of the command that opened it.
     pub id: SessionId,
     /// Name the client gave, for operators and conflict messages.
-    pub client_name: String,
+    pub client_name: Box<str>,
     /// TTL the leader renews it for on every keepalive.
     pub ttl_ms: u64,
     /// Created by a one-call acquire: closed with its last lease.

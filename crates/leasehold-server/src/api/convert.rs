@@ -17,7 +17,7 @@ pub fn lease_to_proto(state: &LeaseState, lessor: &Lessor, grant: &Grant) -> pb:
         metadata: l.metadata.clone().into(),
         client_name: state
             .session(l.session)
-            .map(|s| s.client_name.clone())
+            .map(|s| s.client_name.to_string())
             .unwrap_or_default(),
         remaining_ttl_ms: lessor
             .remaining(l.session)

@@ -19,7 +19,7 @@ pub const SESSIONS_PAGE_MAX: usize = 1_000;
 pub fn session_to_proto(s: &Session, lessor: &Lessor) -> pb::SessionInfo {
     pb::SessionInfo {
         session_id: s.id,
-        client_name: s.client_name.clone(),
+        client_name: s.client_name.to_string(),
         ttl_ms: s.ttl_ms,
         remaining_ttl_ms: lessor
             .remaining(s.id)
