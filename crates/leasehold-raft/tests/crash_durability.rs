@@ -21,6 +21,23 @@ use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftS
 /// process of `sigkill_loses_no_acknowledged_write`: the data directory.
 const CHILD_DIR_ENV: &str = "LEASEHOLD_CRASH_CHILD_DIR";
 
+/// sled on `dir`, as the store left it: waits (2 s at most) for the lock
+/// sled's own threads may hold a moment after the store closed.
+fn raw_open(dir: &Path) -> anyhow::Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
@@ -249,7 +266,7 @@ async fn unknown_format_version_is_refused() -> anyhow::Result<()> {
     {
         // Documented layout: key [0x00, 0x00] holds the version as a
         // big-endian u32.
-        let db = sled::open(dir.path())?;
+        let db = raw_open(dir.path())?;
         db.insert([0x00, 0x00], &99u32.to_be_bytes())?;
         db.flush()?;
     }
@@ -286,7 +303,7 @@ async fn a_version_2_store_is_upgraded_and_a_batch_position_survives_reopen() ->
     {
         // What a version 2 build left: version 2, no position record
         // (documented layout: [0x00, 0x00] version, [0x00, 0x07] position).
-        let db = sled::open(dir.path())?;
+        let db = raw_open(dir.path())?;
         db.insert([0x00, 0x00], &2u32.to_be_bytes())?;
         db.remove([0x00, 0x07])?;
         db.flush()?;
@@ -319,7 +336,7 @@ async fn a_version_2_store_is_upgraded_and_a_batch_position_survives_reopen() ->
         sm.flush().await?;
     }
     {
-        let db = sled::open(dir.path())?;
+        let db = raw_open(dir.path())?;
         let version = db.get([0x00, 0x00])?.context("no version")?;
         assert_eq!(version.as_ref(), &STORE_FORMAT_VERSION.to_be_bytes());
     }
@@ -334,11 +351,157 @@ async fn a_version_2_store_is_upgraded_and_a_batch_position_survives_reopen() ->
     Ok(())
 }
 
+/// Drops both stores and waits until the database is closed (background
+/// tasks, a snapshot build's among them, hold handles for a moment).
+async fn close(log: store::LogStore, sm: store::StateMachineStore) -> anyhow::Result<()> {
+    let closed = log.close_watch();
+    drop((log, sm));
+    closed.closed(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// Opens `n` sessions with names long enough that the snapshot of them
+/// (about 270 bytes a session) is stored by sled as a blob of its own.
+async fn open_many(sm: &mut store::StateMachineStore, index: u64, n: usize) -> anyhow::Result<()> {
+    let name = "n".repeat(250);
+    let batch = Command::Batch((0..n).map(|_| open_session(&name)).collect());
+    let responses = sm.apply(vec![command(1, index, batch)]).await?;
+    ensure!(
+        matches!(&responses[..], [Response::Batch(rs)] if rs.len() == n),
+        "the batch was refused: {responses:?}"
+    );
+    Ok(())
+}
+
+/// Names of the files in sled's blob directory (values and nodes too large
+/// for its segments: one file each, a new name each time one is written).
+fn blobs(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("blobs"))? {
+        names.insert(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+/// Issue 8: in the default tree the snapshot shared a B-tree leaf with the
+/// highest keys, and every flush after a write to one of them wrote the
+/// whole snapshot to disk again (sled writes a node holding such a value
+/// as a blob). In its own tree it is written once.
+#[tokio::test]
+async fn writes_next_to_the_snapshot_do_not_rewrite_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_log, mut sm) = store::open(dir.path())?;
+    open_many(&mut sm, 1, 1_000).await?;
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+    ensure!(snapshot.snapshot.get_ref().len() > 250_000);
+    sm.flush().await?;
+    let before = blobs(dir.path())?;
+    ensure!(
+        !before.is_empty(),
+        "the snapshot is not a blob: the test shows nothing"
+    );
+    // Sessions are the highest keys of the default tree (no resources).
+    for index in 2..42 {
+        sm.apply(vec![command(1, index, open_session("next"))])
+            .await?;
+        sm.flush().await?;
+    }
+    let after = blobs(dir.path())?;
+    ensure!(
+        after == before,
+        "blobs written by 40 small writes: {:?}",
+        after.difference(&before).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A snapshot install is written in many sled batches (one batch of a
+/// million keys held ~9 GiB): a crash between them leaves the marker, and
+/// the next open finishes the install from the stored snapshot.
+#[tokio::test]
+async fn an_install_cut_short_is_finished_when_the_store_opens() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (meta, data) = {
+        let (log, mut sm) = store::open(dir.path())?;
+        open_many(&mut sm, 1, 1_000).await?;
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.flush().await?;
+        close(log, sm).await?;
+        (snapshot.meta, snapshot.snapshot.into_inner())
+    };
+    let at = meta.last_log_id.context("no last log id")?;
+    {
+        // What a crash in the middle of the rewrite leaves: the marker, the
+        // snapshot, and the state spaces half old, half new.
+        let db = raw_open(dir.path())?;
+        let (key, value) = store::encode_record(&store::Record::Installing(at))?;
+        db.insert(key, value)?;
+        let sessions: Vec<_> = db.scan_prefix([0x02]).keys().collect::<Result<_, _>>()?;
+        for key in sessions.iter().step_by(2) {
+            db.remove(key)?;
+        }
+        db.insert(
+            [0x00, 0x04],
+            store::encode_record(&store::Record::LastApplied(log_id(1, 7)))?.1,
+        )?;
+        db.flush()?;
+    }
+    {
+        let (log, mut sm) = store::open(dir.path())?;
+        assert_eq!(sm.read(|s| s.encode()), data, "the state is the snapshot's");
+        assert_eq!(sm.applied_state().await?.0, Some(at));
+        sm.flush().await?;
+        close(log, sm).await?;
+    }
+    let db = raw_open(dir.path())?;
+    ensure!(db.get([0x00, 0x08])?.is_none(), "the marker stayed");
+    ensure!(db.scan_prefix([0x02]).count() == 1_000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_version_3_store_gets_its_snapshot_moved_to_its_own_tree() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let built = {
+        let (log, mut sm) = store::open(dir.path())?;
+        open_many(&mut sm, 1, 10).await?;
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.flush().await?;
+        close(log, sm).await?;
+        (snapshot.meta, snapshot.snapshot.into_inner())
+    };
+    {
+        // What a version 3 build left: the snapshot at [0x05] of the
+        // default tree (documented layout).
+        let db = raw_open(dir.path())?;
+        let tree = db.open_tree("snapshot")?;
+        let value = tree.remove([0x05])?.context("no snapshot in its tree")?;
+        db.insert([0x05], value)?;
+        db.insert([0x00, 0x00], &3u32.to_be_bytes())?;
+        db.flush()?;
+    }
+    {
+        let (log, mut sm) = store::open(dir.path())?;
+        let snapshot = sm.get_current_snapshot().await?.context("snapshot lost")?;
+        assert_eq!((snapshot.meta, snapshot.snapshot.into_inner()), built);
+        sm.flush().await?;
+        close(log, sm).await?;
+    }
+    let db = raw_open(dir.path())?;
+    assert_eq!(
+        db.get([0x00, 0x00])?.context("no version")?.as_ref(),
+        &STORE_FORMAT_VERSION.to_be_bytes()
+    );
+    ensure!(db.get([0x05])?.is_none(), "the old copy stayed");
+    ensure!(db.open_tree("snapshot")?.get([0x05])?.is_some());
+    Ok(())
+}
+
 #[tokio::test]
 async fn foreign_database_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
-        let db = sled::open(dir.path())?;
+        let db = raw_open(dir.path())?;
         db.insert(b"someone else's key", b"value".as_slice())?;
         db.flush()?;
     }

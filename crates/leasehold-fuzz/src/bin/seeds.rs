@@ -232,7 +232,7 @@ fn main() -> std::io::Result<()> {
         .map(|(n, r)| (n.clone(), r.clone()))
         .ok_or_else(|| std::io::Error::other("no resource"))?;
     let records = [
-        ("format_version", Record::FormatVersion(3)),
+        ("format_version", Record::FormatVersion(4)),
         ("vote", Record::Vote(Vote::new_committed(2, 1))),
         ("committed", Record::Committed(log_id(2, 9))),
         ("last_purged", Record::LastPurged(log_id(1, 3))),
@@ -246,6 +246,7 @@ fn main() -> std::io::Result<()> {
         ),
         ("revision", Record::Revision(5)),
         ("position", Record::Position(6)),
+        ("installing", Record::Installing(log_id(2, 8))),
         (
             "log_command",
             Record::Log(entry(

@@ -28,6 +28,8 @@ pub(crate) struct Db(Arc<Inner>);
 struct Inner {
     /// The database itself.
     db: sled::Db,
+    /// Its snapshot tree ([`super::keys::SNAPSHOT_TREE`]).
+    snapshots: sled::Tree,
     /// Sets the watch to `true` when dropped.
     _closed: ClosedSignal,
     /// The data directory, named by every storage failure.
@@ -49,10 +51,16 @@ impl Drop for ClosedSignal {
 
 impl Db {
     /// Wraps a freshly opened database opened from `path`.
-    pub(crate) fn new(db: sled::Db, path: PathBuf, guard: Guard) -> (Db, CloseWatch) {
+    pub(crate) fn new(
+        db: sled::Db,
+        snapshots: sled::Tree,
+        path: PathBuf,
+        guard: Guard,
+    ) -> (Db, CloseWatch) {
         let (tx, rx) = watch::channel(false);
         let handle = Db(Arc::new(Inner {
             db,
+            snapshots,
             _closed: ClosedSignal(tx),
             path: path.clone(),
             faults: FaultCell::new(),
@@ -77,6 +85,12 @@ impl Db {
                 path: self.0.path.join(GUARD_FILE),
                 source,
             })
+    }
+
+    /// The tree that holds the current snapshot, apart from every other
+    /// key space.
+    pub(crate) fn snapshots(&self) -> &sled::Tree {
+        &self.0.snapshots
     }
 
     /// Learns of the first storage failure of this database.

@@ -184,7 +184,15 @@ pub(crate) struct StoredSnapshot {
     pub(crate) data: Vec<u8>,
 }
 
-/// The current snapshot (one key).
+/// Name of the sled tree that holds the snapshot space, and only it (format
+/// 4). In the default tree the snapshot's one large value shared a B-tree
+/// leaf with the highest resource (or session) keys, and sled writes a node
+/// with such a value as a whole blob each time it rewrites the node: every
+/// flush after a write to a neighbouring key copied the whole snapshot to
+/// disk again (28 MiB per flush at 450,000 leases, issue 8).
+pub(crate) const SNAPSHOT_TREE: &[u8] = b"snapshot";
+
+/// The current snapshot (one key, in its own tree: [`SNAPSHOT_TREE`]).
 pub(crate) struct SnapshotSpace;
 
 impl KeySpace for SnapshotSpace {
@@ -250,6 +258,86 @@ pub(crate) const LAST_MEMBERSHIP: MetaField<StoredMembership> =
 pub(crate) const REVISION: MetaField<u64> = MetaField::new(0x06, "revision");
 /// The lease state's last position (absent before format version 3).
 pub(crate) const POSITION: MetaField<u64> = MetaField::new(0x07, "position");
+/// Present only while a snapshot install is half-written: the last log id
+/// of the snapshot (stored in full before the marker) whose state the
+/// sessions, resources and configuration spaces are being rewritten to.
+/// Loading a store that has it finishes the rewrite from that snapshot.
+pub(crate) const INSTALLING: MetaField<LogId> = MetaField::new(0x08, "installing");
+
+/// Most keys written by one sled batch when the whole state is rewritten.
+/// sled keeps every node version a batch replaced until the batch ends
+/// (epoch-based reclamation): one batch rewriting a million sessions held
+/// about 9 GiB resident on a follower catching up from a snapshot (issue
+/// 8). Batches of this size keep the rewrite near the size of the state.
+pub(crate) const REWRITE_BATCH_KEYS: usize = 1_000;
+
+/// Keys a rewrite writes between flushes: sled keeps what it has not
+/// written to disk in memory, beyond its cache bound (a multiple of
+/// [`REWRITE_BATCH_KEYS`]).
+pub(crate) const REWRITE_FLUSH_KEYS: usize = 100_000;
+
+/// Writes a long run of changes to `tree` in sled batches of at most
+/// [`REWRITE_BATCH_KEYS`] keys (each batch atomic, the run as a whole not:
+/// callers mark the run with [`INSTALLING`]).
+pub(crate) struct BatchWriter<'a> {
+    /// Where the batches go.
+    tree: &'a sled::Tree,
+    /// The batch being filled.
+    batch: sled::Batch,
+    /// Keys in `batch`.
+    keys: usize,
+    /// Keys in the batches written so far.
+    written: usize,
+    /// Makes what was written durable (through the store's one flush path).
+    flush: &'a mut dyn FnMut() -> Result<(), StoreError>,
+}
+
+impl<'a> BatchWriter<'a> {
+    /// A writer to `tree` that calls `flush` as it goes.
+    pub(crate) fn new(
+        tree: &'a sled::Tree,
+        flush: &'a mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Self {
+        BatchWriter {
+            tree,
+            batch: sled::Batch::default(),
+            keys: 0,
+            written: 0,
+            flush,
+        }
+    }
+
+    /// Adds one key's change (made by `f` on the batch); writes the batch
+    /// once it is full, and then every [`REWRITE_FLUSH_KEYS`] keys calls
+    /// `flush` (sled cannot evict what it has not written to disk).
+    pub(crate) fn write(
+        &mut self,
+        f: impl FnOnce(&mut sled::Batch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        f(&mut self.batch)?;
+        self.keys += 1;
+        if self.keys >= REWRITE_BATCH_KEYS {
+            self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+            self.keys = 0;
+            self.written += REWRITE_BATCH_KEYS;
+            if self.written.is_multiple_of(REWRITE_FLUSH_KEYS) {
+                (self.flush)()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left, with `last` (changes that must come after
+    /// everything else) in the same batch.
+    pub(crate) fn finish(
+        mut self,
+        last: impl FnOnce(&mut sled::Batch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        last(&mut self.batch)?;
+        self.tree.apply_batch(self.batch)?;
+        Ok(())
+    }
+}
 
 /// Encodes a value of space `S`.
 pub(crate) fn encode<S: KeySpace>(value: &S::Value) -> Result<Vec<u8>, StoreError> {
@@ -299,13 +387,17 @@ pub(crate) fn scan_sessions(
     })
 }
 
-/// Adds removal of every key of space `S` to `batch`.
+/// Removes every key of space `S` through `writer`.
 pub(crate) fn clear_space<S: KeySpace>(
     tree: &sled::Tree,
-    batch: &mut sled::Batch,
+    writer: &mut BatchWriter<'_>,
 ) -> Result<(), StoreError> {
     for item in tree.scan_prefix([S::PREFIX]).keys() {
-        batch.remove(item?);
+        let key = item?;
+        writer.write(|batch| {
+            batch.remove(key);
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -318,6 +410,72 @@ pub(crate) fn put<S: KeySpace>(
 ) -> Result<(), StoreError> {
     batch.insert(S::encode_key(key), encode::<S>(value)?);
     Ok(())
+}
+
+/// Writes `value` under `key` of space `S` directly (not in a batch).
+pub(crate) fn set<S: KeySpace>(
+    tree: &sled::Tree,
+    key: &S::Key,
+    value: &S::Value,
+) -> Result<(), StoreError> {
+    tree.insert(S::encode_key(key), encode::<S>(value)?)?;
+    Ok(())
+}
+
+/// Stores `snapshot` in the snapshot tree and sets the [`INSTALLING`]
+/// marker in the default tree, both or neither (a sled transaction over
+/// the two trees): from then on a crash leaves a store that finishes the
+/// install from this snapshot when it is opened.
+pub(crate) fn begin_install(
+    main: &sled::Tree,
+    snapshots: &sled::Tree,
+    snapshot: &StoredSnapshot,
+) -> Result<(), StoreError> {
+    use sled::Transactional;
+    let key = SnapshotSpace::encode_key(&());
+    let value = encode::<SnapshotSpace>(snapshot)?;
+    let at = snapshot
+        .meta
+        .last_log_id
+        .ok_or_else(|| StoreError::Inconsistent("a snapshot without a last log id".into()))?;
+    let marker = encode_meta(&INSTALLING, &at)?;
+    (main, snapshots)
+        .transaction(|(main, snapshots)| {
+            snapshots.insert(key.as_slice(), value.as_slice())?;
+            main.insert(&INSTALLING.key(), marker.as_slice())?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(transaction_error)
+}
+
+/// Moves a snapshot a format 2 or 3 store kept in the default tree into
+/// the snapshot tree, and records `version`, both or neither.
+pub(crate) fn move_snapshot_to_its_tree(
+    main: &sled::Tree,
+    snapshots: &sled::Tree,
+    version: u32,
+) -> Result<(), StoreError> {
+    use sled::Transactional;
+    let key = SnapshotSpace::encode_key(&());
+    (main, snapshots)
+        .transaction(|(main, snapshots)| {
+            if let Some(value) = main.remove(key.as_slice())? {
+                snapshots.insert(key.as_slice(), value)?;
+            }
+            main.insert(&FORMAT_VERSION_KEY, &version.to_be_bytes())?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(transaction_error)
+}
+
+/// A failed transaction of this module (none aborts on its own).
+fn transaction_error(error: sled::transaction::TransactionError<()>) -> StoreError {
+    match error {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => {
+            StoreError::Inconsistent("a store transaction aborted".to_string())
+        }
+    }
 }
 
 /// Adds removal of `key` of space `S` to `batch`.

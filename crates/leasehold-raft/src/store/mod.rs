@@ -15,9 +15,12 @@
 //! - [`state_machine`]: [`StateMachineStore`] (`RaftStateMachine`,
 //!   `RaftSnapshotBuilder`) and [`AppliedEvents`].
 //!
-//! On disk: one sled database per node, all data in its default tree. A key
-//! is one prefix byte naming its key space, then the key; integers are
-//! big-endian, values postcard-encoded with one fixed type per space.
+//! On disk: one sled database per node, all data in its default tree
+//! except the snapshot, which has a tree of its own (`snapshot`: a value
+//! of tens of MiB must not share a B-tree node with hot keys, or sled
+//! rewrites it with them). A key is one prefix byte naming its key space,
+//! then the key; integers are big-endian, values postcard-encoded with one
+//! fixed type per space.
 //!
 //! | prefix | key                         | value                                   |
 //! |--------|-----------------------------|-----------------------------------------|
@@ -29,17 +32,22 @@
 //! | `0x00` | `0x05` last membership      | `StoredMembership`                      |
 //! | `0x00` | `0x06` lease state revision | `u64`                                   |
 //! | `0x00` | `0x07` last position        | `u64` (absent in version 2: = revision) |
+//! | `0x00` | `0x08` installing           | `LogId`: a snapshot install is half-written |
 //! | `0x01` | log index (`u64` BE)        | `Entry`                                 |
 //! | `0x02` | session id (`u64` BE)       | `leasehold_core::Session`               |
 //! | `0x03` | resource name (UTF-8)       | `leasehold_core::Resource`              |
 //! | `0x04` | (none)                      | `leasehold_core::LeaseConfig`           |
-//! | `0x05` | (none)                      | latest snapshot: meta, sequence, bytes  |
+//! | `0x05` | (none), tree `snapshot`     | latest snapshot: meta, sequence, bytes  |
 //!
 //! Durability: the vote is flushed before `save_vote` returns; appended
 //! entries are acknowledged to openraft only after a flush; `purge` flushes
 //! the new last-purged pointer before deleting entries. State machine
 //! writes are atomic per applied batch but not flushed on their own: the
 //! log is durable and openraft re-applies committed entries on start-up.
+//! A snapshot install rewrites the whole state in batches of 1,000 keys
+//! (one batch of millions held gigabytes in sled) between setting and
+//! clearing the `installing` marker; opening a store with the marker set
+//! finishes the install from the stored snapshot (ADR 0010).
 //! All flushes go through one task, never concurrently (sled deadlocks on
 //! concurrent `flush_async`).
 
@@ -74,7 +82,10 @@ use flusher::Flusher;
 /// lease state's last position is stored; a version 2 database is
 /// upgraded in place when opened (its position is its revision), after
 /// which a version 2 build refuses it (it could not read batch entries).
-pub const STORE_FORMAT_VERSION: u32 = 3;
+/// 4: the snapshot lives in its own tree (`keys::SNAPSHOT_TREE`); a
+/// version 2 or 3 database is upgraded in place when opened, after which
+/// older builds refuse it (they would not find its snapshot).
+pub const STORE_FORMAT_VERSION: u32 = 4;
 /// The oldest format version upgraded in place on open.
 const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 
@@ -83,7 +94,7 @@ const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 /// leases under 1 GiB resident); the lease state is served from memory by
 /// the state machine, and the log is read back only for replication of
 /// recent entries and snapshots, so a small cache costs little.
-pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Opens (or creates) the store in `dir` and loads the state machine.
 ///
@@ -99,10 +110,11 @@ pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// this cannot detect is listed in docs/adr/0007-disk-faults-fail-stop.md.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = open_sled(dir)?;
-    check_format(&db, dir)?;
+    let snapshots = db.open_tree(keys::SNAPSHOT_TREE)?;
+    check_format(&db, &snapshots, dir)?;
     let (guard, recorded) = guard::Guard::open(dir)?;
     check_guard(&db, dir, recorded)?;
-    let (db, close_watch) = Db::new(db, dir.to_path_buf(), guard);
+    let (db, close_watch) = Db::new(db, snapshots, dir.to_path_buf(), guard);
     let flusher = Flusher::start(db.clone())?;
     let state_machine = StateMachineStore::load(db.clone(), flusher.clone())
         .map_err(|e| corrupt_if_damaged(e, dir))?;
@@ -117,6 +129,11 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     Ok((log, state_machine))
 }
 
+/// How long opening waits for a data directory whose lock is held (by
+/// sled's threads just after a close; another process holding it is
+/// refused once this passed).
+const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens sled on `dir`, turning its corruption reports, and its panics
 /// while recovering a damaged log, into [`StoreError::Corrupt`].
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
@@ -128,7 +145,23 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     // must give a clear error, not a crash with a backtrace into sled.
     quiet_panics_while_opening();
     OPENING.with(|o| o.set(true));
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // sled's own background threads may hold the directory's lock for
+        // a moment after the last handle of a database closed in this
+        // process (a restart in place): wait that out, briefly.
+        let deadline = std::time::Instant::now() + LOCK_WAIT_MAX;
+        loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        }
+    }));
     OPENING.with(|o| o.set(false));
     match opened {
         Ok(Ok(db)) => Ok(db),
@@ -216,19 +249,20 @@ fn corrupt_if_damaged(error: StoreError, dir: &Path) -> StoreError {
 }
 
 /// Writes the format version on a fresh database; refuses any other version.
-fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+fn check_format(db: &sled::Db, snapshots: &sled::Tree, dir: &Path) -> Result<(), StoreError> {
     match keys::get_format_version(db)? {
         Some(STORE_FORMAT_VERSION) => Ok(()),
-        Some(STORE_FORMAT_VERSION_UPGRADABLE) => {
-            // Nothing else changes on disk: the missing position reads as
-            // the revision. Durable with the first flush.
+        Some(found @ STORE_FORMAT_VERSION_UPGRADABLE..STORE_FORMAT_VERSION) => {
+            // 2: the missing position reads as the revision. 2 and 3: the
+            // snapshot moves to its own tree. Durable with the first flush
+            // (one transaction: a crash leaves the old version or the new).
             tracing::info!(
                 path = %dir.display(),
-                from = STORE_FORMAT_VERSION_UPGRADABLE,
+                from = found,
                 to = STORE_FORMAT_VERSION,
                 "upgrading store format"
             );
-            keys::set_format_version(db, STORE_FORMAT_VERSION)
+            keys::move_snapshot_to_its_tree(db, snapshots, STORE_FORMAT_VERSION)
         }
         Some(found) => Err(StoreError::UnsupportedFormat {
             path: dir.to_path_buf(),

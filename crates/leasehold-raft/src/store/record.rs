@@ -32,6 +32,9 @@ pub enum Record {
     Revision(u64),
     /// `0x00 0x07`: the lease state's last position.
     Position(u64),
+    /// `0x00 0x08`: a snapshot install is half-written (the snapshot's
+    /// last log id).
+    Installing(LogId),
     /// `0x01` + index: a Raft log entry (carrying that index).
     Log(Entry),
     /// `0x02` + id: an open session (carrying that id).
@@ -83,6 +86,7 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
         }
         k if k == keys::REVISION.key() => meta(&keys::REVISION, value, Record::Revision),
         k if k == keys::POSITION.key() => meta(&keys::POSITION, value, Record::Position),
+        k if k == keys::INSTALLING.key() => meta(&keys::INSTALLING, value, Record::Installing),
         [LogSpace::PREFIX, ..] => keys::decode_log_entry(key, value).map(Record::Log),
         [SessionSpace::PREFIX, ..] => keys::decode_session(key, value).map(Record::Session),
         [ResourceSpace::PREFIX, ..] => Ok(Record::Resource {
@@ -130,6 +134,7 @@ pub fn encode_record(record: &Record) -> Result<(Vec<u8>, Vec<u8>), StoreError> 
         Record::LastMembership(v) => meta(&keys::LAST_MEMBERSHIP, v),
         Record::Revision(v) => meta(&keys::REVISION, v),
         Record::Position(v) => meta(&keys::POSITION, v),
+        Record::Installing(v) => meta(&keys::INSTALLING, v),
         Record::Log(entry) => Ok((
             LogSpace::encode_key(&entry.log_id.index),
             keys::encode::<LogSpace>(entry)?,
@@ -193,6 +198,7 @@ mod tests {
             Record::LastMembership(StoredMembership::default()),
             Record::Revision(5),
             Record::Position(6),
+            Record::Installing(log_id(2, 8)),
             Record::Log(Entry {
                 log_id: log_id(2, 7),
                 payload: EntryPayload::Normal(Command::ExpireSessions { sessions: vec![4] }),

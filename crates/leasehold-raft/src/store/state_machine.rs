@@ -125,6 +125,9 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Loads the state machine from the database's key spaces.
     pub(crate) fn load(db: Db, flusher: Flusher) -> Result<Self, StoreError> {
+        if let Some(at) = keys::get_meta(&db, &keys::INSTALLING)? {
+            finish_install(&db, db.snapshots(), at)?;
+        }
         let config = keys::get::<ConfigSpace>(&db, &())?.unwrap_or_default();
         let revision = keys::get_meta(&db, &keys::REVISION)?.unwrap_or(0);
         let position = keys::get_meta(&db, &keys::POSITION)?.unwrap_or(revision);
@@ -134,7 +137,7 @@ impl StateMachineStore {
         lease.check_invariants().map_err(StoreError::Inconsistent)?;
         let last_applied = keys::get_meta(&db, &keys::LAST_APPLIED)?;
         let last_membership = keys::get_meta(&db, &keys::LAST_MEMBERSHIP)?.unwrap_or_default();
-        let stored_snapshot = keys::get::<SnapshotSpace>(&db, &())?;
+        let stored_snapshot = keys::get::<SnapshotSpace>(db.snapshots(), &())?;
         let snapshot_seq = stored_snapshot.as_ref().map_or(0, |s| s.seq);
         let snapshot_counters = SnapshotCounters::default();
         if let Some(s) = &stored_snapshot {
@@ -223,7 +226,7 @@ impl StateMachineStore {
 
     /// The stored snapshot, if any.
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
-        keys::get::<SnapshotSpace>(&self.shared.db, &())
+        keys::get::<SnapshotSpace>(self.shared.db.snapshots(), &())
     }
 }
 
@@ -263,21 +266,58 @@ fn write_pointers(machine: &Machine, batch: &mut sled::Batch) -> Result<(), Stor
     keys::put_meta(batch, &keys::POSITION, Some(&machine.lease.position()))
 }
 
-/// Adds a full rewrite of the sessions, resources and configuration spaces
-/// (and the pointers) to `batch`.
-fn write_all(db: &sled::Db, machine: &Machine, batch: &mut sled::Batch) -> Result<(), StoreError> {
-    keys::clear_space::<SessionSpace>(db, batch)?;
-    keys::clear_space::<ResourceSpace>(db, batch)?;
-    keys::clear_space::<ConfigSpace>(db, batch)?;
-    // A later insert of a key replaces its earlier removal in the batch.
+/// Rewrites the sessions, resources and configuration spaces (and the
+/// pointers) to `machine`'s state, in batches of
+/// [`keys::REWRITE_BATCH_KEYS`], and clears the [`keys::INSTALLING`] marker
+/// in the last one. Call only with the marker set (the batches before the
+/// last leave a mix of old and new state that only the marker explains).
+/// `flush` is called every [`keys::REWRITE_FLUSH_KEYS`] keys.
+fn rewrite_all(
+    db: &sled::Db,
+    machine: &Machine,
+    flush: &mut dyn FnMut() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut writer = keys::BatchWriter::new(db, flush);
+    keys::clear_space::<SessionSpace>(db, &mut writer)?;
+    keys::clear_space::<ResourceSpace>(db, &mut writer)?;
+    keys::clear_space::<ConfigSpace>(db, &mut writer)?;
     for session in machine.lease.sessions() {
-        keys::put::<SessionSpace>(batch, &session.id, session)?;
+        writer.write(|batch| keys::put::<SessionSpace>(batch, &session.id, session))?;
     }
     for (name, resource) in machine.lease.resources() {
-        keys::put::<ResourceSpace>(batch, name, resource)?;
+        writer.write(|batch| keys::put::<ResourceSpace>(batch, name, resource))?;
     }
-    keys::put::<ConfigSpace>(batch, &(), machine.lease.config())?;
-    write_pointers(machine, batch)
+    writer.finish(|batch| {
+        keys::put::<ConfigSpace>(batch, &(), machine.lease.config())?;
+        keys::put_meta(batch, &keys::INSTALLING, None)?;
+        write_pointers(machine, batch)
+    })
+}
+
+/// Finishes an install a crash interrupted (the [`keys::INSTALLING`]
+/// marker is set): rewrites the state from the stored snapshot it names.
+fn finish_install(db: &sled::Db, snapshots: &sled::Tree, at: LogId) -> Result<(), StoreError> {
+    let stored = keys::get::<SnapshotSpace>(snapshots, &())?.ok_or_else(|| {
+        StoreError::Inconsistent(format!(
+            "an install of the snapshot at {at} was interrupted, and no snapshot is stored"
+        ))
+    })?;
+    if stored.meta.last_log_id != Some(at) {
+        return Err(StoreError::Inconsistent(format!(
+            "an install of the snapshot at {at} was interrupted, and the stored snapshot is at {:?}",
+            stored.meta.last_log_id
+        )));
+    }
+    tracing::warn!(%at, "finishing a snapshot install that was interrupted");
+    let machine = Machine {
+        lease: LeaseState::decode(&stored.data)?,
+        last_applied: stored.meta.last_log_id,
+        last_membership: stored.meta.last_membership,
+    };
+    // Opening runs before the flusher serves anyone: sled's own flush.
+    rewrite_all(db, &machine, &mut || {
+        db.flush().map(drop).map_err(StoreError::from)
+    })
 }
 
 /// Stores `snapshot` unless the stored one is newer.
@@ -286,14 +326,13 @@ fn store_snapshot(shared: &Shared, snapshot: &StoredSnapshot) -> Result<bool, St
         .snapshot_lock
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(current) = keys::get::<SnapshotSpace>(&shared.db, &())? {
+    let snapshots = shared.db.snapshots();
+    if let Some(current) = keys::get::<SnapshotSpace>(snapshots, &())? {
         if current.meta.last_log_id > snapshot.meta.last_log_id {
             return Ok(false);
         }
     }
-    let mut batch = sled::Batch::default();
-    keys::put::<SnapshotSpace>(&mut batch, &(), snapshot)?;
-    shared.db.apply_batch(batch)?;
+    keys::set::<SnapshotSpace>(snapshots, &(), snapshot)?;
     Ok(true)
 }
 
@@ -440,15 +479,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         };
         let shared = self.shared.clone();
+        let runtime = tokio::runtime::Handle::current();
         let machine = tokio::task::spawn_blocking(move || -> Result<Machine, StoreError> {
-            let mut batch = sled::Batch::default();
-            write_all(&shared.db, &machine, &mut batch)?;
-            let _serialized = shared
-                .snapshot_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            keys::put::<SnapshotSpace>(&mut batch, &(), &stored)?;
-            shared.db.apply_batch(batch)?;
+            {
+                let _serialized = shared
+                    .snapshot_lock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                keys::begin_install(&shared.db, shared.db.snapshots(), &stored)?;
+            }
+            rewrite_all(&shared.db, &machine, &mut || {
+                runtime.block_on(shared.flusher.flush())
+            })?;
             Ok(machine)
         })
         .await
