@@ -14,6 +14,7 @@
 //! - [`inprocess`], [`api`]: the in-process cluster bench.
 //! - [`scale`]: one cluster holding a million leases (memory, snapshot,
 //!   restart and catch-up at that size).
+//! - [`footprint`]: the domain core's bytes per lease, no cluster.
 //! - [`flood`]: a running node under idle connections, watch streams and
 //!   waiters (memory, limits, another client still served).
 //! - here: what rows share (TTLs, failover and memory parameters, renewal
@@ -24,6 +25,7 @@ mod compare;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod flood;
+mod footprint;
 mod inprocess;
 mod lh;
 mod procs;
@@ -36,6 +38,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use stats::Run;
+
+/// jemalloc, as the server runs with (`footprint` reads its statistics).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// TTL of sessions (etcd: leases) opened by the throughput rows; they are
 /// closed (revoked) after each row, so it only has to outlast the row.
@@ -255,6 +261,9 @@ enum Cli {
     /// Floods a running node with idle connections, watch streams and
     /// waiters; reports its RSS and gauges before, during and after.
     Flood(flood::FloodArgs),
+    /// The domain core's bytes per lease (replicated state and the
+    /// leader's deadline table), counted by the allocator; no cluster.
+    Footprint(footprint::FootprintArgs),
 }
 
 /// Runs the subcommand.
@@ -265,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         Cli::InProcess(args) => inprocess::run(args).await,
         Cli::Scale(args) => scale::run(args).await,
         Cli::Flood(args) => flood::run(args).await,
+        Cli::Footprint(args) => footprint::run(args),
     }
 }
 

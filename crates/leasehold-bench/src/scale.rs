@@ -1,10 +1,12 @@
 //! `leasehold-bench scale`: one Leasehold cluster of real processes holding
 //! many leases at once (one per session: one-call acquires). Reports the
 //! nodes' resident memory per lease, the snapshot size and build time at
-//! that size (from the leader's metrics), and how long a follower killed
-//! with SIGKILL takes to restart and catch up.
+//! that size (from the leader's metrics), how long a follower killed
+//! with SIGKILL takes to restart and catch up, and how long a wiped
+//! follower takes to catch up from a snapshot. (Memory given back after
+//! expiry: `footprint`, and the `compare` memory row.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -52,6 +54,19 @@ async fn metric(i: usize, series: &str) -> anyhow::Result<f64> {
     http::sample(&answer.body, series).with_context(|| format!("no {series} on node {}", i + 1))
 }
 
+/// Waits (10 min at most) until node `i` applied log index `target`.
+async fn wait_applied(i: usize, target: u64) -> anyhow::Result<()> {
+    poll(
+        "the follower to catch up",
+        Duration::from_secs(600),
+        || async {
+            let applied = metric(i, "leasehold_raft_applied_index").await.ok()? as u64;
+            (applied >= target).then_some(())
+        },
+    )
+    .await
+}
+
 /// Runs the scale measurement and prints its figures.
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -62,12 +77,12 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         PORTS,
     );
     cluster.start_all()?;
-    let result = measure(&mut cluster, &args).await;
+    let result = measure(&mut cluster, dir.path(), &args).await;
     cluster.stop().await?;
     result
 }
 
-async fn measure(cluster: &mut Cluster, args: &ScaleArgs) -> anyhow::Result<()> {
+async fn measure(cluster: &mut Cluster, dir: &Path, args: &ScaleArgs) -> anyhow::Result<()> {
     let leader = wait_ready(cluster).await?;
     let endpoints = cluster.endpoints();
     let ep = endpoints[leader].clone();
@@ -131,13 +146,13 @@ async fn measure(cluster: &mut Cluster, args: &ScaleArgs) -> anyhow::Result<()> 
         );
     }
     let snapshot_bytes = metric(leader, "leasehold_snapshot_size_bytes").await?;
-    let build_s = metric(leader, "leasehold_snapshot_build_duration_seconds_sum").await?;
-    let builds = metric(leader, "leasehold_snapshot_build_duration_seconds_count").await?;
+    let build_s = metric(leader, "leasehold_snapshot_build_duration_seconds").await?;
+    let builds = metric(leader, "leasehold_snapshots_built_total").await?;
     println!(
-        "snapshot: {:.1} MiB; {} built on the leader, {:.2} s on average",
+        "snapshot: {:.1} MiB; {} built on the leader, the last in {:.2} s",
         snapshot_bytes / 1048576.0,
         builds,
-        if builds > 0.0 { build_s / builds } else { 0.0 }
+        build_s
     );
 
     // A follower killed with SIGKILL: restart, load, catch up.
@@ -153,17 +168,7 @@ async fn measure(cluster: &mut Cluster, args: &ScaleArgs) -> anyhow::Result<()> 
     )
     .await?;
     let answered = restarted.elapsed();
-    poll(
-        "the follower to catch up",
-        Duration::from_secs(600),
-        || async {
-            let applied = metric(follower, "leasehold_raft_applied_index")
-                .await
-                .ok()? as u64;
-            (applied >= target).then_some(())
-        },
-    )
-    .await?;
+    wait_applied(follower, target).await?;
     let caught_up = restarted.elapsed();
     let follower_rss = rss_bytes(cluster.pid(follower).context("follower not running")?)?;
     println!(
@@ -174,5 +179,34 @@ async fn measure(cluster: &mut Cluster, args: &ScaleArgs) -> anyhow::Result<()> 
         caught_up.as_secs_f64(),
         follower_rss as f64 / 1048576.0
     );
+
+    // A follower wiped (docs/operations.md): out of the membership, its
+    // data deleted, started pristine, added back: it catches up from a
+    // snapshot of the whole state.
+    let members = client.status_of(&ep).await?.members;
+    let id = follower as u64 + 1;
+    let others: Vec<_> = members
+        .iter()
+        .filter(|m| m.node_id != id)
+        .cloned()
+        .collect();
+    client.change_membership(&others).await?;
+    cluster.kill(follower).await?;
+    std::fs::remove_dir_all(dir.join(format!("leasehold-{id}")))?;
+    let restarted = Instant::now();
+    cluster.start(follower)?;
+    client
+        .change_membership_with(&members, Some(Duration::from_secs(600)))
+        .await?;
+    let target = metric(leader, "leasehold_raft_applied_index").await? as u64;
+    wait_applied(follower, target).await?;
+    let wiped_s = restarted.elapsed().as_secs_f64();
+    let sessions = metric(follower, "leasehold_sessions_active").await?;
+    println!(
+        "follower {} wiped: a voter again and caught up (applied index {target}, {sessions} sessions) {wiped_s:.1} s after start; RSS {:.0} MiB",
+        follower + 1,
+        rss_bytes(cluster.pid(follower).context("follower not running")?)? as f64 / 1048576.0
+    );
+
     Ok(())
 }
