@@ -24,18 +24,7 @@ const CHILD_DIR_ENV: &str = "LEASEHOLD_CRASH_CHILD_DIR";
 /// sled on `dir`, as the store left it: waits (2 s at most) for the lock
 /// sled's own threads may hold a moment after the store closed.
 fn raw_open(dir: &Path) -> anyhow::Result<sled::Db> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match sled::open(dir) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(store::open_sled_waiting(&sled::Config::new().path(dir))?)
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -418,17 +407,24 @@ async fn writes_next_to_the_snapshot_do_not_rewrite_it() -> anyhow::Result<()> {
 /// A snapshot install is written in many sled batches (one batch of a
 /// million keys held ~9 GiB): a crash between them leaves the marker, and
 /// the next open finishes the install from the stored snapshot.
+/// A store in `dir` holding `sessions` sessions and a snapshot of them,
+/// flushed and closed; returns the snapshot's meta and bytes.
+async fn snapshot_of(
+    dir: &Path,
+    sessions: usize,
+) -> anyhow::Result<(leasehold_raft::types::SnapshotMeta, Vec<u8>)> {
+    let (log, mut sm) = store::open(dir)?;
+    open_many(&mut sm, 1, sessions).await?;
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+    sm.flush().await?;
+    close(log, sm).await?;
+    Ok((snapshot.meta, snapshot.snapshot.into_inner()))
+}
+
 #[tokio::test]
 async fn an_install_cut_short_is_finished_when_the_store_opens() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (meta, data) = {
-        let (log, mut sm) = store::open(dir.path())?;
-        open_many(&mut sm, 1, 1_000).await?;
-        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
-        sm.flush().await?;
-        close(log, sm).await?;
-        (snapshot.meta, snapshot.snapshot.into_inner())
-    };
+    let (meta, data) = snapshot_of(dir.path(), 1_000).await?;
     let at = meta.last_log_id.context("no last log id")?;
     {
         // What a crash in the middle of the rewrite leaves: the marker, the
@@ -462,14 +458,7 @@ async fn an_install_cut_short_is_finished_when_the_store_opens() -> anyhow::Resu
 #[tokio::test]
 async fn a_version_3_store_gets_its_snapshot_moved_to_its_own_tree() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let built = {
-        let (log, mut sm) = store::open(dir.path())?;
-        open_many(&mut sm, 1, 10).await?;
-        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
-        sm.flush().await?;
-        close(log, sm).await?;
-        (snapshot.meta, snapshot.snapshot.into_inner())
-    };
+    let built = snapshot_of(dir.path(), 10).await?;
     {
         // What a version 3 build left: the snapshot at [0x05] of the
         // default tree (documented layout).

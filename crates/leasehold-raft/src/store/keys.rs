@@ -425,23 +425,27 @@ pub(crate) fn set<S: KeySpace>(
 /// Stores `snapshot` in the snapshot tree and sets the [`INSTALLING`]
 /// marker in the default tree, both or neither (a sled transaction over
 /// the two trees): from then on a crash leaves a store that finishes the
-/// install from this snapshot when it is opened.
+/// install from this snapshot when it is opened. Takes the snapshot by
+/// value and drops it once encoded: at a million leases it is tens of MiB,
+/// and the install must not hold it twice (issue 8: a wiped follower's
+/// peak).
 pub(crate) fn begin_install(
     main: &sled::Tree,
     snapshots: &sled::Tree,
-    snapshot: &StoredSnapshot,
+    snapshot: StoredSnapshot,
 ) -> Result<(), StoreError> {
     use sled::Transactional;
     let key = SnapshotSpace::encode_key(&());
-    let value = encode::<SnapshotSpace>(snapshot)?;
     let at = snapshot
         .meta
         .last_log_id
         .ok_or_else(|| StoreError::Inconsistent("a snapshot without a last log id".into()))?;
+    let value = sled::IVec::from(encode::<SnapshotSpace>(&snapshot)?);
+    drop(snapshot);
     let marker = encode_meta(&INSTALLING, &at)?;
     (main, snapshots)
         .transaction(|(main, snapshots)| {
-            snapshots.insert(key.as_slice(), value.as_slice())?;
+            snapshots.insert(key.as_slice(), value.clone())?;
             main.insert(&INSTALLING.key(), marker.as_slice())?;
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         })

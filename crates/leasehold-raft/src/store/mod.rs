@@ -132,7 +132,27 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
 /// How long opening waits for a data directory whose lock is held (by
 /// sled's threads just after a close; another process holding it is
 /// refused once this passed).
-const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+pub const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled with `config`, waiting (up to [`LOCK_WAIT_MAX`]) for the
+/// data directory's lock: sled's own background threads may hold it for a
+/// moment after the last handle of a database closed in this process (a
+/// restart in place). Another process holding it is still refused. Tools
+/// and tests that open a store's database directly use this too.
+pub fn open_sled_waiting(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT_MAX;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Opens sled on `dir`, turning its corruption reports, and its panics
 /// while recovering a damaged log, into [`StoreError::Corrupt`].
@@ -145,23 +165,8 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     // must give a clear error, not a crash with a backtrace into sled.
     quiet_panics_while_opening();
     OPENING.with(|o| o.set(true));
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // sled's own background threads may hold the directory's lock for
-        // a moment after the last handle of a database closed in this
-        // process (a restart in place): wait that out, briefly.
-        let deadline = std::time::Instant::now() + LOCK_WAIT_MAX;
-        loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other,
-            }
-        }
-    }));
+    let opened =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_sled_waiting(&config)));
     OPENING.with(|o| o.set(false));
     match opened {
         Ok(Ok(db)) => Ok(db),

@@ -486,7 +486,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .snapshot_lock
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                keys::begin_install(&shared.db, shared.db.snapshots(), &stored)?;
+                keys::begin_install(&shared.db, shared.db.snapshots(), stored)?;
             }
             rewrite_all(&shared.db, &machine, &mut || {
                 runtime.block_on(shared.flusher.flush())

@@ -154,14 +154,23 @@ impl Forwarder {
 }
 
 /// The current leader as Raft reports it, and its client address (empty
-/// when the membership does not name it): the one leader lookup.
+/// when the membership does not name it).
 pub fn known_leader(m: &RaftMetrics<NodeId, LeaseNode>) -> Option<(NodeId, String)> {
+    known_leader_addr(m, |n| &n.api_addr)
+}
+
+/// The current leader as Raft reports it, and the address `pick` takes
+/// from its node entry (empty when the membership does not name it).
+pub fn known_leader_addr(
+    m: &RaftMetrics<NodeId, LeaseNode>,
+    pick: impl Fn(&LeaseNode) -> &String,
+) -> Option<(NodeId, String)> {
     let leader = m.current_leader?;
     let addr = m
         .membership_config
         .membership()
         .get_node(&leader)
-        .map(|n| n.api_addr.clone())
+        .map(|n| pick(n).clone())
         .unwrap_or_default();
     Some((leader, addr))
 }

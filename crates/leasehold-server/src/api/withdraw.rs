@@ -21,7 +21,7 @@ use leasehold_raft::tls::NodeTls;
 use leasehold_raft::{NodeId, Raft};
 use tokio::time::Instant;
 
-use super::forward::known_leader;
+use super::forward::known_leader_addr;
 use crate::proposer::Proposer;
 
 /// Bound on one attempt (a local proposal or one call to the leader).
@@ -170,15 +170,7 @@ impl Withdrawer {
         let leader = {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
-            known_leader(&m).map(|(id, _)| {
-                let raft_addr = m
-                    .membership_config
-                    .membership()
-                    .get_node(&id)
-                    .map(|n| n.raft_addr.clone())
-                    .unwrap_or_default();
-                (id, raft_addr)
-            })
+            known_leader_addr(&m, |n| &n.raft_addr)
         };
         match leader {
             None => Err("no leader is known".to_string()),
