@@ -127,6 +127,42 @@ async fn leader_loss_new_leader_and_catch_up() -> anyhow::Result<()> {
     c.shutdown().await
 }
 
+/// A follower stands for election as soon as the silent leader's vote
+/// window has run out (`leasehold_server::election`), before openraft's
+/// own timer (which waits the window plus a random election timeout); and
+/// no follower stands while the leader is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_stands_once_the_silent_leaders_window_ran_out() -> anyhow::Result<()> {
+    let mut c = TestCluster::start(ClusterOptions::default()).await?;
+    let old = c.serving_leader().await?;
+    let term = c.node(old)?.raft().metrics().borrow().current_term;
+    // Longer than W plus the longest election timeout (1.2 s): commands
+    // and heartbeats flow, and nobody stands.
+    for i in 0..30 {
+        c.propose(open(&format!("heard-{i}"))).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for id in c.ids() {
+        assert_eq!(
+            c.node(id)?.metrics().prompt_elections_total,
+            0,
+            "node {id} stood while the leader was heard"
+        );
+    }
+    assert_eq!(c.node(old)?.raft().metrics().borrow().current_term, term);
+
+    c.stop(old).await?;
+    let new = c.leader().await?;
+    assert_ne!(new, old);
+    assert!(
+        c.node(new)?.metrics().prompt_elections_total >= 1,
+        "the new leader was not elected by standing promptly"
+    );
+    let (index, _) = c.propose(open("after")).await?;
+    c.wait_all_applied(index).await?;
+    c.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_node_catches_up_from_a_snapshot() -> anyhow::Result<()> {
     let options = ClusterOptions {

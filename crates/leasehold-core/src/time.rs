@@ -28,6 +28,25 @@ pub fn restart_vote_refusal_ms(vote_refusal_ms: u64, drift_ppm: u32) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// When a follower that last accepted a leader's AppendEntries at
+/// `heard_ms` (its own clock) starts an election itself: `W × (1 + ρ)`
+/// later, when every voter that heard from that leader no later than it
+/// did has let its vote window run out on its own clock, plus `jitter_ms`
+/// so that the followers of one leader do not all stand at once.
+/// openraft 0.9 would wait `W` plus a random election timeout. Starting
+/// sooner is safe: safety rests on voters refusing votes within `W`, not
+/// on when candidates stand.
+pub fn prompt_election_at_ms(
+    heard_ms: u64,
+    vote_refusal_ms: u64,
+    drift_ppm: u32,
+    jitter_ms: u64,
+) -> u64 {
+    heard_ms
+        .saturating_add(restart_vote_refusal_ms(vote_refusal_ms, drift_ppm))
+        .saturating_add(jitter_ms)
+}
+
 /// `d × (1 − ρ) / (1 + ρ)`, rounded down.
 fn shrink_ms(d_ms: u64, drift_ppm: u32) -> u64 {
     let rho = (drift_ppm as u128).min(PPM);
@@ -65,5 +84,21 @@ mod tests {
         assert_eq!(restart_vote_refusal_ms(600, 10_000), 606);
         assert_eq!(restart_vote_refusal_ms(1, 10_000), 2);
         assert_eq!(leader_lease_validity_ms(600, 10_000, 20), 568);
+    }
+
+    #[test]
+    fn a_prompt_election_waits_out_every_voters_window() {
+        // Never before a voter that heard from the leader at the same
+        // instant, with a clock up to ρ fast, could vote again.
+        for w in [1u64, 300, 600, 5_000] {
+            for ppm in [0u32, 10_000, 100_000] {
+                let at = prompt_election_at_ms(1_000, w, ppm, 0);
+                assert!(at >= 1_000 + w, "w {w} ppm {ppm}");
+                assert_eq!(at, 1_000 + restart_vote_refusal_ms(w, ppm));
+            }
+        }
+        assert_eq!(prompt_election_at_ms(1_000, 600, 10_000, 37), 1_643);
+        // A corrupt or absurd input saturates rather than wrapping early.
+        assert_eq!(prompt_election_at_ms(u64::MAX - 1, 600, 0, 5), u64::MAX);
     }
 }

@@ -349,6 +349,10 @@ impl Lessor {
         let mut expire_budget = Budget::new(EXPIRE_BATCHES_PER_SECOND_MAX);
         let stop = shutdown.clone().recv();
         tokio::pin!(stop);
+        // Role changes (rare) start a round at once: a new leader takes
+        // over without waiting for the next tick (up to one heartbeat of
+        // failover otherwise).
+        let mut role = self.raft.server_metrics();
         loop {
             let round = Instant::now();
             self.confirm_leadership().await;
@@ -358,6 +362,15 @@ impl Lessor {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = tokio::time::sleep_until(round + tick) => {}
+                changed = role.changed() => {
+                    if changed.is_err() {
+                        // Raft stopped: no more role changes; tick on.
+                        tokio::select! {
+                            _ = &mut stop => return,
+                            _ = tokio::time::sleep_until(round + tick) => {}
+                        }
+                    }
+                }
             }
         }
     }

@@ -11,6 +11,8 @@
 //! - [`proposer`]: group commit: concurrent proposals share one Raft entry.
 //! - [`lessor`]: the leader's side of the time model: leader lease, session
 //!   deadlines, takeover and failover grace, expiry.
+//! - [`election`]: prompt elections: a follower stands as soon as its
+//!   leader's vote window has run out.
 //! - [`auth`]: principals, roles, resource prefixes and bearer-token
 //!   digests: who may make which call.
 //! - [`api`]: the client gRPC API, forwarding and the status mapping.
@@ -38,6 +40,7 @@ pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod election;
 pub mod error;
 pub mod failstop;
 pub mod http;

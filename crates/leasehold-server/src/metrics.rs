@@ -25,6 +25,7 @@
 //! | `leasehold_auth_denied_total` | counter | client API calls refused here as PERMISSION_DENIED by role or prefix |
 //! | `leasehold_proposals_total` | counter | commands this node proposed to Raft |
 //! | `leasehold_takeovers_total` | counter | leader takeovers completed by this node |
+//! | `leasehold_prompt_elections_total` | counter | elections this node started as soon as its leader's vote window ran out (`election.rs`) |
 //! | `leasehold_acquire_duration_seconds` | histogram | Acquire, from receipt to its entry's answer, on the serving node |
 //! | `leasehold_keepalive_duration_seconds` | histogram | one keepalive message, from receipt to its answer |
 //! | `leasehold_raft_term` | gauge | current Raft term |
@@ -192,6 +193,8 @@ pub struct Metrics {
     sessions_expired: Counter,
     /// `leasehold_takeovers_total`.
     takeovers: Counter,
+    /// `leasehold_prompt_elections_total`.
+    prompt_elections: Counter,
     /// `leasehold_proposals_total`.
     proposals: Counter,
     /// `leasehold_forwarded_total`.
@@ -264,6 +267,9 @@ pub struct MetricsSnapshot {
     pub sessions_expired_total: u64,
     /// `leasehold_takeovers_total`: leader takeovers completed by this node.
     pub takeovers_total: u64,
+    /// `leasehold_prompt_elections_total`: elections this node started as
+    /// soon as its leader's vote window ran out.
+    pub prompt_elections_total: u64,
     /// `leasehold_proposals_total`: commands this node proposed to Raft.
     pub proposals_total: u64,
     /// `leasehold_forwarded_total`: requests this node forwarded to the leader.
@@ -384,6 +390,11 @@ impl Metrics {
             "takeovers",
             "Leader takeovers completed by this node",
         );
+        let prompt_elections = counter(
+            &mut registry,
+            "prompt_elections",
+            "Elections this node started as soon as its leader's vote window ran out",
+        );
         let proposals = counter(
             &mut registry,
             "proposals",
@@ -498,6 +509,7 @@ impl Metrics {
             keepalive_refused,
             sessions_expired,
             takeovers,
+            prompt_elections,
             proposals,
             forwarded,
             auth_unauthenticated,
@@ -583,6 +595,11 @@ impl Metrics {
     /// Counts a takeover.
     pub fn takeover(&self) {
         self.takeovers.inc();
+    }
+
+    /// Counts an election started as soon as the vote window ran out.
+    pub fn prompt_election(&self) {
+        self.prompt_elections.inc();
     }
 
     /// Counts a proposal.
@@ -674,6 +691,7 @@ impl Metrics {
             keepalive_refused_total: self.keepalive_refused.get(),
             sessions_expired_total: self.sessions_expired.get(),
             takeovers_total: self.takeovers.get(),
+            prompt_elections_total: self.prompt_elections.get(),
             proposals_total: self.proposals.get(),
             forwarded_total: self.forwarded.get(),
             auth_unauthenticated_total: self.auth_unauthenticated.get(),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use leasehold_core::{Command, LeaseState, LogIndex, Response};
 use leasehold_raft::identity::PeerIdentity;
 use leasehold_raft::network::{
-    serve_peer_service_tls, Isolation, PeerNetwork, PeerNetworkConfig, PeerService, VoteGate,
+    serve_peer_service_tls, Isolation, LeaderContact, PeerNetwork, PeerNetworkConfig, PeerService,
+    VoteGate,
 };
 use leasehold_raft::store::{self, StateMachineStore};
 use leasehold_raft::tls::{ClientAuth, NodeTls};
@@ -19,6 +20,7 @@ use crate::api::history::History;
 use crate::api::{LeaseApi, LeaseService};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
+use crate::election::Prompter;
 use crate::error::{ProposeError, ServerError};
 use crate::http::Probe;
 use crate::lessor::{Lessor, Serving};
@@ -125,6 +127,8 @@ pub struct Node {
     metrics_addr: Option<SocketAddr>,
     /// The lessor's background loop (leader lease, expiry), awaited on shutdown.
     lessor_task: JoinHandle<()>,
+    /// Prompt elections (see [`crate::election`]), awaited on shutdown.
+    election_task: JoinHandle<()>,
     /// The join rule of a pristine store (see [`crate::admission`]), awaited
     /// on shutdown; `None` after an ordinary restart.
     admission_task: Option<JoinHandle<()>>,
@@ -276,7 +280,9 @@ impl Node {
             Admission::Probing
         });
         let admission_view = admission.clone();
+        let contact = LeaderContact::default();
         let service = PeerService::new(raft.clone())
+            .with_leader_contact(contact.clone())
             .with_isolation(isolation.clone())
             .with_quarantine(quarantine.clone())
             .with_admission(Arc::new(move || admission_view.borrow().as_str()))
@@ -304,6 +310,18 @@ impl Node {
         });
 
         let lessor_task = tokio::spawn(Arc::clone(&lessor).run(shutdown.signal()));
+        let election_task = tokio::spawn(
+            Prompter {
+                node_id,
+                raft: raft.clone(),
+                contact,
+                lessor: Arc::clone(&lessor),
+                state: state.clone(),
+                timing: config.timing,
+                metrics: Arc::clone(&metrics),
+            }
+            .run(shutdown.signal()),
+        );
         let history = History::start(&state, shutdown.signal());
         let (alive, api_gone) = tokio::sync::mpsc::channel(1);
         let metrics_task = metrics_listener.map(|listener| {
@@ -393,6 +411,7 @@ impl Node {
             metrics_task,
             metrics_addr,
             lessor_task,
+            election_task,
             admission_task,
             admission,
             api_gone,
@@ -576,6 +595,7 @@ impl Node {
             }
         }
         let _ = self.lessor_task.await;
+        let _ = self.election_task.await;
         if let Some(task) = self.admission_task {
             let _ = task.await;
         }

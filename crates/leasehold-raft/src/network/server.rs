@@ -22,6 +22,7 @@ use super::MESSAGE_BYTES_MAX;
 use crate::identity::PeerIdentity;
 use crate::tls::{ClientAuth, NodeTls};
 use crate::types::Raft;
+use openraft::raft::AppendEntriesResponse;
 
 /// Answers the peer RPCs from the local Raft: decodes the payload, calls
 /// `Raft::append_entries`/`vote`/`install_snapshot`, encodes the result
@@ -52,6 +53,10 @@ pub struct PeerService {
     /// Where the node stands with its cluster, for the `Status` RPC
     /// (leasehold-server's admission; `None`: not said).
     admission: Option<AdmissionView>,
+    /// Recorded on every AppendEntries from a current leader, on arrival
+    /// and once accepted (a prompt election counts from it; see
+    /// [`super::LeaderContact`]).
+    contact: super::LeaderContact,
     /// Every RPC needs a node certificate of the cluster (subject CN
     /// `leasehold node <id>`, see [`crate::identity`]): set when the
     /// server runs mutual TLS, where the handshake only proves that the
@@ -82,6 +87,7 @@ impl PeerService {
             quarantine: super::Isolation::default(),
             vote_gate: None,
             admission: None,
+            contact: super::LeaderContact::default(),
             require_node_cert: false,
         }
     }
@@ -111,6 +117,12 @@ impl PeerService {
     /// no leader counts it as a member whose log it has seen.
     pub fn with_quarantine(mut self, quarantine: super::Isolation) -> Self {
         self.quarantine = quarantine;
+        self
+    }
+
+    /// Records in `contact` each AppendEntries from a current leader.
+    pub fn with_leader_contact(mut self, contact: super::LeaderContact) -> Self {
+        self.contact = contact;
         self
     }
 
@@ -274,7 +286,19 @@ impl RaftPeer for PeerService {
         let rpc: AppendEntriesRequest = decode_request("append_entries request", request)?;
         let entries = rpc.entries.len();
         let started = std::time::Instant::now();
+        // Heard on arrival, not only once answered: while this node's Raft
+        // is busy (a large apply) the leader's messages wait in its queue,
+        // and a prompt election queued behind them would depose a leader
+        // that is alive. A leader of an older vote is not counted.
+        if rpc.vote >= self.raft.metrics().borrow().vote {
+            self.contact.heard();
+        }
         let reply: AppendEntriesReply = self.raft.append_entries(rpc).await;
+        // Any answer but "higher vote" means openraft accepted this leader
+        // and refreshed its vote time.
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.heard();
+        }
         tracing::trace!(
             target: crate::STAGE_TARGET,
             stage = "follower_append",
