@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::procs::{Cluster, Ports, System};
+use crate::procs::{Cluster, Ports, System, WorkDir};
 use crate::report::{self, RowResult};
 use crate::stats::Run;
 use crate::{lh, FailoverSpec, MemorySpec};
@@ -148,17 +148,8 @@ struct Clusters {
 
 /// Runs `compare`.
 pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match &args.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let work = WorkDir::new(args.work_dir.as_deref())?;
+    let dir = work.path().to_path_buf();
     let use_etcd = !args.no_etcd && cfg!(feature = "etcd");
     if !args.no_etcd && !use_etcd {
         anyhow::bail!(

@@ -15,6 +15,44 @@ use tokio::process::{Child, Command};
 /// How long a cluster gets to elect a leader and serve.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a run keeps its data dirs, node logs and pid file: a directory
+/// the user named (created, and kept afterwards so the logs can be read),
+/// or a fresh temp dir removed when this is dropped.
+pub struct WorkDir {
+    /// The directory.
+    path: PathBuf,
+    /// Removes the temp dir on drop; `None` for a named directory.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl WorkDir {
+    /// `named` if given, else a fresh temp dir.
+    pub fn new(named: Option<&Path>) -> anyhow::Result<Self> {
+        match named {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("creating the work dir {}", d.display()))?;
+                Ok(WorkDir {
+                    path: d.to_path_buf(),
+                    _temp: None,
+                })
+            }
+            None => {
+                let temp = tempfile::tempdir().context("creating a temp work dir")?;
+                Ok(WorkDir {
+                    path: temp.path().to_path_buf(),
+                    _temp: Some(temp),
+                })
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Which system a cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {

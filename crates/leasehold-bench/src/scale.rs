@@ -16,7 +16,7 @@ use leasehold_proto::v1 as pb;
 use leasehold_tests::http;
 
 use crate::lh::{raw, wait_ready};
-use crate::procs::{poll, rss_bytes, Cluster, Ports};
+use crate::procs::{poll, rss_bytes, Cluster, Ports, WorkDir};
 use crate::stats::fixed_count;
 
 /// Flags of `leasehold-bench scale`.
@@ -37,6 +37,10 @@ pub struct ScaleArgs {
     /// Sample node configs (`nodeN.toml`).
     #[arg(long, default_value = "cluster/config")]
     pub leasehold_config_dir: PathBuf,
+    /// Data dirs and node logs, kept afterwards (default: a fresh temp
+    /// dir, removed at the end).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// Ports of the scale cluster (apart from the compare clusters and a dev
@@ -69,15 +73,15 @@ async fn wait_applied(i: usize, target: u64) -> anyhow::Result<()> {
 
 /// Runs the scale measurement and prints its figures.
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let work = WorkDir::new(args.work_dir.as_deref())?;
     let mut cluster = Cluster::leasehold(
         &args.leasehold_bin,
         &args.leasehold_config_dir,
-        dir.path(),
+        work.path(),
         PORTS,
     );
     cluster.start_all()?;
-    let result = measure(&mut cluster, dir.path(), &args).await;
+    let result = measure(&mut cluster, work.path(), &args).await;
     cluster.stop().await?;
     result
 }

@@ -404,9 +404,67 @@ async fn writes_next_to_the_snapshot_do_not_rewrite_it() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A snapshot install is written in many sled batches (one batch of a
-/// million keys held ~9 GiB): a crash between them leaves the marker, and
-/// the next open finishes the install from the stored snapshot.
+/// Issue 8 (`scale` run at 700,000 leases): a snapshot build reads the
+/// whole state under the read lock for seconds. Apply must wait for it,
+/// but it used to wait in `RwLock::write`, blocking a runtime thread and,
+/// as a queued writer, every new reader of the state with it: the node
+/// froze, and its peers stood for election. Here a reader holds the state
+/// (as a build does) while an entry is applied: apply waits, and another
+/// reader still gets the state at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_waiting_for_a_snapshot_build_blocks_no_other_reader() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_log, sm) = store::open(dir.path())?;
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let builder = sm.clone();
+    let long_reader = std::thread::spawn(move || {
+        builder.read(|_| {
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+        })
+    });
+    held_rx.recv()?;
+
+    let mut applier = sm.clone();
+    let apply =
+        tokio::spawn(async move { applier.apply(vec![command(1, 1, open_session("a"))]).await });
+    // Nothing to wait on: a writer waiting on the lock is not visible.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let applied_under_reader = apply.is_finished();
+
+    let (got_tx, got_rx) = mpsc::channel();
+    let reader = sm.clone();
+    let other_reader = std::thread::spawn(move || {
+        let sessions = reader.read(|s| s.session_count());
+        let _ = got_tx.send(sessions);
+    });
+    let got = got_rx.recv_timeout(Duration::from_secs(5));
+    release_tx.send(())?;
+    long_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("long reader panicked"))?;
+    other_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("other reader panicked"))?;
+
+    ensure!(
+        !applied_under_reader,
+        "apply changed the state under a reader"
+    );
+    ensure!(
+        got == Ok(0),
+        "a reader waited behind apply, itself waiting for the long reader: {got:?}"
+    );
+    let responses = tokio::time::timeout(Duration::from_secs(10), apply).await???;
+    ensure!(
+        matches!(responses[..], [Response::SessionOpened { .. }]),
+        "{responses:?}"
+    );
+    ensure!(sm.read(|s| s.session_count()) == 1);
+    Ok(())
+}
+
 /// A store in `dir` holding `sessions` sessions and a snapshot of them,
 /// flushed and closed; returns the snapshot's meta and bytes.
 async fn snapshot_of(
@@ -421,6 +479,9 @@ async fn snapshot_of(
     Ok((snapshot.meta, snapshot.snapshot.into_inner()))
 }
 
+/// A snapshot install is written in many sled batches (one batch of a
+/// million keys held ~9 GiB): a crash between them leaves the marker, and
+/// the next open finishes the install from the stored snapshot.
 #[tokio::test]
 async fn an_install_cut_short_is_finished_when_the_store_opens() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

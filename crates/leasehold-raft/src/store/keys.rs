@@ -434,7 +434,6 @@ pub(crate) fn begin_install(
     snapshots: &sled::Tree,
     snapshot: StoredSnapshot,
 ) -> Result<(), StoreError> {
-    use sled::Transactional;
     let key = SnapshotSpace::encode_key(&());
     let at = snapshot
         .meta
@@ -443,13 +442,11 @@ pub(crate) fn begin_install(
     let value = sled::IVec::from(encode::<SnapshotSpace>(&snapshot)?);
     drop(snapshot);
     let marker = encode_meta(&INSTALLING, &at)?;
-    (main, snapshots)
-        .transaction(|(main, snapshots)| {
-            snapshots.insert(key.as_slice(), value.clone())?;
-            main.insert(&INSTALLING.key(), marker.as_slice())?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })
-        .map_err(transaction_error)
+    in_main_and_snapshot_trees(main, snapshots, |main, snapshots| {
+        snapshots.insert(key.as_slice(), value.clone())?;
+        main.insert(&INSTALLING.key(), marker.as_slice())?;
+        Ok(())
+    })
 }
 
 /// Moves a snapshot a format 2 or 3 store kept in the default tree into
@@ -459,27 +456,40 @@ pub(crate) fn move_snapshot_to_its_tree(
     snapshots: &sled::Tree,
     version: u32,
 ) -> Result<(), StoreError> {
-    use sled::Transactional;
     let key = SnapshotSpace::encode_key(&());
-    (main, snapshots)
-        .transaction(|(main, snapshots)| {
-            if let Some(value) = main.remove(key.as_slice())? {
-                snapshots.insert(key.as_slice(), value)?;
-            }
-            main.insert(&FORMAT_VERSION_KEY, &version.to_be_bytes())?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })
-        .map_err(transaction_error)
+    in_main_and_snapshot_trees(main, snapshots, |main, snapshots| {
+        if let Some(value) = main.remove(key.as_slice())? {
+            snapshots.insert(key.as_slice(), value)?;
+        }
+        main.insert(&FORMAT_VERSION_KEY, &version.to_be_bytes())?;
+        Ok(())
+    })
 }
 
-/// A failed transaction of this module (none aborts on its own).
-fn transaction_error(error: sled::transaction::TransactionError<()>) -> StoreError {
-    match error {
-        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        sled::transaction::TransactionError::Abort(()) => {
-            StoreError::Inconsistent("a store transaction aborted".to_string())
-        }
-    }
+/// Runs `change` as one sled transaction over the default tree and the
+/// snapshot tree: both trees change, or neither. sled may run `change`
+/// more than once (on conflict), so it must only write.
+fn in_main_and_snapshot_trees<F>(
+    main: &sled::Tree,
+    snapshots: &sled::Tree,
+    change: F,
+) -> Result<(), StoreError>
+where
+    F: Fn(
+        &sled::transaction::TransactionalTree,
+        &sled::transaction::TransactionalTree,
+    ) -> Result<(), sled::transaction::ConflictableTransactionError<()>>,
+{
+    use sled::Transactional;
+    (main, snapshots)
+        .transaction(|(main, snapshots)| change(main, snapshots))
+        .map_err(|error| match error {
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            // `change` never aborts.
+            sled::transaction::TransactionError::Abort(()) => {
+                StoreError::Inconsistent("a store transaction aborted".to_string())
+            }
+        })
 }
 
 /// Adds removal of `key` of space `S` to `batch`.

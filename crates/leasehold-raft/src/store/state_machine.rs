@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockWriteGuard, TryLockError};
 
 use leasehold_core::{Event, LeaseState, Response, SessionChange, SessionId, Touched};
 use openraft::storage::RaftStateMachine;
@@ -337,6 +337,39 @@ fn store_snapshot(shared: &Shared, snapshot: &StoredSnapshot) -> Result<bool, St
 }
 
 /// Maps a failed blocking task.
+/// How often apply tries the state's lock again while a reader holds it.
+const APPLY_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Write access to the state for apply, awaited without blocking a runtime
+/// thread and without queueing as a writer.
+///
+/// A snapshot build reads the whole state under the read lock (seconds at
+/// a million leases). A thread blocked in `RwLock::write` behind it would
+/// be a runtime worker lost for that long, and, since a queued writer makes
+/// every new `read` wait too, every task that reads the state (API calls)
+/// would block its worker as well: the node froze, stopped answering its
+/// peers, and its followers stood for election (issue 8, `scale` run).
+/// Trying again every [`APPLY_LOCK_RETRY`] keeps the workers free and the
+/// state readable while the snapshot is encoded; apply waits for the
+/// encoding, as it must (it needs the state unchanged under the reader).
+async fn write_without_queueing(lock: &RwLock<Machine>) -> RwLockWriteGuard<'_, Machine> {
+    loop {
+        if let Some(guard) = try_write(lock) {
+            return guard;
+        }
+        tokio::time::sleep(APPLY_LOCK_RETRY).await;
+    }
+}
+
+/// The write lock if nobody holds the lock now.
+fn try_write(lock: &RwLock<Machine>) -> Option<RwLockWriteGuard<'_, Machine>> {
+    match lock.try_write() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 fn task_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Task(e.to_string())
 }
@@ -363,11 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut published = Vec::new();
         let mut batch = sled::Batch::default();
         let last_applied = {
-            let mut machine = self
-                .shared
-                .machine
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut machine = write_without_queueing(&self.shared.machine).await;
             let mut touched = Touched::default();
             let mut sessions: Vec<SessionChange> = Vec::new();
             for entry in entries {
