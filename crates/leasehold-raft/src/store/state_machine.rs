@@ -336,12 +336,11 @@ fn store_snapshot(shared: &Shared, snapshot: &StoredSnapshot) -> Result<bool, St
     Ok(true)
 }
 
-/// Maps a failed blocking task.
 /// How often apply tries the state's lock again while a reader holds it.
 const APPLY_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Write access to the state for apply, awaited without blocking a runtime
-/// thread and without queueing as a writer.
+/// Write access to the state for apply and snapshot install, awaited
+/// without blocking a runtime thread and without queueing as a writer.
 ///
 /// A snapshot build reads the whole state under the read lock (seconds at
 /// a million leases). A thread blocked in `RwLock::write` behind it would
@@ -370,6 +369,7 @@ fn try_write(lock: &RwLock<Machine>) -> Option<RwLockWriteGuard<'_, Machine>> {
     }
 }
 
+/// Maps a failed blocking task.
 fn task_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Task(e.to_string())
 }
@@ -529,11 +529,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
         let sessions = machine.lease.session_count();
         {
-            let mut current = self
-                .shared
-                .machine
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut current = write_without_queueing(&self.shared.machine).await;
             *current = machine;
             if let Some(observer) = self.shared.observer.get() {
                 observer.replaced(&current.lease);
